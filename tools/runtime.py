@@ -1,0 +1,364 @@
+"""Prepare and run a real tritonserver: the binary from the nvidia-pytriton wheel, or the user's own.
+
+The wheel ships the server and the Python backend but no stub in the backend folder; we lay out a
+backend folder of our own with the stub for the running interpreter, give the stub the libraries and
+the `python3` it needs, and start the server on loopback with explicit model control.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools import settings
+
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+SHM_DIR = Path("/dev/shm")
+
+
+class RuntimeError_(Exception):
+    """Base for runtime failures that the CLI prints as one clear message."""
+
+
+class TritonNotFoundError(RuntimeError_):
+    pass
+
+
+class PortInUseError(RuntimeError_):
+    pass
+
+
+class ServerStartError(RuntimeError_):
+    """The server exited or never became ready; carries what Triton said."""
+
+    def __init__(self, message: str, model_errors: dict[str, str] | None = None, log_tail: str = ""):
+        super().__init__(message)
+        self.model_errors = model_errors or {}
+        self.log_tail = log_tail
+
+
+def _pytriton_dir() -> Path | None:
+    try:
+        import pytriton
+    except ImportError:
+        return None
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+def find_tritonserver(explicit: str | os.PathLike | None = None) -> Path:
+    """The binary to run: an explicit path, $TRITONSERVER, the pytriton wheel's, or PATH's."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    elif os.environ.get(settings.TRITONSERVER_ENV):
+        candidates.append(Path(os.environ[settings.TRITONSERVER_ENV]))
+    else:
+        wheel = _pytriton_dir()
+        if wheel is not None:
+            candidates.append(wheel / "bin" / "tritonserver")
+        on_path = shutil.which("tritonserver")
+        if on_path:
+            candidates.append(Path(on_path))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    tried = ", ".join(str(p) for p in candidates) or "nothing to try"
+    raise TritonNotFoundError(
+        f"no tritonserver binary found (tried: {tried}); install nvidia-pytriton or pass --tritonserver "
+        f"/ set ${settings.TRITONSERVER_ENV}"
+    )
+
+
+def is_wheel_binary(binary: Path) -> bool:
+    wheel = _pytriton_dir()
+    return wheel is not None and binary.resolve() == (wheel / "bin" / "tritonserver").resolve()
+
+
+def prepare_backends(cache_dir: Path = settings.CACHE_DIR) -> Path:
+    """A backend folder whose `python/` holds the wheel's backend plus the stub for this interpreter."""
+    wheel = _pytriton_dir()
+    if wheel is None:
+        raise TritonNotFoundError("nvidia-pytriton is not installed: cannot lay out its Python backend")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = wheel / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonNotFoundError(f"the pytriton wheel has no Python-backend stub for Python {version}")
+    target = cache_dir / f"backends-py{version}"
+    python_dir = target / "python"
+    sources = [*sorted((wheel / "backends" / "python").glob("*.*")), stub]
+    if not all((python_dir / s.name).is_file() for s in sources):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="backends-", dir=cache_dir))
+        (staging / "python").mkdir()
+        for source in sources:
+            shutil.copy2(source, staging / "python" / source.name)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)  # atomic: a concurrent reader sees all files or none
+    return target
+
+
+def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the Python-backend stub: its bundled libraries, libpython, this venv's python3."""
+    env = dict(os.environ if base is None else base)
+    libs = []
+    wheel = _pytriton_dir()
+    if wheel is not None:
+        libs.append(str(wheel.parent.parent / "nvidia_pytriton.libs"))
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir:
+        libs.append(libdir)
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = ":".join(libs)
+    # The stub finds its interpreter's prefix through `python3` on PATH: put this venv first.
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def free_port(host: str = settings.DEFAULT_HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def check_port_free(host: str, port: int, purpose: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"{purpose} port {host}:{port} is busy ({exc.strerror}); pick another with --{purpose}-port"
+            ) from None
+
+
+@dataclass
+class ServerOptions:
+    """Everything that shapes one tritonserver process."""
+
+    repository: Path = settings.MODEL_REPOSITORY
+    host: str = settings.DEFAULT_HOST
+    http_port: int = settings.DEFAULT_HTTP_PORT
+    grpc_port: int = settings.DEFAULT_GRPC_PORT
+    metrics_port: int = settings.DEFAULT_METRICS_PORT
+    tritonserver: Path | None = None
+    models: list[str] = field(default_factory=lambda: ["*"])
+    control_key: str | None = None  # None: taken from $TRITON_CONTROL_KEY, else generated
+    log_verbose: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+    @classmethod
+    def on_free_ports(cls, **kwargs) -> ServerOptions:
+        """Options with three free loopback ports: what tests and throwaway servers use."""
+        host = kwargs.pop("host", settings.DEFAULT_HOST)
+        return cls(host=host, http_port=free_port(host), grpc_port=free_port(host),
+                   metrics_port=free_port(host), **kwargs)
+
+
+def build_command(binary: Path, opts: ServerOptions, backend_dir: Path | None, control_key: str,
+                  shm_prefix: str) -> list[str]:
+    """The tritonserver argv: explicit control, strict readiness, metrics with latency summaries."""
+    restricted = f"model-repository:{settings.CONTROL_KEY_HEADER}={control_key}"
+    cmd = [
+        str(binary),
+        f"--model-repository={opts.repository}",
+        "--model-control-mode=explicit",
+        *[f"--load-model={m}" for m in opts.models],
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--http-address={opts.host}", f"--http-port={opts.http_port}",
+        f"--grpc-address={opts.host}", f"--grpc-port={opts.grpc_port}",
+        f"--metrics-address={opts.host}", f"--metrics-port={opts.metrics_port}",
+        "--allow-metrics=true", "--allow-cpu-metrics=true", "--allow-gpu-metrics=false",
+        "--metrics-config=summary_latencies=true",
+        # The model-control API is never open: it needs the secret header on both protocols.
+        f"--http-restricted-api={restricted}",
+        f"--grpc-restricted-protocol={restricted}",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        f"--log-verbose={opts.log_verbose}",
+    ]
+    if backend_dir is not None:
+        cmd.append(f"--backend-directory={backend_dir}")
+    return cmd + list(opts.extra_args)
+
+
+_LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)'(?: version (?P<version>\d+))?: (?P<msg>.*)")
+
+
+def parse_load_errors(log: str) -> dict[str, str]:
+    """Model name -> Triton's own load-failure message, from the server log."""
+    errors: dict[str, str] = {}
+    for match in _LOAD_FAILURE.finditer(log):
+        errors.setdefault(match["model"], match["msg"].strip())
+    return errors
+
+
+class TritonServer:
+    """One tritonserver process; use as a context manager so it always stops and cleans up."""
+
+    def __init__(self, opts: ServerOptions):
+        self.opts = opts
+        self.control_key = opts.control_key or os.environ.get(settings.CONTROL_KEY_ENV) \
+            or secrets.token_urlsafe(24)
+        self.shm_prefix = f"triton_toolkit_{os.getpid()}_{secrets.token_hex(4)}_"
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self._log_file = None
+
+    # -- addresses -------------------------------------------------------------------------------
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.opts.host in ("0.0.0.0", "::") else self.opts.host
+
+    @property
+    def http_url(self) -> str:
+        return f"{self._client_host}:{self.opts.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._client_host}:{self.opts.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self._client_host}:{self.opts.metrics_port}/metrics"
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        return {settings.CONTROL_KEY_HEADER: self.control_key}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, timeout: float = READY_TIMEOUT_S) -> TritonServer:
+        repository = Path(self.opts.repository)
+        if not repository.is_dir():
+            raise ServerStartError(f"model repository {repository} is not a directory")
+        for purpose, port in (("http", self.opts.http_port), ("grpc", self.opts.grpc_port),
+                              ("metrics", self.opts.metrics_port)):
+            check_port_free(self.opts.host, port, purpose)
+        binary = find_tritonserver(self.opts.tritonserver)
+        backend_dir = prepare_backends() if is_wheel_binary(binary) else None
+        cmd = build_command(binary, self.opts, backend_dir, self.control_key, self.shm_prefix)
+        fd, log_name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+        self.log_path = Path(log_name)
+        self._log_file = os.fdopen(fd, "wb")
+        self.process = subprocess.Popen(
+            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=stub_environment(), start_new_session=True,
+        )
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 2.0):
+        req = urllib.request.Request(f"http://{self.http_url}{path}", data=body, method=method,
+                                     headers=self.control_headers)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+
+    def is_ready(self) -> bool:
+        try:
+            return self._http("GET", "/v2/health/ready")[0] == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def repository_index(self) -> list[dict]:
+        """Triton's view of every model: name, version, state, reason."""
+        return json.loads(self._http("POST", "/v2/repository/index", b"{}")[1])
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = self.log_text()
+                errors = parse_load_errors(log)
+                detail = "; ".join(f"{m}: {e}" for m, e in errors.items()) or _tail(log)
+                raise ServerStartError(
+                    f"tritonserver exited with code {self.process.returncode} while loading: {detail}",
+                    errors, _tail(log))
+            if self.is_ready():
+                return
+            time.sleep(0.1)
+        log = self.log_text()
+        waiting = ""
+        with contextlib.suppress(Exception):
+            waiting = ", ".join(f"{m['name']} ({m.get('state', '?')})" for m in self.repository_index()
+                                if m.get("state") != "READY")
+        raise ServerStartError(
+            f"tritonserver was not ready after {timeout:.0f} s"
+            + (f"; still waiting for: {waiting}" if waiting else ""), parse_load_errors(log), _tail(log))
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM the server's process group, SIGKILL it if it lingers, then remove its shm regions."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process is not None:
+            # Stubs are in the server's session; make sure none outlive it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        for region in SHM_DIR.glob(f"{self.shm_prefix}*"):
+            with contextlib.suppress(OSError):
+                region.unlink()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running_server(opts: ServerOptions | None = None, timeout: float = READY_TIMEOUT_S) -> Iterator[TritonServer]:
+    """Start a server (free loopback ports unless told), yield it ready, always stop it."""
+    server = TritonServer(opts or ServerOptions.on_free_ports())
+    server.start(timeout)
+    try:
+        yield server
+    finally:
+        server.stop()

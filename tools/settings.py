@@ -1,0 +1,37 @@
+"""One source of truth for the project's paths, ports, model and tensor names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
+CHART_DIR = PROJECT_ROOT / "charts" / "triton-embeddings"
+DASHBOARDS_DIR = PROJECT_ROOT / "dashboards"
+LOADTESTS_DIR = PROJECT_ROOT / "loadtests"
+
+# Machine-local cache for prepared backends, helm binaries, built Kubernetes binaries, run state.
+CACHE_DIR = Path(os.environ.get("TRITON_TOOLKIT_CACHE", Path.home() / ".cache" / "triton-toolkit"))
+
+# Network defaults: loopback unless the user asks otherwise.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
+
+# Environment variable naming a user-supplied tritonserver binary (e.g. inside NVIDIA's container).
+TRITONSERVER_ENV = "TRITONSERVER"
+# Environment variable holding the secret that guards Triton's model-repository (control) API.
+CONTROL_KEY_ENV = "TRITON_CONTROL_KEY"
+# HTTP header / gRPC metadata key that carries that secret (Triton's restricted-API feature).
+CONTROL_KEY_HEADER = "triton-control-key"
+
+# The service's public surface: the ensemble and its tensors.
+EMBED_MODEL = "embed"
+TOKENIZER_MODEL = "tokenizer"
+ENCODER_MODEL = "encoder"
+POOLER_MODEL = "pooler"
+EMBED_INPUT = "TEXT"
+EMBED_OUTPUT = "EMBEDDING"
+EMBEDDING_DIM = 384
