@@ -1,0 +1,94 @@
+"""The tritonserver runtime: command line, failure reporting, and a real start/stop on loopback."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import write_echo_model
+from tools import runtime, settings
+from tools.cli import app
+
+
+def _post(url: str, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_command_binds_every_endpoint_to_the_host_and_restricts_model_control():
+    opts = runtime.ServerOptions(host="127.0.0.1", http_port=1, grpc_port=2, metrics_port=3)
+    cmd = runtime.build_command(Path("/bin/tritonserver"), opts, Path("/b"), "s3cret", "pfx_")
+    assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"} <= set(cmd)
+    assert "--model-control-mode=explicit" in cmd and "--strict-readiness=true" in cmd
+    restricted = f"model-repository:{settings.CONTROL_KEY_HEADER}=s3cret"
+    assert f"--http-restricted-api={restricted}" in cmd
+    assert f"--grpc-restricted-protocol={restricted}" in cmd
+    assert "--backend-directory=/b" in cmd
+
+
+def test_load_errors_are_read_from_the_log_per_model():
+    log = ("E1128 model_lifecycle.cc:654] failed to load 'encoder' version 1: Invalid argument: bad dims\n"
+           "E1128 model_lifecycle.cc:654] failed to load 'pooler': Not found: no model.py\n")
+    assert runtime.parse_load_errors(log) == {"encoder": "Invalid argument: bad dims",
+                                              "pooler": "Not found: no model.py"}
+
+
+def test_busy_port_is_named_before_anything_starts(echo_repository: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        opts = runtime.ServerOptions.on_free_ports(repository=echo_repository)
+        opts.grpc_port = port
+        with pytest.raises(runtime.PortInUseError, match=f"grpc port 127.0.0.1:{port} is busy"):
+            runtime.TritonServer(opts).start()
+
+
+def test_cli_reports_a_busy_port_without_a_traceback(echo_repository: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", str(echo_repository), "--http-port", str(port)])
+    assert result.exit_code == 1
+    assert f"http port 127.0.0.1:{port} is busy" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_binary_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(runtime.TritonNotFoundError, match="no tritonserver binary"):
+        runtime.find_tritonserver(tmp_path / "nope")
+
+
+def test_server_serves_guards_model_control_and_leaves_nothing_behind(echo_repository: Path):
+    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=echo_repository)) as server:
+        index_url = f"http://{server.http_url}/v2/repository/index"
+        assert _post(index_url) == 403, "model control must need the secret header"
+        assert _post(index_url, server.control_headers) == 200
+        assert [m["state"] for m in server.repository_index()] == ["READY"]
+        family = [server.process.pid] + [c.pid for c in psutil.Process(server.process.pid).children(recursive=True)]
+        assert len(family) >= 2, "the Python model runs in a stub process"
+        shm_prefix = server.shm_prefix
+        assert list(runtime.SHM_DIR.glob(f"{shm_prefix}*")), "the stub's shared memory is under our prefix"
+    assert not [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert not list(runtime.SHM_DIR.glob(f"{shm_prefix}*"))
+
+
+def test_a_model_that_fails_to_load_is_named_with_tritons_message(tmp_path: Path):
+    repository = tmp_path / "repository"
+    write_echo_model(repository, "good")
+    write_echo_model(repository, "broken", model_source="raise ImportError('no such dependency: frobnicate')\n")
+    with pytest.raises(runtime.ServerStartError) as info:
+        runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=repository)).start(timeout=60)
+    assert "broken" in info.value.model_errors
+    assert "frobnicate" in info.value.model_errors["broken"]
