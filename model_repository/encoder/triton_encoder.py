@@ -1,0 +1,56 @@
+"""Triton glue shared by every encoder version: batch the requests, run ../onnx_encoder.py, split the answers.
+
+Each version's model.py only says how its encoder behaves (see EncoderSettings.trim_padding).
+"""
+
+import json
+from collections import defaultdict
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from onnx_encoder import EncoderSettings, OnnxEncoder
+
+
+def _int_parameter(parameters: dict, key: str, default: int) -> int:
+    return int(parameters.get(key, {}).get("string_value", default))
+
+
+def make_model(trim_padding: bool) -> type:
+    """A TritonPythonModel class whose encoder trims (or keeps) the batch's shared padding."""
+
+    class TritonPythonModel:
+        def initialize(self, args):
+            parameters = json.loads(args["model_config"]).get("parameters", {})
+            self.encoder = OnnxEncoder(EncoderSettings(
+                intra_op_threads=_int_parameter(parameters, "intra_op_threads", 1),
+                inter_op_threads=_int_parameter(parameters, "inter_op_threads", 1),
+                trim_padding=trim_padding,
+            ))
+
+        def execute(self, requests):
+            """One ONNX Runtime call per sequence length among the requests (the batcher sends one length)."""
+            by_length = defaultdict(list)
+            tokens = []
+            for index, request in enumerate(requests):
+                ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
+                mask = pb_utils.get_input_tensor_by_name(request, "attention_mask").as_numpy()
+                tokens.append((ids, mask))
+                by_length[ids.shape[1:]].append(index)
+            responses = [None] * len(requests)
+            for indices in by_length.values():
+                ids = np.concatenate([tokens[i][0] for i in indices])
+                mask = np.concatenate([tokens[i][1] for i in indices])
+                try:
+                    hidden = self.encoder.encode(ids, mask)
+                except ValueError as exc:
+                    error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                    for i in indices:
+                        responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=error)
+                    continue
+                splits = np.cumsum([len(tokens[i][0]) for i in indices])[:-1]
+                for i, part in zip(indices, np.split(hidden, splits), strict=True):
+                    output = pb_utils.Tensor("last_hidden_state", part)
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=[output])
+            return responses
+
+    return TritonPythonModel
