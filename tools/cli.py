@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from tools import runtime, settings
+from tools import client, infer, runtime, settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Serve, validate, load-test and deploy the Triton model repository.")
@@ -50,6 +51,7 @@ def serve(
         console.print(f"[green]ready[/] in {time.monotonic() - started:.1f} s — "
                       f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
         console.print(f"log: {server.log_path}")
+        infer.smoke(server.http_url, server.grpc_url, Console())
         if exit_after_smoke:
             return
         console.print("serving; Ctrl-C to stop")
@@ -60,12 +62,33 @@ def serve(
         for model, message in exc.model_errors.items():
             console.print(f"  [red]{model}[/]: {message}", highlight=False)
         raise fail(str(exc)) from None
-    except runtime.RuntimeError_ as exc:
+    except (runtime.RuntimeError_, client.EmbeddingError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
         server.stop()
+
+
+@app.command("infer")
+def infer_command(
+    texts: list[str] = typer.Argument(..., help="One or more texts to embed."),
+    protocol: client.Protocol = typer.Option(client.Protocol.HTTP, help="Protocol to call the server with."),
+    url: str | None = typer.Option(None, help="host:port of a running server (default: the local default port "
+                                              "of the protocol)."),
+    model: str = typer.Option(settings.EMBED_MODEL, help="Model to call."),
+    version: str = typer.Option("", help="Model version (default: the server's choice)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (embeddings, similarity) to stdout."),
+) -> None:
+    """Embed texts on a running server; print the embeddings' shape and their cosine similarity matrix."""
+    try:
+        result = infer.run(texts, protocol, url, model, version)
+    except client.EmbeddingError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(result.as_json()))
+    else:
+        infer.render(result, Console())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""Client helpers for the embedding service: connect over HTTP or gRPC (sync or asyncio), embed texts, compare.
+
+Other commands (infer, serve's smoke request, load tests, benchmarks) reuse these instead of building
+tritonclient requests themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+import tritonclient.http as httpclient
+import tritonclient.http.aio as httpaio
+from tritonclient.utils import InferenceServerException
+
+from tools import settings
+
+Text = str | bytes
+GRPC_CLIENTS = (grpcclient.InferenceServerClient, grpcaio.InferenceServerClient)
+
+
+class Protocol(enum.StrEnum):
+    HTTP = "http"
+    GRPC = "grpc"
+
+
+class EmbeddingError(Exception):
+    """The server refused a request or could not be reached; `status` is Triton's (e.g. '400', 'StatusCode...')."""
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def default_url(protocol: Protocol) -> str:
+    port = settings.DEFAULT_HTTP_PORT if protocol == Protocol.HTTP else settings.DEFAULT_GRPC_PORT
+    return f"{settings.DEFAULT_HOST}:{port}"
+
+
+def connect(protocol: Protocol, url: str | None = None, aio: bool = False):
+    """A tritonclient InferenceServerClient for the protocol (asyncio flavour with aio=True)."""
+    url = url or default_url(protocol)
+    if protocol == Protocol.HTTP:
+        return (httpaio if aio else httpclient).InferenceServerClient(url)
+    return (grpcaio if aio else grpcclient).InferenceServerClient(url)
+
+
+def text_input(client, texts: Sequence[Text], name: str = settings.EMBED_INPUT):
+    """A BYTES input of shape [n, 1] (one text per batch row), in the client's protocol."""
+    module = grpcclient if isinstance(client, GRPC_CLIENTS) else httpclient
+    data = np.array(list(texts), dtype=np.object_).reshape(-1, 1)
+    tensor = module.InferInput(name, list(data.shape), "BYTES")
+    tensor.set_data_from_numpy(data)
+    return tensor
+
+
+def _error(exc: Exception) -> EmbeddingError:
+    if isinstance(exc, InferenceServerException):
+        status = None if exc.status() is None else str(exc.status())
+        return EmbeddingError(exc.message(), status)
+    return EmbeddingError(f"cannot reach the server ({exc})")
+
+
+def embed(client, texts: Sequence[Text], model: str = settings.EMBED_MODEL, version: str = "") -> np.ndarray:
+    """Embeddings [len(texts), dim] float32 from a synchronous client."""
+    try:
+        result = client.infer(model, [text_input(client, texts)], model_version=version)
+    except (InferenceServerException, OSError) as exc:
+        raise _error(exc) from None
+    return result.as_numpy(settings.EMBED_OUTPUT)
+
+
+async def embed_async(client, texts: Sequence[Text], model: str = settings.EMBED_MODEL,
+                      version: str = "") -> np.ndarray:
+    """Embeddings [len(texts), dim] float32 from an asyncio client."""
+    try:
+        result = await client.infer(model, [text_input(client, texts)], model_version=version)
+    except (InferenceServerException, OSError) as exc:
+        raise _error(exc) from None
+    return result.as_numpy(settings.EMBED_OUTPUT)
+
+
+def embed_texts(texts: Sequence[Text], protocol: Protocol, url: str | None = None,
+                model: str = settings.EMBED_MODEL, version: str = "") -> np.ndarray:
+    """Connect, embed, close: for one-off calls."""
+    client = connect(protocol, url)
+    try:
+        return embed(client, texts, model, version)
+    finally:
+        client.close()
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Pairwise cosine similarity of the rows of a (and b, default a): [len(a), len(b)]."""
+    b = a if b is None else b
+    a_unit = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b_unit = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a_unit @ b_unit.T

@@ -1,0 +1,55 @@
+"""The plain-Python logic of the repository's models, imported from their folders without Triton.
+
+Each model keeps its logic beside its version folders (where its model.py finds it); this module loads
+those same files so tests and benchmarks compute embeddings in-process exactly as the service does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from tools import settings
+
+LOGIC_MODULES = {
+    "tokenization": settings.TOKENIZER_MODEL,
+    "onnx_encoder": settings.ENCODER_MODEL,
+    "pooling": settings.POOLER_MODEL,
+}
+
+
+@cache
+def load(module_name: str, repository: Path = settings.MODEL_REPOSITORY) -> ModuleType:
+    """Import `<repository>/<model>/<module_name>.py` once, under its own name (as model.py does)."""
+    path = repository / LOGIC_MODULES[module_name] / f"{module_name}.py"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def reference_pipeline(max_length: int = 128, intra_op_threads: int = 1):
+    """(tokenizer, encoder) built from the model logic, for in-process embeddings."""
+    tokenizer = load("tokenization").TextTokenizer(max_length)
+    encoding = load("onnx_encoder")
+    encoder = encoding.OnnxEncoder(encoding.EncoderSettings(intra_op_threads=intra_op_threads))
+    return tokenizer, encoder
+
+
+def embed_in_process(texts: Sequence[str], max_length: int = 128) -> np.ndarray:
+    """Embeddings computed without Triton, one text at a time (no padding): the reference the service must match."""
+    tokenizer, encoder = reference_pipeline(max_length)
+    rows = []
+    for text in texts:
+        batch = tokenizer([text])
+        rows.append(load("pooling").mean_pool(encoder.encode(batch.input_ids, batch.attention_mask),
+                                              batch.attention_mask)[0])
+    return np.stack(rows)
