@@ -35,3 +35,6 @@ POOLER_MODEL = "pooler"
 EMBED_INPUT = "TEXT"
 EMBED_OUTPUT = "EMBEDDING"
 EMBEDDING_DIM = 384
+
+# Load testing: the environment variable that tells the locustfile which load shape to export.
+LOADTEST_SHAPE_ENV = "LOADTEST_SHAPE"

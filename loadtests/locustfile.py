@@ -1,0 +1,132 @@
+"""Locust users for a Triton text model over HTTP and gRPC, built on tritonclient.
+
+Each request is one or more texts from the corpus and is reported to Locust with its real latency, response
+size and error. Run it through `tools loadtest`, or directly, e.g.
+`LOADTEST_SHAPE=step locust -f loadtests/locustfile.py --host 127.0.0.1:8001 GrpcTritonUser --model-name embed`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import time
+
+import numpy as np
+import shapes
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from grpc.experimental import gevent as grpc_gevent
+from locust import User, events, task
+
+from tools import corpus, load_profiles, settings
+
+# Without gevent's gRPC integration every gRPC call blocks the whole Locust process: users would serialise.
+grpc_gevent.init_gevent()
+
+_shape_name = os.environ.get(settings.LOADTEST_SHAPE_ENV)
+if _shape_name:
+    ActiveShape = shapes.BY_PROFILE[_shape_name]
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser) -> None:
+    group = parser.add_argument_group("Triton")
+    group.add_argument("--model-name", default=settings.EMBED_MODEL, help="Model or ensemble to call.")
+    group.add_argument("--model-version", default="", help="Model version (default: Triton's policy).")
+    group.add_argument("--input-name", default=settings.EMBED_INPUT, help="BYTES input tensor, shape [-1, 1].")
+    group.add_argument("--output-name", default=settings.EMBED_OUTPUT)
+    group.add_argument("--corpus", default=str(corpus.DEFAULT_CORPUS), help="Text file, one text per line.")
+    group.add_argument("--texts-per-request", type=int, default=1)
+    group.add_argument("--request-rate", type=float, default=0.0,
+                       help="Open loop: requests/s for all users together (0: each user sends back to back).")
+
+
+@functools.cache
+def _texts(path: str) -> tuple[str, ...]:
+    return tuple(corpus.load(path))
+
+
+def _address(host: str) -> str:
+    """tritonclient wants host:port; accept a URL with a scheme too."""
+    return host.split("://", 1)[-1].rstrip("/")
+
+
+class TritonUser(User):
+    """One client connection sending texts to the model; subclasses choose the protocol."""
+
+    abstract = True
+    protocol = ""
+    module = grpcclient
+
+    def on_start(self) -> None:
+        self.options = self.environment.parsed_options
+        self.texts = _texts(self.options.corpus)
+        self.rng = random.Random()
+        self.client = self.connect(_address(self.host))
+        self.request_name = self.options.model_name + (f"/{self.options.model_version}"
+                                                       if self.options.model_version else "")
+        self.next_start = time.monotonic()
+        if self.options.request_rate > 0:  # spread the pool's start times over one pacing interval
+            self.next_start += self.rng.random() * self._interval()
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    def connect(self, address: str):
+        raise NotImplementedError
+
+    def _interval(self) -> float:
+        return load_profiles.pacing_interval(self.options.request_rate, self.options.num_users or 1)
+
+    def wait_time(self) -> float:
+        """Closed loop by default; with --request-rate a fixed schedule that does not wait for slow answers
+        beyond one interval (a user that falls behind starts again at once instead of bursting to catch up)."""
+        if self.options.request_rate <= 0:
+            return 0.0
+        interval = self._interval()
+        now = time.monotonic()
+        self.next_start = max(self.next_start + interval, now - interval)
+        return max(0.0, self.next_start - now)
+
+    @task
+    def infer(self) -> None:
+        texts = self.rng.choices(self.texts, k=self.options.texts_per_request)
+        batch = np.array([[text.encode()] for text in texts], dtype=np.object_)
+        started = time.perf_counter()
+        size, error = 0, None
+        try:
+            size = self.send(batch)
+        except Exception as exc:  # every failure is a result to report, not a crash of the user
+            error = exc
+        self.environment.events.request.fire(
+            request_type=self.protocol, name=self.request_name, response_time=(time.perf_counter() - started) * 1e3,
+            response_length=size, exception=error, context={})
+
+    def send(self, batch: np.ndarray) -> int:
+        """Send one request; return the response's tensor bytes, raise on an error or a wrong answer."""
+        tensor = self.module.InferInput(self.options.input_name, list(batch.shape), "BYTES")
+        tensor.set_data_from_numpy(batch)
+        result = self.client.infer(self.options.model_name, [tensor], model_version=self.options.model_version,
+                                   outputs=[self.module.InferRequestedOutput(self.options.output_name)])
+        output = result.as_numpy(self.options.output_name)
+        if output is None or len(output) != len(batch):
+            raise ValueError(f"expected {len(batch)} rows of {self.options.output_name}, got "
+                             f"{None if output is None else output.shape}")
+        return output.nbytes
+
+
+class GrpcTritonUser(TritonUser):
+    protocol = "grpc"
+    module = grpcclient
+
+    def connect(self, address: str):
+        return grpcclient.InferenceServerClient(address)
+
+
+class HttpTritonUser(TritonUser):
+    protocol = "http"
+    module = httpclient
+
+    def connect(self, address: str):
+        return httpclient.InferenceServerClient(address)

@@ -1,0 +1,86 @@
+"""The load-test text corpus: project-written sentences of realistic, varied length (some far past 128 tokens).
+
+Everything here is written for this project and shipped under the project's licence (Apache-2.0); nothing is
+downloaded. `generate` is deterministic, so `loadtests/corpus.txt` can be rebuilt and any run reproduced.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from tools import settings
+
+DEFAULT_CORPUS = settings.LOADTESTS_DIR / "corpus.txt"
+DEFAULT_SIZE = 1000
+DEFAULT_SEED = 20261128
+
+_SUBJECTS = ["the new laptop", "my order", "this coffee grinder", "the support team", "the mobile app",
+             "the hotel room", "our quarterly report", "the train to Lyon", "the city library", "the update",
+             "the checkout page", "the rental car", "the pasta recipe", "the insurance claim", "the invoice",
+             "the weather service", "the delivery driver", "the museum tour", "the password reset email",
+             "the battery", "the conference keynote", "the onboarding guide", "the database migration"]
+_VERBS = ["arrived two days late", "works better than expected", "keeps crashing on start",
+          "was friendly and quick", "costs too much for what it does", "needs a clearer manual",
+          "stopped syncing after the last release", "was spotless", "missed the deadline again",
+          "made the whole trip easier", "charged me twice", "is surprisingly quiet", "could not find my booking",
+          "took forty minutes to answer", "finally fixed the login bug", "smells of fresh paint"]
+_OPENERS = ["Honestly,", "To be fair,", "As I wrote last week,", "In short,", "Unfortunately,", "Good news:",
+            "For the record,", "After three attempts,", "Compared with last year,", ""]
+_QUESTIONS = ["how do I reset my password", "where is my parcel", "can I change the delivery address",
+              "what is the refund policy", "does the app work offline", "which plan includes priority support",
+              "why was I charged twice", "how long does shipping to Norway take", "is breakfast included",
+              "can I export my data as CSV"]
+_DETAILS = ["The serial number is printed under the stand.", "I attached the receipt and two photos.",
+            "Nobody answered the chat for an hour.", "The same thing happened on my partner's phone.",
+            "We tried restarting, reinstalling and clearing the cache.", "The courier left a note but no parcel.",
+            "Prices went up by twelve percent since spring.", "The staff spoke English, French and Italian.",
+            "Our team of eight people uses it every day.", "The error code on screen was E-4012.",
+            "It rained the whole week, so we stayed inside.", "The second unit behaved exactly like the first."]
+
+
+def _sentence(rng: random.Random) -> str:
+    opener = rng.choice(_OPENERS)
+    body = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)}."
+    text = f"{opener} {body}" if opener else body
+    return text[0].upper() + text[1:]
+
+
+def _text(rng: random.Random) -> str:
+    """One request's text; the mix of kinds gives a long-tailed length distribution."""
+    kind = rng.random()
+    if kind < 0.25:  # a search query or question: a handful of words
+        return rng.choice(_QUESTIONS) + rng.choice(["?", "", " please", " asap"])
+    if kind < 0.70:  # a review or chat message: one to three sentences
+        return " ".join(_sentence(rng) for _ in range(rng.randint(1, 3)))
+    if kind < 0.93:  # a support ticket: sentences mixed with details
+        parts = [_sentence(rng) if rng.random() < 0.5 else rng.choice(_DETAILS) for _ in range(rng.randint(4, 9))]
+        return " ".join(parts)
+    # a long document (an e-mail thread, a report section): well past the encoder's sequence length
+    return " ".join(_sentence(rng) + " " + rng.choice(_DETAILS) for _ in range(rng.randint(12, 30)))
+
+
+def generate(size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED) -> list[str]:
+    rng = random.Random(seed)
+    return [_text(rng) for _ in range(size)]
+
+
+def write(path: Path = DEFAULT_CORPUS, size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED) -> Path:
+    path.write_text("\n".join(generate(size, seed)) + "\n")
+    return path
+
+
+def load(path: Path | str = DEFAULT_CORPUS) -> list[str]:
+    """One text per non-empty line."""
+    path = Path(path)
+    try:
+        texts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise ValueError(f"cannot read corpus {path}: {exc.strerror}") from None
+    if not texts:
+        raise ValueError(f"corpus {path} holds no text")
+    return texts
+
+
+if __name__ == "__main__":
+    print(write())
