@@ -22,3 +22,4 @@ QUEUE_SUMMARY_US = "nv_inference_queue_summary_us"
 
 MODEL_LABEL = "model"
 VERSION_LABEL = "version"
+QUANTILE_LABEL = "quantile"  # on the *_summary_us families

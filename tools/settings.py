@@ -38,3 +38,9 @@ EMBEDDING_DIM = 384
 
 # Load testing: the environment variable that tells the locustfile which load shape to export.
 LOADTEST_SHAPE_ENV = "LOADTEST_SHAPE"
+
+# Monitoring: the Prometheus scrape job of the service (a ServiceMonitor with `jobLabel: app.kubernetes.io/name`
+# gives this job name), and where the generated dashboards and rules go inside the Helm chart.
+METRICS_JOB = "triton-embeddings"
+CHART_DASHBOARDS_DIR = CHART_DIR / "files" / "dashboards"
+CHART_RULES_DIR = CHART_DIR / "files" / "rules"
