@@ -14,3 +14,5 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# Prometheus + promtool for the monitoring tests (Debian package; never started by the package).
+scripts/install-prometheus.sh
