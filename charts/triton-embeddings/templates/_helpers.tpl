@@ -1,0 +1,92 @@
+{{/* Names, labels and the few facts several templates share: defined once here. */}}
+
+{{- define "triton.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "triton.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "triton.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "triton.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "triton.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "triton.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "triton.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "triton.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "triton.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "triton.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "triton.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "triton.controlSecretName" -}}
+{{- default (printf "%s-control-key" (include "triton.fullname" .)) .Values.modelControl.existingSecret -}}
+{{- end -}}
+
+{{- define "triton.modelRepositoryPath" -}}
+{{- if eq .Values.modelRepository.source "image" -}}{{ .Values.modelRepository.imagePath }}{{- else -}}/models{{- end -}}
+{{- end -}}
+
+{{/* API versions: the newest the cluster serves (autoscaling/v2 and policy/v1 are missing before 1.23 / 1.21). */}}
+{{- define "triton.hpaApiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "autoscaling/v2" -}}autoscaling/v2
+{{- else if .Capabilities.APIVersions.Has "autoscaling/v2beta2" -}}autoscaling/v2beta2
+{{- else -}}{{ fail "autoscaling.engine=hpa needs autoscaling/v2 or autoscaling/v2beta2; this cluster serves neither" }}
+{{- end -}}
+{{- end -}}
+
+{{- define "triton.pdbApiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "policy/v1" -}}policy/v1{{- else -}}policy/v1beta1{{- end -}}
+{{- end -}}
+
+{{/* The autoscaling metric, named once for prometheus-adapter, the HPA and KEDA. */}}
+{{- define "triton.autoscalingMetricName" -}}
+{{- if eq .Values.autoscaling.metric "queueTime" -}}triton_queue_time_per_request_us{{- else -}}triton_pending_requests{{- end -}}
+{{- end -}}
+
+{{/*
+The PromQL of the autoscaling metric with a label matcher `m` and a grouping `by`. Queue time per request is
+the sum of queue-time counters over every model divided by the sum of request counters: a ratio of sums, never
+an average of per-model ratios (which under-reports when several models are loaded).
+*/}}
+{{- define "triton.autoscalingQuery" -}}
+{{- $m := .matchers -}}{{- $by := .by -}}{{- $w := .root.Values.autoscaling.window -}}
+{{- if eq .root.Values.autoscaling.metric "queueTime" -}}
+sum by ({{ $by }}) (rate(nv_inference_queue_duration_us{ {{- $m -}} }[{{ $w }}])) / clamp_min(sum by ({{ $by }}) (rate(nv_inference_request_success{ {{- $m -}} }[{{ $w }}])), 0.001)
+{{- else -}}
+sum by ({{ $by }}) (nv_inference_pending_request_count{ {{- $m -}} })
+{{- end -}}
+{{- end -}}
+
+{{- define "triton.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ .Values.securityContext.readOnlyRootFilesystem }}
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{- define "triton.checkReplicaRange" -}}
+{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) -}}
+{{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Build kube-apiserver + kube-controller-manager 1.20.2 from Debian's `kubernetes` source package (it carries
+# vendor/, so the build is offline), once per machine: the binaries are cached under $CACHE/kubernetes-1.20.2/bin.
+# Used by the real-API-server test tier (tests/deploy); re-running with the cache present does nothing.
+set -euo pipefail
+
+version=1.20.2
+cache=${TRITON_TOOLKIT_CACHE:-$HOME/.cache/triton-toolkit}
+target="$cache/kubernetes-$version"
+binaries=(kube-apiserver kube-controller-manager)
+
+have_all() { for b in "${binaries[@]}"; do [ -x "$target/bin/$b" ] || return 1; done; }
+if have_all && command -v etcd >/dev/null; then
+  exit 0
+fi
+
+log() { echo "==> [kube-apiserver] $*" >&2; }
+export DEBIAN_FRONTEND=noninteractive
+
+# `apt-get source` needs deb-src entries; add Debian's own (same mirror as the deb lines) once.
+src_list=/etc/apt/sources.list.d/triton-toolkit-deb-src.sources
+if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  log "adding deb-src entries for bookworm to $src_list"
+  cat > "$src_list" <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt-get update -qq
+fi
+missing=()
+for pkg in golang-go rsync etcd-server dpkg-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get install -y -qq "${missing[@]}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
+fi
+have_all && exit 0
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kube-build-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+# bookworm's source is versioned 1.20.5+really1.20.2-...: the tree is upstream 1.20.2.
+log "downloading Debian's kubernetes source package (about 40 MB; unpacks to 2.6 GB)"
+apt-get source -qq kubernetes >/dev/null 2>&1 || { apt-get update -qq; apt-get source -qq kubernetes >/dev/null; }
+src=$(find . -maxdepth 1 -type d -name "kubernetes-*" | head -1)
+[ -n "$src" ] || { log "apt-get source produced no kubernetes-* folder"; exit 1; }
+cd "$src"
+log "building ${binaries[*]} offline with vendor/ (about 5 minutes on 2 cores)"
+what=$(printf 'cmd/%s ' "${binaries[@]}")
+start=$SECONDS
+( while sleep 30; do echo "    ... still building ($((SECONDS - start)) s)" >&2; done ) &
+ticker=$!
+GOPROXY=off GOFLAGS=-mod=vendor KUBE_GIT_VERSION="v$version" make WHAT="$what" >"$work/build.log" 2>&1 \
+  || { kill $ticker; tail -40 "$work/build.log" >&2; log "build failed"; exit 1; }
+kill $ticker 2>/dev/null || true
+mkdir -p "$target.tmp/bin"
+for b in "${binaries[@]}"; do
+  cp "_output/local/bin/linux/amd64/$b" "$target.tmp/bin/$b" 2>/dev/null || cp "$(find _output -type f -name "$b" | head -1)" "$target.tmp/bin/$b"
+done
+rm -rf "$target"
+mv "$target.tmp" "$target"
+log "built in $((SECONDS - start)) s: $target/bin"
