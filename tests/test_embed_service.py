@@ -1,0 +1,166 @@
+"""The embedding ensemble on a real tritonserver: answers, accuracy, bad input, versions (one server per module)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import numpy as np
+import psutil
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tools import client, model_logic, runtime, settings
+
+TEXTS = ["A man is playing a guitar.", "Someone is strumming a guitar.", "The stock market fell sharply today.",
+         "Ünïcödé text — with emoji 🎸 and 漢字."]
+PROTOCOLS = list(client.Protocol)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with runtime.running_server(runtime.ServerOptions.on_free_ports()) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def stub_pids(server) -> set[int]:
+    """The Python-backend stub processes as first seen: none may be restarted by bad input."""
+    return _stubs(server)
+
+
+def _stubs(server) -> set[int]:
+    return {child.pid for child in psutil.Process(server.process.pid).children(recursive=True)}
+
+
+def _url(server, protocol: client.Protocol) -> str:
+    return server.http_url if protocol == client.Protocol.HTTP else server.grpc_url
+
+
+@pytest.fixture(scope="module", params=PROTOCOLS)
+def connection(request, server):
+    protocol_client = client.connect(request.param, _url(server, request.param))
+    yield protocol_client
+    protocol_client.close()
+
+
+def test_embed_matches_the_in_process_onnx_reference(connection):
+    embeddings = client.embed(connection, TEXTS)
+    assert embeddings.shape == (len(TEXTS), settings.EMBEDDING_DIM) and embeddings.dtype == np.float32
+    np.testing.assert_allclose(embeddings, model_logic.embed_in_process(TEXTS), atol=1e-4)
+
+
+def test_a_paraphrase_scores_higher_than_an_unrelated_pair(connection):
+    similarity = client.cosine_similarity(client.embed(connection, TEXTS[:3]))
+    assert similarity[0, 1] > similarity[0, 2] + 0.3 and similarity[1, 0] > similarity[1, 2] + 0.3
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_asyncio_clients_get_the_same_answers_concurrently(server, protocol):
+    async def run():
+        aio = client.connect(protocol, _url(server, protocol), aio=True)
+        try:
+            return await asyncio.gather(*(client.embed_async(aio, [text]) for text in TEXTS))
+        finally:
+            await aio.close()
+
+    answers = np.concatenate(asyncio.run(run()))
+    np.testing.assert_allclose(answers, model_logic.embed_in_process(TEXTS), atol=1e-4)
+
+
+def test_plain_json_over_http_works_as_the_readme_curl_shows(server):
+    body = {"inputs": [{"name": settings.EMBED_INPUT, "shape": [2, 1], "datatype": "BYTES", "data": TEXTS[:2]}]}
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{settings.EMBED_MODEL}/infer",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        output = json.loads(response.read())["outputs"][0]
+    assert output["name"] == settings.EMBED_OUTPUT and output["shape"] == [2, settings.EMBEDDING_DIM]
+    np.testing.assert_allclose(np.reshape(output["data"], (2, -1)), model_logic.embed_in_process(TEXTS[:2]),
+                               atol=1e-4)
+
+
+def test_a_100k_character_text_is_truncated_not_refused(connection):
+    text = "lorem ipsum dolor sit amet " * 3704  # 100,008 characters
+    embedding = client.embed(connection, [text])
+    np.testing.assert_allclose(embedding, model_logic.embed_in_process([text]), atol=1e-4)
+    first_tokens = model_logic.embed_in_process([" ".join(text.split()[:126])])  # 126 words + [CLS] + [SEP]
+    np.testing.assert_allclose(embedding, first_tokens, atol=1e-4)
+
+
+def _bad_text(texts):
+    return lambda c: client.embed(c, texts)
+
+
+def _raw_input(datatype: str, data: np.ndarray):
+    def send(c):
+        module = grpcclient if isinstance(c, client.GRPC_CLIENTS) else httpclient
+        tensor = module.InferInput(settings.EMBED_INPUT, list(data.shape), datatype)
+        tensor.set_data_from_numpy(data)
+        try:
+            c.infer(settings.EMBED_MODEL, [tensor])
+        except Exception as exc:
+            raise client.EmbeddingError(str(exc)) from None
+    return send
+
+
+BAD_INPUTS = {
+    "non-utf8": (_bad_text([b"fine", b"caf\xe9 \xff"]), "text 1 is not valid UTF-8"),
+    "empty string": (_bad_text(["fine", ""]), "text 1 is empty"),
+    "blank string": (_bad_text([" \t\n"]), "text 0 is empty"),
+    "wrong dtype": (_raw_input("FP32", np.zeros((1, 1), np.float32)), "data-type is 'FP32', but model 'embed' expects"),
+    "wrong shape": (_raw_input("BYTES", np.array([[b"a", b"b"]], dtype=np.object_)), "unexpected shape for input"),
+    "batch too large": (_bad_text(["x"] * 65), "batch-size must be <= 64"),
+    "unknown model": (lambda c: client.embed(c, ["x"], model="no-such-model"), "unknown model: 'no-such-model'"),
+    "unknown version": (lambda c: client.embed(c, ["x"], version="9"), "'embed' version 9 is not found"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_is_refused_by_name_and_nothing_restarts(server, stub_pids, connection, case):
+    send, message = BAD_INPUTS[case]
+    with pytest.raises(client.EmbeddingError, match=message.replace("[", r"\[")) as refused:
+        send(connection)
+    assert "Traceback" not in str(refused.value)
+    assert server.is_ready() and _stubs(server) == stub_pids
+    assert client.embed(connection, TEXTS[:1]).shape == (1, settings.EMBEDDING_DIM)
+
+
+def test_a_bad_request_fails_alone_among_concurrent_good_ones(server):
+    async def run():
+        aio = client.connect(client.Protocol.GRPC, server.grpc_url, aio=True)
+        try:
+            sends = [client.embed_async(aio, [text]) for text in TEXTS * 4]
+            sends.insert(5, client.embed_async(aio, [b"\xc3\x28"]))
+            return await asyncio.gather(*sends, return_exceptions=True)
+        finally:
+            await aio.close()
+
+    answers = asyncio.run(run())
+    failed = answers.pop(5)
+    assert isinstance(failed, client.EmbeddingError) and "not valid UTF-8" in str(failed)
+    assert all(isinstance(answer, np.ndarray) for answer in answers)
+    np.testing.assert_allclose(np.concatenate(answers), model_logic.embed_in_process(TEXTS * 4), atol=1e-4)
+
+
+def _encode_directly(c, version: str, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    inputs = []
+    for name, data in (("input_ids", ids), ("attention_mask", mask)):
+        tensor = grpcclient.InferInput(name, list(data.shape), "INT64")
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    return c.infer(settings.ENCODER_MODEL, inputs, model_version=version).as_numpy("last_hidden_state")
+
+
+def test_both_encoder_versions_are_served_and_agree(server):
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    assert set(c.get_model_metadata(settings.ENCODER_MODEL).versions) == {"1", "2"}
+    assert c.is_model_ready(settings.ENCODER_MODEL, "1") and c.is_model_ready(settings.ENCODER_MODEL, "2")
+    tokens = model_logic.load("tokenization").TextTokenizer(128, (32,))(TEXTS[:2])
+    padded, trimmed = (_encode_directly(c, v, tokens.input_ids, tokens.attention_mask) for v in ("1", "2"))
+    assert padded.shape == trimmed.shape == (2, 32, settings.EMBEDDING_DIM)
+    real = tokens.attention_mask.astype(bool)
+    np.testing.assert_allclose(trimmed[real], padded[real], atol=1e-4)
+    with pytest.raises(Exception, match="must lie in"):
+        _encode_directly(c, "2", tokens.input_ids + 40_000, tokens.attention_mask)

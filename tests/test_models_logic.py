@@ -1,0 +1,123 @@
+"""The models' plain-Python logic (tokenizer, ONNX encoder, pooler), called without Triton."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tools import model_logic
+
+tokenization = model_logic.load("tokenization")
+onnx_encoder = model_logic.load("onnx_encoder")
+pooling = model_logic.load("pooling")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tokenization.TextTokenizer(max_length=16, buckets=(8, 16))
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    """(padded, trimming) encoders: what versions 1 and 2 run."""
+    return (onnx_encoder.OnnxEncoder(onnx_encoder.EncoderSettings(trim_padding=False)),
+            onnx_encoder.OnnxEncoder(onnx_encoder.EncoderSettings(trim_padding=True)))
+
+
+def test_texts_decode_from_utf8_and_bad_ones_are_named_by_index():
+    assert tokenization.decode_texts([b"caf\xc3\xa9", "plain"]) == ["café", "plain"]
+    with pytest.raises(tokenization.InvalidTextError, match="text 1 is not valid UTF-8"):
+        tokenization.decode_texts([b"fine", b"\xff\xfe"])
+    with pytest.raises(tokenization.InvalidTextError, match="text 0 is empty"):
+        tokenization.decode_texts([b"", b"fine"])
+    with pytest.raises(tokenization.InvalidTextError, match="text 2 is empty"):
+        tokenization.decode_texts(["a", "b", " \n\t"])
+    with pytest.raises(tokenization.InvalidTextError, match="no texts"):
+        tokenization.decode_texts([])
+
+
+def test_bucket_spec_is_sorted_capped_and_ends_at_max_length():
+    assert tokenization.parse_buckets("64, 16,32,512", 128) == (16, 32, 64, 128)
+    assert tokenization.parse_buckets("", 128) == ()
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        tokenization.parse_buckets("16,abc", 128)
+    with pytest.raises(ValueError, match="at least 2"):
+        tokenization.parse_buckets("1,8", 128)
+
+
+@given(st.integers(1, 200), st.lists(st.integers(2, 128), min_size=1, max_size=6))
+def test_padded_length_is_the_smallest_bucket_that_fits(longest, spec):
+    buckets = tokenization.parse_buckets(",".join(map(str, spec)), 128)
+    length = tokenization.padded_length(min(longest, 128), buckets)
+    assert length >= min(longest, 128) and length in buckets
+    assert all(b < min(longest, 128) for b in buckets if b < length)
+
+
+def test_tokens_are_padded_to_a_bucket_with_a_matching_mask(tokenizer):
+    batch = tokenizer(["hello world", "a somewhat longer sentence than the first"])
+    assert batch.input_ids.dtype == np.int64 and batch.attention_mask.dtype == np.int64
+    assert batch.input_ids.shape == (2, 16)  # the longer text needs more than 8 tokens
+    assert batch.input_ids[0, :4].tolist() == [101, 7592, 2088, 102]  # [CLS] hello world [SEP]
+    assert batch.attention_mask[0].tolist() == [1] * 4 + [0] * 12
+    assert (batch.input_ids[batch.attention_mask == 0] == 0).all()
+    assert tokenizer(["hi"]).input_ids.shape == (1, 8)
+
+
+def test_long_text_is_truncated_to_max_length_not_refused(tokenizer):
+    batch = tokenizer(["word " * 100_000])
+    assert batch.input_ids.shape == (1, 16)
+    assert batch.attention_mask.all() and batch.input_ids[0, -1] == 102  # still ends with [SEP]
+
+
+def test_encoder_refuses_tokens_onnx_runtime_would_choke_on(encoders):
+    ids = np.array([[101, 102]], dtype=np.int64)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 30522\)"):
+        encoders[0].encode(ids + 40_000, np.ones_like(ids))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        encoders[0].encode(ids, np.full_like(ids, 2))
+    with pytest.raises(ValueError, match="must both be"):
+        encoders[0].encode(ids, np.ones((1, 3), dtype=np.int64))
+
+
+def test_used_length_is_the_last_column_any_sequence_uses():
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
+    assert onnx_encoder.used_length(mask) == 3
+    assert onnx_encoder.used_length(np.zeros((2, 4), dtype=np.int64)) == 1
+
+
+def test_trimming_padding_keeps_the_embeddings(tokenizer, encoders):
+    batch = tokenizer(["short", "a sentence that is a little longer"])
+    padded, trimmed = (encoder.encode(batch.input_ids, batch.attention_mask) for encoder in encoders)
+    assert padded.shape == trimmed.shape == (2, 16, 384)
+    real = batch.attention_mask.astype(bool)
+    np.testing.assert_allclose(trimmed[real], padded[real], atol=1e-4)
+    used = onnx_encoder.used_length(batch.attention_mask)
+    assert used < 16 and not trimmed[:, used:].any()
+
+
+def test_mean_pooling_ignores_padding_and_normalises():
+    hidden = np.zeros((2, 3, 4), dtype=np.float32)
+    hidden[0, 0] = [3, 0, 0, 0]
+    hidden[0, 1] = [0, 4, 0, 0]
+    hidden[0, 2] = [100, 100, 100, 100]  # padding: must not count
+    hidden[1, 0] = [0, 0, 2, 0]
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    pooled = pooling.mean_pool(hidden, mask)
+    np.testing.assert_allclose(pooled, [[0.6, 0.8, 0, 0], [0, 0, 1, 0]], atol=1e-6)
+    assert pooled.dtype == np.float32
+
+
+def test_pooling_a_sequence_without_tokens_gives_zeros_and_bad_shapes_are_named():
+    assert not pooling.mean_pool(np.ones((1, 2, 3), np.float32), np.zeros((1, 2), np.int64)).any()
+    with pytest.raises(ValueError, match="must be"):
+        pooling.mean_pool(np.ones((1, 2, 3), np.float32), np.ones((1, 3), np.int64))
+
+
+def test_in_process_embeddings_rank_a_paraphrase_above_an_unrelated_text():
+    embeddings = model_logic.embed_in_process(["A man is playing a guitar.", "Someone plays the guitar.",
+                                               "The stock market fell today."])
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    similarity = embeddings @ embeddings.T
+    assert similarity[0, 1] > 0.6 > 0.2 > similarity[0, 2]
