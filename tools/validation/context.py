@@ -1,0 +1,100 @@
+"""What every rule module receives: the repository, the target it is checked for, and a findings sink."""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from tools.repository import ConfigFile, FieldPath, Model, ModelConfig, Repository, read_text
+from tools.validation.findings import Finding, Step
+
+
+class Target(StrEnum):
+    """The hardware the repository will be served on (KIND_GPU is an error on a CPU-only target)."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+@dataclass(frozen=True)
+class Options:
+    target: Target = Target.CPU
+    cores: int = os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class PythonModelInfo:
+    """What the validator needs from a Python backend's model file."""
+
+    error: str | None = None
+    error_line: int | None = None
+    has_class: bool = False
+    has_execute: bool = False
+    has_auto_complete: bool = False
+
+
+def inspect_python_model(path: Path) -> PythonModelInfo:
+    """Compile a model.py (without running it) and look for TritonPythonModel and its methods."""
+    text, error = read_text(path)
+    if error is not None:
+        return PythonModelInfo(error=error.message)
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return PythonModelInfo(error=f"{type(exc).__name__}: {getattr(exc, 'msg', exc)}",
+                               error_line=getattr(exc, "lineno", None))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "TritonPythonModel":
+            methods = {item.name for item in node.body if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)}
+            return PythonModelInfo(has_class=True, has_execute="execute" in methods,
+                                   has_auto_complete="auto_complete_config" in methods)
+    if any(_binds_model_class(node) for node in tree.body):
+        # Built or imported elsewhere (a factory, a sibling module): trust it, as we cannot see its methods.
+        return PythonModelInfo(has_class=True, has_execute=True, has_auto_complete=True)
+    return PythonModelInfo()
+
+
+def _binds_model_class(node: ast.stmt) -> bool:
+    """Whether a top-level statement binds the name TritonPythonModel other than by a class definition."""
+    if isinstance(node, ast.Assign | ast.AnnAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return any(isinstance(t, ast.Name) and t.id == "TritonPythonModel" for t in targets)
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return any((alias.asname or alias.name) in ("TritonPythonModel", "*") for alias in node.names)
+    return False
+
+
+@dataclass
+class Context:
+    repository: Repository
+    options: Options = field(default_factory=Options)
+    findings: list[Finding] = field(default_factory=list)
+    _python_models: dict[Path, PythonModelInfo] = field(default_factory=dict)
+
+    def report(self, code: str, message: str, model: Model | None = None, config_file: ConfigFile | None = None,
+               path: FieldPath = (), step: Step | None = None, file: Path | None = None,
+               line: int | None = None) -> None:
+        """Record a finding; its file and line come from `config_file` and the field `path` unless given."""
+        if config_file is None and model is not None and file is None:
+            config_file = model.config_file
+        if config_file is not None and file is None:
+            file = config_file.path
+            line = config_file.line_of(path)
+        self.findings.append(Finding(code, message, model.name if model else None, file, line, step=step))
+
+    def python_model(self, path: Path) -> PythonModelInfo:
+        if path not in self._python_models:
+            self._python_models[path] = inspect_python_model(path)
+        return self._python_models[path]
+
+    def config_files(self, model: Model) -> list[ConfigFile]:
+        """The model's parsed config and every parsed variant under configs/."""
+        files = [model.config_file] if model.config_file and model.config_file.config else []
+        return files + [variant for variant in model.variants.values() if variant.config is not None]
+
+
+def is_batching(config: ModelConfig) -> bool:
+    return config.max_batch_size > 0

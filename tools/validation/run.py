@@ -1,0 +1,55 @@
+"""The `tools validate` command's work: load, check (offline, then optionally on a server), report, exit code."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+from rich.console import Console
+
+from tools.repository import load_repository
+from tools.validation import Options, SettingsError, Target, has_errors, load_silenced, validate
+from tools.validation.findings import Finding, Severity
+from tools.validation.reporters import print_human, to_json, to_sarif
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class OutputFormat(StrEnum):
+    HUMAN = "human"
+    JSON = "json"
+    SARIF = "sarif"
+
+
+def exit_code(findings: list[Finding], strict: bool) -> int:
+    if has_errors(findings) or (strict and any(f.severity is Severity.WARNING for f in findings)):
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
+
+
+def run(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: bool = False, target: Target = Target.CPU,
+        server: bool = False, console: Console | None = None) -> int:
+    """Validate the repository at `path` and print the report; returns the process exit code."""
+    console = console or Console(stderr=True)
+    if not path.is_dir():
+        console.print(f"[bold red]error:[/] {path} is not a directory (expected a Triton model repository)",
+                      highlight=False)
+        return EXIT_USAGE
+    repository = load_repository(path)
+    try:
+        silenced = load_silenced(repository)
+    except SettingsError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return EXIT_USAGE
+    findings = validate(repository, Options(target=target), silenced)
+    if server:
+        from tools.validation.server import check_with_server  # starts processes: only imported when asked
+
+        with console.status("loading models in tritonserver...") as status:
+            findings += check_with_server(repository, lambda name: status.update(f"tritonserver: loading {name}"))
+    if fmt is OutputFormat.HUMAN:
+        print_human(findings, Console(), len(repository.models))
+    else:
+        sys.stdout.write((to_json(findings) if fmt is OutputFormat.JSON else to_sarif(findings)) + "\n")
+    return exit_code(findings, strict)
