@@ -12,14 +12,11 @@ import os
 import random
 import time
 
-import numpy as np
 import shapes
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from grpc.experimental import gevent as grpc_gevent
 from locust import User, events, task
 
-from tools import corpus, load_profiles, settings
+from tools import client, corpus, load_profiles, settings
 
 # Without gevent's gRPC integration every gRPC call blocks the whole Locust process: users would serialise.
 grpc_gevent.init_gevent()
@@ -34,8 +31,6 @@ def _add_options(parser) -> None:
     group = parser.add_argument_group("Triton")
     group.add_argument("--model-name", default=settings.EMBED_MODEL, help="Model or ensemble to call.")
     group.add_argument("--model-version", default="", help="Model version (default: Triton's policy).")
-    group.add_argument("--input-name", default=settings.EMBED_INPUT, help="BYTES input tensor, shape [-1, 1].")
-    group.add_argument("--output-name", default=settings.EMBED_OUTPUT)
     group.add_argument("--corpus", default=str(corpus.DEFAULT_CORPUS), help="Text file, one text per line.")
     group.add_argument("--texts-per-request", type=int, default=1)
     group.add_argument("--request-rate", type=float, default=0.0,
@@ -56,14 +51,13 @@ class TritonUser(User):
     """One client connection sending texts to the model; subclasses choose the protocol."""
 
     abstract = True
-    protocol = ""
-    module = grpcclient
+    protocol = client.Protocol.GRPC
 
     def on_start(self) -> None:
         self.options = self.environment.parsed_options
         self.texts = _texts(self.options.corpus)
         self.rng = random.Random()
-        self.client = self.connect(_address(self.host))
+        self.client = client.connect(self.protocol, _address(self.host))
         self.request_name = self.options.model_name + (f"/{self.options.model_version}"
                                                        if self.options.model_version else "")
         self.next_start = time.monotonic()
@@ -72,9 +66,6 @@ class TritonUser(User):
 
     def on_stop(self) -> None:
         self.client.close()
-
-    def connect(self, address: str):
-        raise NotImplementedError
 
     def _interval(self) -> float:
         return load_profiles.pacing_interval(self.options.request_rate, self.options.num_users or 1)
@@ -92,41 +83,24 @@ class TritonUser(User):
     @task
     def infer(self) -> None:
         texts = self.rng.choices(self.texts, k=self.options.texts_per_request)
-        batch = np.array([[text.encode()] for text in texts], dtype=np.object_)
         started = time.perf_counter()
         size, error = 0, None
         try:
-            size = self.send(batch)
+            embeddings = client.embed(self.client, texts, self.options.model_name, self.options.model_version)
+            if embeddings is None or len(embeddings) != len(texts):
+                raise ValueError(f"expected {len(texts)} rows of {settings.EMBED_OUTPUT}, got "
+                                 f"{None if embeddings is None else embeddings.shape}")
+            size = embeddings.nbytes
         except Exception as exc:  # every failure is a result to report, not a crash of the user
             error = exc
         self.environment.events.request.fire(
-            request_type=self.protocol, name=self.request_name, response_time=(time.perf_counter() - started) * 1e3,
-            response_length=size, exception=error, context={})
-
-    def send(self, batch: np.ndarray) -> int:
-        """Send one request; return the response's tensor bytes, raise on an error or a wrong answer."""
-        tensor = self.module.InferInput(self.options.input_name, list(batch.shape), "BYTES")
-        tensor.set_data_from_numpy(batch)
-        result = self.client.infer(self.options.model_name, [tensor], model_version=self.options.model_version,
-                                   outputs=[self.module.InferRequestedOutput(self.options.output_name)])
-        output = result.as_numpy(self.options.output_name)
-        if output is None or len(output) != len(batch):
-            raise ValueError(f"expected {len(batch)} rows of {self.options.output_name}, got "
-                             f"{None if output is None else output.shape}")
-        return output.nbytes
+            request_type=self.protocol.value, name=self.request_name,
+            response_time=(time.perf_counter() - started) * 1e3, response_length=size, exception=error, context={})
 
 
 class GrpcTritonUser(TritonUser):
-    protocol = "grpc"
-    module = grpcclient
-
-    def connect(self, address: str):
-        return grpcclient.InferenceServerClient(address)
+    protocol = client.Protocol.GRPC
 
 
 class HttpTritonUser(TritonUser):
-    protocol = "http"
-    module = httpclient
-
-    def connect(self, address: str):
-        return httpclient.InferenceServerClient(address)
+    protocol = client.Protocol.HTTP

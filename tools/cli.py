@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from tools import client, infer, runtime, settings
+from tools import client, infer, loadtest, runtime, settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Serve, validate, load-test and deploy the Triton model repository.")
@@ -89,6 +90,55 @@ def infer_command(
         typer.echo(json.dumps(result.as_json()))
     else:
         infer.render(result, Console())
+
+
+@app.command("loadtest")
+def loadtest_command(
+    model: str = typer.Option(settings.EMBED_MODEL, help="Model or ensemble to load."),
+    model_version: str = typer.Option("", help="Model version (default: the server's choice)."),
+    protocol: str = typer.Option("grpc", help="grpc or http."),
+    users: int = typer.Option(16, help="Concurrent users (the peak, for step and spike shapes)."),
+    spawn_rate: float = typer.Option(0.0, help="Users started per second (0: all at once)."),
+    duration: str = typer.Option("60s", help="Run length, e.g. 30s, 2m."),
+    shape: str = typer.Option("constant", help="constant, step, spike or rate (open loop, needs --rate)."),
+    rate: float = typer.Option(0.0, help="Requests/s for the rate shape."),
+    texts_per_request: int = typer.Option(1, help="Texts per request (client-side batch)."),
+    corpus: Path = typer.Option(settings.LOADTESTS_DIR / "corpus.txt", help="Text file, one text per line."),
+    url: str | None = typer.Option(None, help="host:port of a running server (default: local default port)."),
+    metrics_url: str | None = typer.Option(None, help="Triton's metrics URL (default: the local default)."),
+    serve: bool = typer.Option(False, help="Start a local server on free loopback ports for the run."),
+    repository: Path = typer.Option(settings.MODEL_REPOSITORY, help="Repository to serve with --serve."),
+    slo: str | None = typer.Option(None, help="Fail (exit 1) if broken, e.g. p99=50ms,errors=0.1%,rps=100."),
+    out: Path = typer.Option(Path("results/loadtest"), help="Folder for summary.json/.csv, timeline.png, raw files."),
+    web: bool = typer.Option(False, help="Open Locust's web UI on 127.0.0.1 instead of a headless run."),
+    web_port: int = typer.Option(8089, help="Port of the web UI."),
+) -> None:
+    """Load-test a model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO."""
+    try:
+        default_url, default_metrics = loadtest.default_urls(protocol)
+        config = loadtest.LoadTestConfig(
+            url=url or default_url, protocol=protocol, model=model, model_version=model_version, users=users,
+            spawn_rate=spawn_rate, duration_s=loadtest.parse_duration(duration), shape=shape, request_rate=rate,
+            texts_per_request=texts_per_request, corpus=corpus, metrics_url=metrics_url or default_metrics)
+        targets = loadtest.parse_slo(slo) if slo else []
+        config.check()
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    try:
+        with loadtest.local_server(config, repository) if serve else contextlib.nullcontext(config) as config:
+            if web:
+                console.print(f"Locust web UI: http://{settings.DEFAULT_HOST}:{web_port} (Ctrl-C to stop)")
+                return loadtest.run_web(config, web_port)
+            with console.status(f"load-testing {config.model} over {config.protocol}...") as status:
+                result = loadtest.run(config, out, targets, on_progress=lambda p: status.update(
+                    f"{p.elapsed_s:.0f}/{config.duration_s:.0f} s  users {p.users}  requests {p.requests}  "
+                    f"failures {p.failures}  {p.rps:.1f} req/s  p50 {p.p50_ms} ms  p99 {p.p99_ms} ms"))
+    except (loadtest.LoadTestError, runtime.RuntimeError_) as exc:
+        raise fail(str(exc)) from None
+    loadtest.render(result, Console())
+    console.print("wrote " + ", ".join(str(path) for path in result.files.values()))
+    if result.slo_broken:
+        raise fail("the run broke the SLO")
 
 
 if __name__ == "__main__":

@@ -398,8 +398,52 @@ def local_server(config: LoadTestConfig, repository: Path = settings.MODEL_REPOS
         yield replace(config, url=url, metrics_url=server.metrics_url)
 
 
-def run_web(config: LoadTestConfig, web_port: int) -> subprocess.Popen:
-    """Locust's own web UI on 127.0.0.1 (the caller waits on and stops the process)."""
+def run_web(config: LoadTestConfig, web_port: int) -> None:
+    """Locust's own web UI on 127.0.0.1, until Locust exits or Ctrl-C."""
     config.check()
-    return subprocess.Popen(locust_command(config, None, web_port), env=locust_environment(config),
-                            cwd=settings.PROJECT_ROOT, stdin=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(locust_command(config, None, web_port), env=locust_environment(config),
+                               cwd=settings.PROJECT_ROOT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(10)
+
+
+def default_urls(protocol: str) -> tuple[str, str]:
+    """(endpoint, metrics URL) of a server on this machine's default ports."""
+    port = settings.DEFAULT_GRPC_PORT if protocol == "grpc" else settings.DEFAULT_HTTP_PORT
+    return (f"{settings.DEFAULT_HOST}:{port}",
+            f"http://{settings.DEFAULT_HOST}:{settings.DEFAULT_METRICS_PORT}/metrics")
+
+
+def render(result: LoadTestResult, console) -> None:
+    """The client's view, Triton's per-model view beside it, and the SLO verdict, as rich tables."""
+    from rich.table import Table
+
+    client = result.client
+    table = Table(title=f"client view: {result.config.model} over {result.config.protocol}, "
+                        f"{result.config.shape} shape, {result.config.users} users")
+    for column in ("requests", "failures", "req/s", *(f"{k} ms" for k in LATENCY_KEYS)):
+        table.add_column(column, justify="right")
+    table.add_row(str(client.requests), f"{client.failures} ({client.error_rate:.2%})", f"{client.throughput_rps:.1f}",
+                  *(f"{client.latency_ms[k]:g}" for k in LATENCY_KEYS))
+    console.print(table)
+    for message, count in client.errors.items():
+        console.print(f"  [red]{count} x[/] {message}", highlight=False)
+    if result.triton:
+        triton = Table(title="Triton's view (per request: request = queue + compute + waiting on other steps)")
+        for column in ("model", "version", "requests", "failures", "request ms", "queue ms", "compute ms",
+                       "avg batch"):
+            triton.add_column(column, justify="left" if column == "model" else "right")
+        for figures in result.triton:
+            triton.add_row(figures.model, figures.version, str(figures.requests), str(figures.failures),
+                           f"{figures.request_ms:.2f}", f"{figures.queue_ms:.2f}", f"{figures.compute_ms:.2f}",
+                           f"{figures.avg_batch:.2f}")
+        console.print(triton)
+    else:
+        console.print(f"[yellow]Triton's view unavailable:[/] {result.triton_note}", highlight=False)
+    for target in result.slo:
+        console.print(f"SLO {target.describe()}", highlight=False)
+    for broken in result.slo_broken:
+        console.print(f"[bold red]SLO broken:[/] {broken}", highlight=False)
