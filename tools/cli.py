@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 
 from tools import client, infer, loadtest, runtime, settings
+from tools.validation import Target
+from tools.validation.run import OutputFormat, run_validation
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Serve, validate, load-test and deploy the Triton model repository.")
@@ -139,6 +141,18 @@ def loadtest_command(
     console.print("wrote " + ", ".join(str(path) for path in result.files.values()))
     if result.slo_broken:
         raise fail("the run broke the SLO")
+
+
+@app.command()
+def validate(
+    repository: Path = typer.Argument(settings.MODEL_REPOSITORY, help="Model repository to check."),
+    output_format: OutputFormat = typer.Option(OutputFormat.HUMAN, "--format", help="Report format."),
+    strict: bool = typer.Option(False, help="Exit 1 on warnings too."),
+    target: Target = typer.Option(Target.CPU, help="Hardware the repository will be served on."),
+    server: bool = typer.Option(False, help="Also load every model in a real tritonserver and report refusals."),
+) -> None:
+    """Check a model repository offline (exit 0 clean, 1 findings, 2 usage error)."""
+    raise typer.Exit(run_validation(repository, output_format, strict, target, server))
 
 
 if __name__ == "__main__":

@@ -323,9 +323,13 @@ def field_positions(text: str) -> dict[FieldPath, tuple[int, int]]:
             counts[name] = index + 1
             positions.setdefault((*path, name, index), (tok_line, tok_col))
             frames.append(((*path, name, index), {}))
-        elif (value[0].isalpha() or value[0] == "_") and nxt in (":", "{", "<"):
+        elif (value[0].isalpha() or value[0] == "_") and nxt in (":", "{", "<", "["):
             after = tokens[i + 2][0] if i + 2 < len(tokens) else ""
             positions.setdefault((*path, value), (tok_line, tok_col))
+            if nxt == "[":  # `name [ ... ]`: the colon is optional before a list of messages
+                list_field.append(value)
+                i += 2
+                continue
             if nxt in "{<" or after in ("{", "<"):
                 index = counts.get(value, 0)
                 counts[value] = index + 1

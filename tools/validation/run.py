@@ -28,8 +28,8 @@ def exit_code(findings: list[Finding], strict: bool) -> int:
     return EXIT_CLEAN
 
 
-def run(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: bool = False, target: Target = Target.CPU,
-        server: bool = False, console: Console | None = None) -> int:
+def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: bool = False,
+                   target: Target = Target.CPU, server: bool = False, console: Console | None = None) -> int:
     """Validate the repository at `path` and print the report; returns the process exit code."""
     console = console or Console(stderr=True)
     if not path.is_dir():
