@@ -1,0 +1,133 @@
+"""Every PromQL expression of the dashboards, the recording rules and the autoscaling metric: built once, here.
+
+Ratios are always ratios of sums: sum the counters' rates over the pods (and models) first, then divide.
+Averaging per-pod or per-model ratios, as NVIDIA's example charts do, weighs an idle pod like a busy one and
+under-reports queueing. Triton facts these queries rely on (seen on 2.51):
+- an ensemble's own queue time is ~0 and its pending count stays 0; the time and the pending requests sit in the
+  composing models, so the service's queue time per request is the sum over all its models divided by the
+  ensemble's requests, and pending requests per pod is the sum over its models with no double counting;
+- an ensemble's `nv_inference_exec_count` equals its inference count: batch sizes only mean something for the
+  composing models;
+- `nv_inference_request_failure` carries a `reason` label (OTHER, BACKEND, CANCELED, REJECTED): sum over it;
+- the `*_summary_us` quantiles are per process and cannot be aggregated across pods: the worst pod is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tools import metrics, settings
+
+# Labels Prometheus (or the Prometheus Operator) attaches to every scraped series.
+NAMESPACE_LABEL = "namespace"
+POD_LABEL = "pod"
+JOB_LABEL = "job"
+INSTANCE_LABEL = "instance"
+# One deployment of the service is one scrape job in one namespace.
+SERVICE_LABELS = (NAMESPACE_LABEL, JOB_LABEL)
+LATENCY_QUANTILES = ("0.5", "0.9", "0.99")
+
+
+def selector(*matchers: str) -> str:
+    """`{a="x", b=~"y"}` from ready-made matchers; empty matchers are dropped."""
+    kept = [m for m in matchers if m]
+    return "{" + ", ".join(kept) + "}" if kept else ""
+
+
+def equals(label: str, value: str) -> str:
+    return f'{label}="{value}"'
+
+
+def not_equals(label: str, value: str) -> str:
+    return f'{label}!="{value}"'
+
+
+def matches(label: str, regex: str) -> str:
+    return f'{label}=~"{regex}"'
+
+
+def _by(labels: Sequence[str]) -> str:
+    return f"by ({', '.join(labels)}) " if labels else ""
+
+
+def with_matcher(sel: str, matcher: str) -> str:
+    """The selector `sel` narrowed by one more matcher."""
+    return selector(*([sel[1:-1]] if sel else []), matcher)
+
+
+def rate_sum(metric: str, sel: str, window: str, by: Sequence[str]) -> str:
+    return f"sum {_by(by)}(rate({metric}{sel}[{window}]))"
+
+
+def gauge_sum(metric: str, sel: str, by: Sequence[str]) -> str:
+    return f"sum {_by(by)}({metric}{sel})"
+
+
+def request_rate(sel: str, window: str, by: Sequence[str]) -> str:
+    """Successful requests per second."""
+    return rate_sum(metrics.REQUEST_SUCCESS, sel, window, by)
+
+
+def failure_ratio(sel: str, window: str, by: Sequence[str]) -> str:
+    """Failed / all requests, summed over the failure reasons and the pods before dividing."""
+    failures = rate_sum(metrics.REQUEST_FAILURE, sel, window, by)
+    return f"{failures} / ({request_rate(sel, window, by)} + {failures})"
+
+
+def time_per_request_us(duration_metric: str, sel: str, window: str, by: Sequence[str]) -> str:
+    """Microseconds of `duration_metric` per successful request (Triton adds durations for successes only)."""
+    return f"{rate_sum(duration_metric, sel, window, by)} / {request_rate(sel, window, by)}"
+
+
+def service_queue_time_per_request_us(sel: str, window: str, by: Sequence[str],
+                                      entry_model: str = settings.EMBED_MODEL) -> str:
+    """Queue time a request to the service accumulates in all its models, per request to the entry model.
+
+    The autoscaling signal: it rises as soon as requests wait for a busy instance, whatever the step.
+    """
+    queued = rate_sum(metrics.QUEUE_DURATION_US, sel, window, by)
+    requests = request_rate(with_matcher(sel, equals(metrics.MODEL_LABEL, entry_model)), window, by)
+    return f"{queued} / {requests}"
+
+
+def average_batch_size(sel: str, window: str, by: Sequence[str]) -> str:
+    """Inferences per model execution: how well dynamic batching fills batches."""
+    inferences = rate_sum(metrics.INFERENCE_COUNT, sel, window, by)
+    return f"{inferences} / {rate_sum(metrics.EXEC_COUNT, sel, window, by)}"
+
+
+def latency_quantiles_us(sel: str, by: Sequence[str], quantiles: Sequence[str] = LATENCY_QUANTILES) -> str:
+    """End-to-end request latency quantiles from Triton's summaries, worst pod per group."""
+    quantile = equals(metrics.QUANTILE_LABEL, quantiles[0]) if len(quantiles) == 1 \
+        else matches(metrics.QUANTILE_LABEL, "|".join(quantiles))
+    quantile_sel = with_matcher(sel, quantile)
+    return f"max {_by([*by, metrics.QUANTILE_LABEL])}({metrics.REQUEST_SUMMARY_US}{quantile_sel})"
+
+
+def pending_requests(sel: str, by: Sequence[str]) -> str:
+    """Requests received but not yet executing (an ensemble's own count stays 0, so summing models is exact)."""
+    return gauge_sum(metrics.PENDING_REQUESTS, sel, by)
+
+
+def cpu_utilisation(sel: str, by: Sequence[str]) -> str:
+    """Triton's own reading of the host CPU (0..1)."""
+    return f"avg {_by(by)}({metrics.CPU_UTILIZATION}{sel})"
+
+
+def memory_used_bytes(sel: str, by: Sequence[str]) -> str:
+    return gauge_sum(metrics.CPU_MEMORY_USED_BYTES, sel, by)
+
+
+def pod_count(sel: str) -> str:
+    """Serving pods: every Triton process exports exactly one `nv_cpu_utilization` series."""
+    return f"count({metrics.CPU_UTILIZATION}{sel})"
+
+
+def up(sel: str) -> str:
+    return f"up{sel}"
+
+
+def model_missing(job_sel: str, entry_model: str = settings.EMBED_MODEL) -> str:
+    """Scraped targets that do not export the entry model: it failed to load or was unloaded."""
+    exported = with_matcher(job_sel, equals(metrics.MODEL_LABEL, entry_model))
+    return f"{up(job_sel)} == 1 unless on ({JOB_LABEL}, {INSTANCE_LABEL}) {metrics.REQUEST_SUCCESS}{exported}"
