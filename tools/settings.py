@@ -44,3 +44,11 @@ LOADTEST_SHAPE_ENV = "LOADTEST_SHAPE"
 METRICS_JOB = "triton-embeddings"
 CHART_DASHBOARDS_DIR = CHART_DIR / "files" / "dashboards"
 CHART_RULES_DIR = CHART_DIR / "files" / "rules"
+
+# Kubernetes deployment: release defaults, the helm binary, and the binaries of the real-API-server test tier
+# (installed by scripts/install-helm.sh and scripts/install-kube-apiserver.sh).
+DEFAULT_RELEASE = "triton-embeddings"
+DEFAULT_NAMESPACE = "triton"
+HELM_ENV = "HELM"
+HELM_BINARY = CACHE_DIR / "helm-v3.19.0" / "helm"
+KUBE_TEST_BIN_DIR = CACHE_DIR / "kubernetes-1.20.2" / "bin"
