@@ -402,7 +402,7 @@ def run_web(config: LoadTestConfig, web_port: int) -> None:
     """Locust's own web UI on 127.0.0.1, until Locust exits or Ctrl-C."""
     config.check()
     process = subprocess.Popen(locust_command(config, None, web_port), env=locust_environment(config),
-                               cwd=settings.PROJECT_ROOT, stdin=subprocess.DEVNULL, start_new_session=True)
+                               cwd=settings.PROJECT_ROOT, stdin=subprocess.DEVNULL)
     try:
         process.wait()
     except KeyboardInterrupt:
