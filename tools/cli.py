@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from tools import client, infer, loadtest, runtime, settings
+from tools import deploy as deployment
 from tools.validation import Target
 from tools.validation.run import OutputFormat, run_validation
 
@@ -153,6 +154,66 @@ def validate(
 ) -> None:
     """Check a model repository offline (exit 0 clean, 1 findings, 2 usage error)."""
     raise typer.Exit(run_validation(repository, output_format, strict, target, server))
+
+
+@app.command()
+def deploy(
+    revision: int | None = typer.Argument(None, help="With --rollback: the revision to return to (default: previous)."),
+    release: str = typer.Option(settings.DEFAULT_RELEASE, help="Helm release name."),
+    namespace: str = typer.Option(settings.DEFAULT_NAMESPACE, "--namespace", "-n"),
+    values: list[Path] = typer.Option([], "--values", "-f", help="Values file (repeatable)."),
+    set_values: list[str] = typer.Option([], "--set", help="key.path=value (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Render against the cluster, change nothing."),
+    diff: bool = typer.Option(False, "--diff", help="Show what an upgrade would change, change nothing."),
+    rollback: bool = typer.Option(False, "--rollback", help="Roll back to REVISION (default: the previous one)."),
+    history: bool = typer.Option(False, "--history", help="List the release's revisions."),
+    status: bool = typer.Option(False, "--status", help="Show the current revision."),
+    uninstall: bool = typer.Option(False, "--uninstall", help="Remove the release."),
+    repository: Path = typer.Option(settings.MODEL_REPOSITORY, help="Model repository to validate and deploy."),
+    helm: Path | None = typer.Option(None, envvar=settings.HELM_ENV, help="helm binary (default: PATH, then cache)."),
+    kubeconfig: Path | None = typer.Option(None, envvar="KUBECONFIG"),
+    context: str | None = typer.Option(None, "--kube-context"),
+    timeout: str = typer.Option(deployment.DEFAULT_TIMEOUT, help="How long helm waits for pods (e.g. 5m)."),
+) -> None:
+    """Validate the repository, then install or upgrade the chart (atomic: a failed rollout rolls back)."""
+    actions = [name for name, on in (("--dry-run", dry_run), ("--diff", diff), ("--rollback", rollback),
+                                     ("--history", history), ("--status", status), ("--uninstall", uninstall)) if on]
+    if len(actions) > 1:
+        raise fail(f"choose one of {', '.join(actions)}")
+    if revision is not None and not rollback:
+        raise fail("a REVISION argument only goes with --rollback")
+    target = deployment.Target(release=release, namespace=namespace, helm=helm, kubeconfig=kubeconfig,
+                               kube_context=context, timeout=timeout)
+    where = f"release {release} in namespace {namespace}"
+    try:
+        if history:
+            for row in deployment.history(target):
+                print(f"{row.revision:>4}  {row.status:<16} {row.updated}  {row.description}")
+        elif status:
+            current = deployment.current_revision(target)
+            print(f"{where}: revision {current.revision} {current.status.value} (updated {current.updated})")
+        elif uninstall:
+            with console.status(f"uninstalling {where}..."):
+                deployment.uninstall(target)
+            console.print(f"uninstalled {where}")
+        elif rollback:
+            with console.status(f"rolling back {where}; waiting up to {timeout} for pods to be ready..."):
+                done = deployment.rollback(target, revision)
+            console.print(f"[green]rolled back[/] {where}: now revision {done.revision} ({done.status.value})")
+        else:
+            user_values = deployment.load_values(values, set_values)
+            deployment.check_repository(repository)
+            planned = deployment.values_for(repository, user_values)
+            if diff:
+                print(deployment.diff(target, planned) or "no changes", end="")
+                return
+            verb = "rendering" if dry_run else "installing/upgrading"
+            with console.status(f"{verb} {where}; waiting up to {timeout} for pods to be ready..."):
+                done = deployment.install_or_upgrade(target, planned, dry_run=dry_run)
+            console.print(f"[green]{'dry run ok' if dry_run else 'deployed'}[/] {where}: revision {done.revision} "
+                          f"({done.status.value})")
+    except deployment.DeployError as exc:
+        raise fail(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,245 @@
+"""Deploy the chart to Kubernetes through pyhelm3 and a real helm binary.
+
+Every operation names its release by a `Target`; failures come back as one `DeployError` whose message says
+what went wrong (no cluster, bad values, a rollout that never became ready) without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pyhelm3 import Client, ReleaseRevision
+from pyhelm3 import errors as helm_errors
+
+from tools import settings
+from tools.validation.run import run_validation
+
+# pyhelm3 logs every failed helm call; our DeployError already says it once, clearly.
+logging.getLogger("pyhelm3").addHandler(logging.NullHandler())
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = "10m"
+
+
+class DeployError(Exception):
+    """A deployment step failed; the message is meant for the user as is."""
+
+
+@dataclass
+class Target:
+    """Which release, where, and with which helm."""
+
+    release: str = settings.DEFAULT_RELEASE
+    namespace: str = settings.DEFAULT_NAMESPACE
+    helm: Path | None = None
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    timeout: str = DEFAULT_TIMEOUT
+    chart: Path = field(default=settings.CHART_DIR)
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    """One line of a release's history."""
+
+    revision: int
+    status: str
+    updated: str
+    description: str
+
+
+def find_helm(explicit: Path | None = None) -> Path:
+    """The helm to run: an explicit path, $HELM, PATH's, or the one scripts/install-helm.sh installed."""
+    if explicit is not None:
+        candidates = [explicit]
+    else:
+        candidates = [Path(p) for p in (os.environ.get(settings.HELM_ENV), shutil.which("helm")) if p]
+        candidates.append(settings.HELM_BINARY)
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    tried = ", ".join(str(p) for p in candidates)
+    raise DeployError(f"no helm binary found (tried: {tried}); run scripts/install-helm.sh, put helm on PATH, "
+                      f"set ${settings.HELM_ENV} or pass --helm")
+
+
+def make_client(target: Target) -> Client:
+    return Client(executable=str(find_helm(target.helm)), kubeconfig=target.kubeconfig,
+                  kubecontext=target.kube_context, default_timeout=target.timeout)
+
+
+def _explain(exc: helm_errors.Error, target: Target) -> DeployError:
+    detail = str(exc).strip().removeprefix("Error: ").strip()
+    unreachable = any(sign in detail.lower() for sign in ("cluster unreachable", "connection refused"))
+    if unreachable or isinstance(exc, helm_errors.ConnectionError):
+        where = target.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        return DeployError(f"no Kubernetes cluster reachable with kubeconfig {where}"
+                           f"{f' (context {target.kube_context})' if target.kube_context else ''}: {detail}")
+    if isinstance(exc, helm_errors.ReleaseNotFoundError):
+        return DeployError(f"release {target.release!r} not found in namespace {target.namespace!r}")
+    return DeployError(detail)
+
+
+def _run(target: Target, operation: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(operation)
+    except helm_errors.Error as exc:
+        raise _explain(exc, target) from None
+
+
+# -- values -----------------------------------------------------------------------------------------------
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def parse_set(assignment: str) -> dict:
+    """`a.b=c` as a nested dict; the value is read as YAML (numbers, booleans, [lists]) like helm's --set."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.split(".")):
+        raise DeployError(f"--set {assignment!r} is not of the form key.path=value")
+    if "[" in key:
+        raise DeployError(f"--set {assignment!r}: list indices are not supported; use --values FILE for lists")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise DeployError(f"--set {assignment!r}: the value is not valid YAML ({exc.problem})") from None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_values(files: list[Path], assignments: list[str]) -> dict:
+    """Values files merged in order, then --set assignments on top (as helm does)."""
+    values: dict = {}
+    for path in files:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise DeployError(f"cannot read values file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise DeployError(f"values file {path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            continue
+        if not isinstance(loaded, dict):
+            raise DeployError(f"values file {path} must hold a mapping, not a {type(loaded).__name__}")
+        values = _merge(values, loaded)
+    for assignment in assignments:
+        values = _merge(values, parse_set(assignment))
+    return values
+
+
+def repository_checksum(repository: Path) -> str:
+    """Digest of every file under the repository (paths and bytes): the chart rolls pods when it changes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in repository.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(repository).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def values_for(repository: Path, values: dict) -> dict:
+    """User values plus the repository checksum (unless the user set one)."""
+    return _merge({"modelRepository": {"checksum": repository_checksum(repository)}}, values)
+
+
+def check_repository(repository: Path) -> None:
+    """Run `tools validate` on the repository (its report is printed) and refuse one with errors."""
+    if run_validation(repository) != 0:
+        raise DeployError(f"tools validate rejected {repository}: fix the findings above; nothing was deployed")
+
+
+# -- operations -------------------------------------------------------------------------------------------
+
+
+def install_or_upgrade(target: Target, values: dict, *, dry_run: bool = False) -> ReleaseRevision:
+    """Install or upgrade; wait for every pod to be ready, or roll back to the last good revision (atomic)."""
+    async def run() -> ReleaseRevision:
+        client = make_client(target)
+        chart = await client.get_chart(target.chart)
+        return await client.install_or_upgrade_release(
+            target.release, chart, values, namespace=target.namespace, create_namespace=True,
+            atomic=not dry_run, wait=not dry_run, dry_run=dry_run, timeout=target.timeout)
+    return _run(target, run())
+
+
+def _manifests_by_name(resources: list[dict]) -> dict[str, str]:
+    """kind/name -> YAML text, with Secret data masked so a diff never prints a secret."""
+    texts = {}
+    for resource in resources:
+        if not resource:
+            continue
+        if resource.get("kind") == "Secret":
+            resource = {**resource, "data": {k: "(hidden)" for k in resource.get("data") or {}}}
+        key = f"{resource.get('kind')}/{resource.get('metadata', {}).get('name')}"
+        texts[key] = yaml.safe_dump(resource, sort_keys=True)
+    return texts
+
+
+def diff(target: Target, values: dict) -> str:
+    """Unified diff between the deployed manifests and what an upgrade with `values` would apply."""
+    async def run() -> tuple[list[dict], list[dict]]:
+        client = make_client(target)
+        try:
+            current = list(await (await client.get_current_revision(
+                target.release, namespace=target.namespace)).resources())
+        except helm_errors.ReleaseNotFoundError:
+            current = []
+        chart = await client.get_chart(target.chart)
+        planned = await client.install_or_upgrade_release(
+            target.release, chart, values, namespace=target.namespace, dry_run=True, timeout=target.timeout)
+        return current, list(await planned.resources())
+    current, planned = _run(target, run())
+    before, after = _manifests_by_name(current), _manifests_by_name(planned)
+    lines: list[str] = []
+    for key in sorted(before.keys() | after.keys()):
+        lines += difflib.unified_diff(before.get(key, "").splitlines(keepends=True),
+                                      after.get(key, "").splitlines(keepends=True),
+                                      fromfile=f"deployed {key}", tofile=f"planned {key}")
+    return "".join(lines)
+
+
+def current_revision(target: Target) -> ReleaseRevision:
+    async def run() -> ReleaseRevision:
+        return await make_client(target).get_current_revision(target.release, namespace=target.namespace)
+    return _run(target, run())
+
+
+def history(target: Target) -> list[RevisionInfo]:
+    async def run() -> list[RevisionInfo]:
+        current = await make_client(target).get_current_revision(target.release, namespace=target.namespace)
+        return [RevisionInfo(r.revision, r.status.value, r.updated.isoformat(timespec="seconds"), r.description or "")
+                for r in await current.release.history()]
+    return _run(target, run())
+
+
+def rollback(target: Target, revision: int | None = None) -> ReleaseRevision:
+    """Roll back to `revision` (default: the previous one) and wait for the pods."""
+    async def run() -> ReleaseRevision:
+        current = await make_client(target).get_current_revision(target.release, namespace=target.namespace)
+        return await current.release.rollback(revision, wait=True, timeout=target.timeout, cleanup_on_fail=True)
+    return _run(target, run())
+
+
+def uninstall(target: Target) -> None:
+    async def run() -> None:
+        client = make_client(target)
+        await client.get_current_revision(target.release, namespace=target.namespace)  # clear error if absent
+        await client.uninstall_release(target.release, namespace=target.namespace, wait=True,
+                                       timeout=target.timeout)
+    _run(target, run())
