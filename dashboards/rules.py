@@ -82,14 +82,14 @@ def alert_rules(thresholds: Thresholds = Thresholds(), job: str = settings.METRI
                f"{q.latency_quantiles_us(entry_sel, q.SERVICE_LABELS, ('0.99',))} > "
                f"{thresholds.p99_latency_ms * 1000:g}",
                "10m", "warning",
-               f"p99 latency of `{settings.EMBED_MODEL}` is {{{{ $value | humanize }}}}µs ({where})",
+               f"p99 latency of `{settings.EMBED_MODEL}` is {{{{ printf `%.0f` $value }}}} µs ({where})",
                f"Above {thresholds.p99_latency_ms:g} ms for 10 minutes on the worst pod.\n"
                "1. Queue time per request high too? Then the service is saturated: check the HPA "
                "(`kubectl get hpa`) is not at maxReplicas and that pods are not CPU-throttled.\n"
                "2. Compute time high? Look for larger inputs (longer texts) or a slower model version."),
         _alert("TritonQueueTimeHigh", f"{QUEUE_TIME}{job_sel} > {thresholds.queue_time_per_request_ms * 1000:g}",
                "10m", "warning",
-               f"Requests queue {{{{ $value | humanize }}}}µs each on average ({where})",
+               f"Requests queue {{{{ printf `%.0f` $value }}}} µs each on average ({where})",
                f"Queue time per request has been above {thresholds.queue_time_per_request_ms:g} ms for 10 "
                "minutes: the autoscaler has not caught up.\n"
                "1. `kubectl get hpa`: at maxReplicas? Raise it or add nodes.\n"
