@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from tools import client, infer, loadtest, runtime, settings
+from tools import benchmark, client, infer, loadtest, runtime, settings
 from tools import deploy as deployment
 from tools.validation import Target
 from tools.validation.run import OutputFormat, run_validation
@@ -214,6 +214,26 @@ def deploy(
                           f"({done.status.value})")
     except deployment.DeployError as exc:
         raise fail(str(exc)) from None
+
+
+@app.command("bench")
+def bench_command(
+    quick: bool = typer.Option(False, help="One short point per case (a smoke run for CI)."),
+    case: list[str] = typer.Option(list(benchmark.CASE_TITLES), help="Cases to run (repeat the option)."),
+    out: Path = typer.Option(Path("results/bench"), help="Folder for bench.json and bench.png."),
+) -> None:
+    """Benchmark the pipeline in-process, on Triton, as a FastAPI service and on PyTriton, side by side."""
+    unknown = set(case) - set(benchmark.CASE_TITLES)
+    if unknown:
+        raise fail(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(benchmark.CASE_TITLES)}", 2)
+    config = benchmark.BenchConfig.quick() if quick else benchmark.BenchConfig()
+    try:
+        with console.status("benchmarking...") as status:
+            result = benchmark.run(config, out, tuple(case), progress=status.update)
+    except (benchmark.BenchmarkError, runtime.RuntimeError_, client.EmbeddingError) as exc:
+        raise fail(str(exc)) from None
+    benchmark.render(result, Console())
+    console.print("wrote " + ", ".join(str(path) for path in result.files.values()))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,371 @@
+"""Side-by-side benchmark of one embedding pipeline served four ways, on this machine, in one run:
+
+1. the ceiling: the pipeline called in-process at several batch sizes and thread counts (no server, no network);
+2. the `embed` ensemble on Triton, as shipped;
+3. a FastAPI microservice wrapping the same pipeline, one text per request;
+4. PyTriton binding the same pipeline as one @batch callable.
+
+Server cases get one text per request from an asyncio load generator in this process, at several concurrencies;
+the load generator's own CPU use is measured, since it shares the cores with the servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from tools import client, corpus, runtime, settings
+from tools.embedding_pipeline import EmbeddingPipeline
+
+CEILING, TRITON, FASTAPI, PYTRITON = "ceiling", "triton", "fastapi", "pytriton"
+CASE_TITLES = {CEILING: "in-process ceiling", TRITON: "Triton embed ensemble (as shipped)",
+               FASTAPI: "FastAPI microservice", PYTRITON: "PyTriton @batch"}
+TARGET_RATIO = 0.85
+SERVICE_READY_TIMEOUT_S = 120.0
+FASTAPI_SERVICE = settings.LOADTESTS_DIR / "fastapi_service.py"
+PYTRITON_SERVICE = settings.LOADTESTS_DIR / "pytriton_service.py"
+PYTRITON_MODEL = "embed_pytriton"  # as loadtests/pytriton_service.py binds it
+
+Progress = Callable[[str], None]
+
+
+class BenchmarkError(Exception):
+    """A case could not be run; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How long and how wide to measure; `quick` is the CI smoke size."""
+
+    concurrencies: tuple[int, ...] = (1, 4, 16, 64)
+    ceiling_batches: tuple[int, ...] = (1, 8, 32, 64)
+    ceiling_threads: tuple[int, ...] = (1, 2)
+    seconds: float = 4.0  # measured time per point
+    warmup_s: float = 1.0  # unmeasured time before each point
+    texts: int = 512  # distinct corpus texts cycled through
+    server_threads: int = field(default_factory=lambda: os.cpu_count() or 1)  # ONNX Runtime threads of cases 3-4
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        return cls(concurrencies=(8,), ceiling_batches=(8,), ceiling_threads=(os.cpu_count() or 1,), seconds=1.5,
+                   warmup_s=0.3, texts=64)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement: for the ceiling `concurrency` is the batch size; loadgen_cpu is in cores (None in-process)."""
+
+    case: str
+    concurrency: int
+    threads: int
+    sentences_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    loadgen_cpu: float | None
+
+
+def _latency_point(case: str, concurrency: int, threads: int, latencies_s: list[float], sentences: int,
+                   elapsed_s: float, loadgen_cpu: float | None) -> Point:
+    if not latencies_s:
+        raise BenchmarkError(f"{case} at {concurrency}: no request completed in {elapsed_s:.1f} s")
+    p50, p99 = np.percentile(np.array(latencies_s) * 1e3, [50, 99])
+    return Point(case, concurrency, threads, round(sentences / elapsed_s, 1), round(float(p50), 2),
+                 round(float(p99), 2), len(latencies_s), None if loadgen_cpu is None else round(loadgen_cpu, 2))
+
+
+# -- 1. the ceiling ------------------------------------------------------------------------------------------------
+def measure_ceiling(texts: list[str], batch: int, threads: int, config: BenchConfig) -> Point:
+    """Embed back-to-back batches of `batch` texts in this process for `config.seconds`."""
+    pipeline = EmbeddingPipeline(threads)
+    batches = itertools.cycle([texts[i:i + batch] for i in range(0, len(texts) - batch + 1, batch)] or [texts])
+    warm_until = time.perf_counter() + config.warmup_s
+    while time.perf_counter() < warm_until:
+        pipeline(next(batches))
+    latencies, sentences = [], 0
+    start = time.perf_counter()
+    while (now := time.perf_counter()) - start < config.seconds:
+        chunk = next(batches)
+        pipeline(chunk)
+        latencies.append(time.perf_counter() - now)
+        sentences += len(chunk)
+    return _latency_point(CEILING, batch, threads, latencies, sentences, time.perf_counter() - start, None)
+
+
+# -- load generation for the served cases ------------------------------------------------------------------------
+async def drive(send: Callable[[str], Awaitable[None]], texts: list[str], concurrency: int,
+                config: BenchConfig) -> tuple[list[float], float, float]:
+    """`concurrency` workers send one text per request back to back; returns the latencies of requests started
+    after the warm-up, the measured wall time, and this process's CPU time over it (the load generator's)."""
+    source = itertools.cycle(texts)
+    loop = asyncio.get_running_loop()
+    measure_from = loop.time() + config.warmup_s
+    stop_at = measure_from + config.seconds
+    latencies: list[float] = []
+    cpu_at_start: list[float] = []
+
+    async def worker() -> None:
+        while (started := loop.time()) < stop_at:
+            if started >= measure_from and not cpu_at_start:
+                cpu_at_start.append(_cpu_seconds())
+            await send(next(source))
+            if started >= measure_from:
+                latencies.append(loop.time() - started)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = loop.time() - measure_from
+    cpu = (_cpu_seconds() - cpu_at_start[0]) if cpu_at_start else 0.0
+    return latencies, elapsed, cpu
+
+
+def _cpu_seconds() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+def _measure_served(case: str, make_sender, texts: list[str], config: BenchConfig, threads: int,
+                    progress: Progress) -> list[Point]:
+    points = []
+    for concurrency in config.concurrencies:
+        progress(f"{CASE_TITLES[case]}: {concurrency} in flight")
+
+        async def run(concurrency: int = concurrency) -> tuple[list[float], float, float]:
+            async with make_sender() as send:
+                return await drive(send, texts, concurrency, config)
+
+        latencies, elapsed, cpu = asyncio.run(run())
+        points.append(_latency_point(case, concurrency, threads, latencies, len(latencies), elapsed, cpu / elapsed))
+    return points
+
+
+@contextlib.asynccontextmanager
+async def triton_sender(url: str, model: str):
+    """Send one text per gRPC request (asyncio client) and check the answer's shape."""
+    connection = client.connect(client.Protocol.GRPC, url, aio=True)
+
+    async def send(text: str) -> None:
+        embedding = await client.embed_async(connection, [text], model)
+        if embedding.shape != (1, settings.EMBEDDING_DIM):
+            raise BenchmarkError(f"{model} answered {embedding.shape}")
+
+    try:
+        yield send
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def fastapi_sender(base_url: str):
+    import aiohttp
+
+    async with aiohttp.ClientSession(base_url, connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def send(text: str) -> None:
+            async with session.post("/embed", json={"text": text}) as response:
+                body = await response.json()
+            if response.status != 200 or len(body.get("embedding", ())) != settings.EMBEDDING_DIM:
+                raise BenchmarkError(f"the FastAPI service answered {response.status}: {str(body)[:200]}")
+
+        yield send
+
+
+# -- the comparison services ---------------------------------------------------------------------------------------
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def service_process(name: str, cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[None]:
+    """Start a service in its own process group, wait until `ready_url` answers 200, always stop the group."""
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{name}-{os.getpid()}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                               cwd=settings.PROJECT_ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVICE_READY_TIMEOUT_S
+        while not _answers(ready_url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(Path(log.name).read_text(errors="replace").splitlines()[-10:])
+                raise BenchmarkError(f"the {name} service did not get ready at {ready_url}; log {log.name}:\n{tail}")
+            time.sleep(0.3)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(runtime.STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def measure_triton(texts: list[str], config: BenchConfig, progress: Progress) -> list[Point]:
+    progress("starting Triton with the shipped repository")
+    with runtime.running_server(runtime.ServerOptions.on_free_ports()) as server:
+        return _measure_served(TRITON, lambda: triton_sender(server.grpc_url, settings.EMBED_MODEL), texts, config,
+                               0, progress)
+
+
+def measure_fastapi(texts: list[str], config: BenchConfig, progress: Progress) -> list[Point]:
+    progress("starting the FastAPI service")
+    port = runtime.free_port()
+    base = f"http://{settings.DEFAULT_HOST}:{port}"
+    cmd = [sys.executable, str(FASTAPI_SERVICE), "--port", str(port), "--threads", str(config.server_threads)]
+    with service_process(FASTAPI, cmd, f"{base}/health"):
+        return _measure_served(FASTAPI, lambda: fastapi_sender(base), texts, config, config.server_threads, progress)
+
+
+def measure_pytriton(texts: list[str], config: BenchConfig, progress: Progress) -> list[Point]:
+    progress("starting PyTriton")
+    http, grpc, metrics = (runtime.free_port() for _ in range(3))
+    cmd = [sys.executable, str(PYTRITON_SERVICE), "--http-port", str(http), "--grpc-port", str(grpc),
+           "--metrics-port", str(metrics), "--threads", str(config.server_threads)]
+    ready = f"http://{settings.DEFAULT_HOST}:{http}/v2/models/{PYTRITON_MODEL}/ready"
+    # PyTriton's Python-backend stub needs this interpreter's libpython, as ours does (see runtime.stub_environment).
+    with service_process(PYTRITON, cmd, ready, env=runtime.stub_environment()):
+        url = f"{settings.DEFAULT_HOST}:{grpc}"
+        return _measure_served(PYTRITON, lambda: triton_sender(url, PYTRITON_MODEL), texts, config,
+                               config.server_threads, progress)
+
+
+# -- the whole run and its report ---------------------------------------------------------------------------------
+def machine() -> dict[str, object]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    versions = {name: importlib.metadata.version(name) for name in ("onnxruntime", "nvidia-pytriton", "tritonclient")}
+    return {"cpu_model": model, "logical_cores": psutil.cpu_count(), "physical_cores": psutil.cpu_count(False),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+            "os": platform.platform(), "load_average_1m_at_start": round(os.getloadavg()[0], 2), **versions}
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    machine: dict[str, object]
+    points: list[Point]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def case_points(self, case: str) -> list[Point]:
+        return [p for p in self.points if p.case == case]
+
+    def best(self, case: str) -> Point | None:
+        return max(self.case_points(case), key=lambda p: p.sentences_per_s, default=None)
+
+    @property
+    def ceiling(self) -> float:
+        best = self.best(CEILING)
+        return best.sentences_per_s if best else 0.0
+
+    def ratio(self, point: Point) -> float:
+        return point.sentences_per_s / self.ceiling if self.ceiling else 0.0
+
+    def verdicts(self) -> list[str]:
+        """The issue's targets, each stated with the figures that decide it."""
+        triton = self.best(TRITON)
+        if triton is None:
+            return []
+        lines = [f"Triton best {triton.sentences_per_s:.1f}/s at {triton.concurrency} in flight = "
+                 f"{self.ratio(triton):.2f} x ceiling (target {TARGET_RATIO}): "
+                 f"{'met' if self.ratio(triton) >= TARGET_RATIO else 'NOT met'}"]
+        for other in (FASTAPI, PYTRITON):
+            rival = self.best(other)
+            if rival is None:
+                continue
+            beating = [p for p in self.case_points(TRITON)
+                       if p.sentences_per_s > rival.sentences_per_s and p.p99_ms <= rival.p99_ms]
+            lines.append(f"vs {CASE_TITLES[other]} (best {rival.sentences_per_s:.1f}/s, p99 {rival.p99_ms:.0f} ms): "
+                         + (f"beaten at {beating[0].concurrency} in flight ({beating[0].sentences_per_s:.1f}/s, "
+                            f"p99 {beating[0].p99_ms:.0f} ms)" if beating else "NOT beaten at equal or lower p99"))
+        return lines
+
+    def as_dict(self) -> dict:
+        return {"machine": self.machine, "config": asdict(self.config), "ceiling_sentences_per_s": self.ceiling,
+                "points": [{**asdict(p), "ratio_to_ceiling": round(self.ratio(p), 3)} for p in self.points],
+                "verdicts": self.verdicts()}
+
+
+def run(config: BenchConfig, out_dir: Path, cases: tuple[str, ...] = (CEILING, TRITON, FASTAPI, PYTRITON),
+        progress: Progress = lambda _: None) -> BenchResult:
+    texts = corpus.load()[:config.texts]
+    points: list[Point] = []
+    if CEILING in cases:
+        for threads, batch in itertools.product(config.ceiling_threads, config.ceiling_batches):
+            progress(f"{CASE_TITLES[CEILING]}: batch {batch}, {threads} threads")
+            points.append(measure_ceiling(texts, batch, threads, config))
+    for case, measure in ((TRITON, measure_triton), (FASTAPI, measure_fastapi), (PYTRITON, measure_pytriton)):
+        if case in cases:
+            points.extend(measure(texts, config, progress))
+    result = BenchResult(config, machine(), points)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.files = {"json": out_dir / "bench.json", "plot": out_dir / "bench.png"}
+    result.files["json"].write_text(json.dumps(result.as_dict(), indent=2))
+    plot(result, result.files["plot"])
+    return result
+
+
+def plot(result: BenchResult, path: Path) -> None:
+    """Sentences/s and p99 against concurrency for each served case, with the ceiling and the target line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for case in (TRITON, FASTAPI, PYTRITON):
+        points = result.case_points(case)
+        if points:
+            xs = [p.concurrency for p in points]
+            left.plot(xs, [p.sentences_per_s for p in points], marker="o", label=CASE_TITLES[case])
+            right.plot(xs, [p.p99_ms for p in points], marker="o", label=CASE_TITLES[case])
+    if result.ceiling:
+        left.axhline(result.ceiling, color="black", linestyle="--", label="in-process ceiling")
+        left.axhline(TARGET_RATIO * result.ceiling, color="gray", linestyle=":", label=f"{TARGET_RATIO} x ceiling")
+    for axis, label in ((left, "sentences/s"), (right, "p99 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("requests in flight (one text each)")
+        axis.set_ylabel(label)
+        axis.legend(fontsize=8)
+    info = result.machine
+    figure.suptitle(f"{info['cpu_model']}, {info['logical_cores']} cores: same pipeline, four ways")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def render(result: BenchResult, console) -> None:
+    from rich.table import Table
+
+    info = result.machine
+    table = Table(title=f"{info['cpu_model']} ({info['logical_cores']} logical / {info['physical_cores']} physical "
+                        f"cores); ratios to the ceiling of {result.ceiling:.1f} sentences/s")
+    for column in ("case", "in flight / batch", "threads", "sentences/s", "x ceiling", "p50 ms", "p99 ms",
+                   "load-gen CPU (cores)"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for point in result.points:
+        table.add_row(CASE_TITLES[point.case], str(point.concurrency), str(point.threads or "-"),
+                      f"{point.sentences_per_s:.1f}", f"{result.ratio(point):.2f}", f"{point.p50_ms:.1f}",
+                      f"{point.p99_ms:.1f}", "-" if point.loadgen_cpu is None else f"{point.loadgen_cpu:.2f}")
+    console.print(table)
+    for line in result.verdicts():
+        console.print(line, highlight=False)
