@@ -43,6 +43,8 @@ PYTRITON_SERVICE = settings.LOADTESTS_DIR / "pytriton_service.py"
 PYTRITON_MODEL = "embed_pytriton"  # as loadtests/pytriton_service.py binds it
 
 Progress = Callable[[str], None]
+Sender = Callable[[str], Awaitable[None]]
+SenderFactory = Callable[[], contextlib.AbstractAsyncContextManager[Sender]]
 
 
 class BenchmarkError(Exception):
@@ -54,17 +56,18 @@ class BenchConfig:
     """How long and how wide to measure; `quick` is the CI smoke size."""
 
     concurrencies: tuple[int, ...] = (1, 4, 16, 64)
-    ceiling_batches: tuple[int, ...] = (1, 8, 32, 64)
+    ceiling_batches: tuple[int, ...] = (1, 8, 32)
     ceiling_threads: tuple[int, ...] = (1, 2)
-    seconds: float = 4.0  # measured time per point
-    warmup_s: float = 1.0  # unmeasured time before each point
+    rounds: int = 3  # every point is measured once per round; the report shows the medians
+    seconds: float = 2.5  # measured time per point and round
+    warmup_s: float = 0.5  # unmeasured time before each point
     texts: int = 512  # distinct corpus texts cycled through
     server_threads: int = field(default_factory=lambda: os.cpu_count() or 1)  # ONNX Runtime threads of cases 3-4
 
     @classmethod
     def quick(cls) -> BenchConfig:
-        return cls(concurrencies=(8,), ceiling_batches=(8,), ceiling_threads=(os.cpu_count() or 1,), seconds=1.5,
-                   warmup_s=0.3, texts=64)
+        return cls(concurrencies=(8,), ceiling_batches=(8,), ceiling_threads=(os.cpu_count() or 1,), rounds=1,
+                   seconds=1.5, warmup_s=0.3, texts=64)
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def measure_ceiling(texts: list[str], batch: int, threads: int, config: BenchCon
 
 
 # -- load generation for the served cases ------------------------------------------------------------------------
-async def drive(send: Callable[[str], Awaitable[None]], texts: list[str], concurrency: int,
+async def drive(send: Sender, texts: list[str], concurrency: int,
                 config: BenchConfig) -> tuple[list[float], float, float]:
     """`concurrency` workers send one text per request back to back; returns the latencies of requests started
     after the warm-up, the measured wall time, and this process's CPU time over it (the load generator's)."""
@@ -139,19 +142,16 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-def _measure_served(case: str, make_sender, texts: list[str], config: BenchConfig, threads: int,
-                    progress: Progress) -> list[Point]:
-    points = []
-    for concurrency in config.concurrencies:
-        progress(f"{CASE_TITLES[case]}: {concurrency} in flight")
+def measure_served(case: str, make_sender: SenderFactory, texts: list[str], concurrency: int, threads: int,
+                   config: BenchConfig) -> Point:
+    """One point of a served case: `concurrency` requests in flight for `config.seconds`."""
 
-        async def run(concurrency: int = concurrency) -> tuple[list[float], float, float]:
-            async with make_sender() as send:
-                return await drive(send, texts, concurrency, config)
+    async def run() -> tuple[list[float], float, float]:
+        async with make_sender() as send:
+            return await drive(send, texts, concurrency, config)
 
-        latencies, elapsed, cpu = asyncio.run(run())
-        points.append(_latency_point(case, concurrency, threads, latencies, len(latencies), elapsed, cpu / elapsed))
-    return points
+    latencies, elapsed, cpu = asyncio.run(run())
+    return _latency_point(case, concurrency, threads, latencies, len(latencies), elapsed, cpu / elapsed)
 
 
 @contextlib.asynccontextmanager
@@ -220,24 +220,31 @@ def service_process(name: str, cmd: list[str], ready_url: str, env: dict[str, st
         log.close()
 
 
-def measure_triton(texts: list[str], config: BenchConfig, progress: Progress) -> list[Point]:
-    progress("starting Triton with the shipped repository")
+@dataclass(frozen=True)
+class Target:
+    """A running served case: how to open a sender to it, and the ONNX Runtime threads it computes with."""
+
+    make_sender: SenderFactory
+    threads: int
+
+
+@contextlib.contextmanager
+def triton_target(config: BenchConfig) -> Iterator[Target]:
     with runtime.running_server(runtime.ServerOptions.on_free_ports()) as server:
-        return _measure_served(TRITON, lambda: triton_sender(server.grpc_url, settings.EMBED_MODEL), texts, config,
-                               0, progress)
+        yield Target(lambda: triton_sender(server.grpc_url, settings.EMBED_MODEL), 0)
 
 
-def measure_fastapi(texts: list[str], config: BenchConfig, progress: Progress) -> list[Point]:
-    progress("starting the FastAPI service")
+@contextlib.contextmanager
+def fastapi_target(config: BenchConfig) -> Iterator[Target]:
     port = runtime.free_port()
     base = f"http://{settings.DEFAULT_HOST}:{port}"
     cmd = [sys.executable, str(FASTAPI_SERVICE), "--port", str(port), "--threads", str(config.server_threads)]
     with service_process(FASTAPI, cmd, f"{base}/health"):
-        return _measure_served(FASTAPI, lambda: fastapi_sender(base), texts, config, config.server_threads, progress)
+        yield Target(lambda: fastapi_sender(base), config.server_threads)
 
 
-def measure_pytriton(texts: list[str], config: BenchConfig, progress: Progress) -> list[Point]:
-    progress("starting PyTriton")
+@contextlib.contextmanager
+def pytriton_target(config: BenchConfig) -> Iterator[Target]:
     http, grpc, metrics = (runtime.free_port() for _ in range(3))
     cmd = [sys.executable, str(PYTRITON_SERVICE), "--http-port", str(http), "--grpc-port", str(grpc),
            "--metrics-port", str(metrics), "--threads", str(config.server_threads)]
@@ -245,8 +252,10 @@ def measure_pytriton(texts: list[str], config: BenchConfig, progress: Progress) 
     # PyTriton's Python-backend stub needs this interpreter's libpython, as ours does (see runtime.stub_environment).
     with service_process(PYTRITON, cmd, ready, env=runtime.stub_environment()):
         url = f"{settings.DEFAULT_HOST}:{grpc}"
-        return _measure_served(PYTRITON, lambda: triton_sender(url, PYTRITON_MODEL), texts, config,
-                               config.server_threads, progress)
+        yield Target(lambda: triton_sender(url, PYTRITON_MODEL), config.server_threads)
+
+
+TARGETS = {TRITON: triton_target, FASTAPI: fastapi_target, PYTRITON: pytriton_target}
 
 
 # -- the whole run and its report ---------------------------------------------------------------------------------
@@ -256,14 +265,15 @@ def machine() -> dict[str, object]:
     versions = {name: importlib.metadata.version(name) for name in ("onnxruntime", "nvidia-pytriton", "tritonclient")}
     return {"cpu_model": model, "logical_cores": psutil.cpu_count(), "physical_cores": psutil.cpu_count(False),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
-            "os": platform.platform(), "load_average_1m_at_start": round(os.getloadavg()[0], 2), **versions}
+            "os": platform.platform(), **versions}
 
 
 @dataclass
 class BenchResult:
     config: BenchConfig
     machine: dict[str, object]
-    points: list[Point]
+    points: list[Point]  # medians over the rounds
+    rounds: list[Point] = field(default_factory=list)  # every single measurement
     files: dict[str, Path] = field(default_factory=dict)
 
     def case_points(self, case: str) -> list[Point]:
@@ -302,21 +312,50 @@ class BenchResult:
     def as_dict(self) -> dict:
         return {"machine": self.machine, "config": asdict(self.config), "ceiling_sentences_per_s": self.ceiling,
                 "points": [{**asdict(p), "ratio_to_ceiling": round(self.ratio(p), 3)} for p in self.points],
-                "verdicts": self.verdicts()}
+                "verdicts": self.verdicts(), "rounds": [asdict(p) for p in self.rounds]}
 
 
-def run(config: BenchConfig, out_dir: Path, cases: tuple[str, ...] = (CEILING, TRITON, FASTAPI, PYTRITON),
+def combine(points: list[Point]) -> list[Point]:
+    """One point per (case, concurrency, threads): the median over rounds of each figure."""
+    groups: dict[tuple[str, int, int], list[Point]] = {}
+    for point in points:
+        groups.setdefault((point.case, point.concurrency, point.threads), []).append(point)
+
+    def median(values: list[float]) -> float:
+        return round(float(np.median(values)), 2)
+
+    return [Point(case, concurrency, threads, median([p.sentences_per_s for p in group]),
+                  median([p.p50_ms for p in group]), median([p.p99_ms for p in group]),
+                  sum(p.requests for p in group),
+                  None if group[0].loadgen_cpu is None else median([p.loadgen_cpu for p in group]))
+            for (case, concurrency, threads), group in groups.items()]
+
+
+def run(config: BenchConfig, out_dir: Path, cases: tuple[str, ...] = tuple(CASE_TITLES),
         progress: Progress = lambda _: None) -> BenchResult:
+    """Start every served case at once, then measure all points round-robin for `config.rounds` rounds, so a
+    noisy neighbour on the machine slows every case alike; each figure is the median over the rounds."""
     texts = corpus.load()[:config.texts]
-    points: list[Point] = []
-    if CEILING in cases:
-        for threads, batch in itertools.product(config.ceiling_threads, config.ceiling_batches):
-            progress(f"{CASE_TITLES[CEILING]}: batch {batch}, {threads} threads")
-            points.append(measure_ceiling(texts, batch, threads, config))
-    for case, measure in ((TRITON, measure_triton), (FASTAPI, measure_fastapi), (PYTRITON, measure_pytriton)):
-        if case in cases:
-            points.extend(measure(texts, config, progress))
-    result = BenchResult(config, machine(), points)
+    started_load = os.getloadavg()[0]
+    rounds: list[Point] = []
+    with contextlib.ExitStack() as stack:
+        targets = {}
+        for case in (c for c in TARGETS if c in cases):
+            progress(f"starting {CASE_TITLES[case]}")
+            targets[case] = stack.enter_context(TARGETS[case](config))
+        for number in range(1, config.rounds + 1):
+            if CEILING in cases:
+                for threads, batch in itertools.product(config.ceiling_threads, config.ceiling_batches):
+                    progress(f"round {number}/{config.rounds}: ceiling, batch {batch}, {threads} threads")
+                    rounds.append(measure_ceiling(texts, batch, threads, config))
+            for case, target in targets.items():
+                for concurrency in config.concurrencies:
+                    progress(f"round {number}/{config.rounds}: {CASE_TITLES[case]}, {concurrency} in flight")
+                    rounds.append(measure_served(case, target.make_sender, texts, concurrency, target.threads,
+                                                 config))
+    info = {**machine(), "load_average_1m_at_start": round(started_load, 2),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
+    result = BenchResult(config, info, combine(rounds), rounds)
     out_dir.mkdir(parents=True, exist_ok=True)
     result.files = {"json": out_dir / "bench.json", "plot": out_dir / "bench.png"}
     result.files["json"].write_text(json.dumps(result.as_dict(), indent=2))
