@@ -105,11 +105,11 @@ class _EnsembleChecks:
             for key in step.input_map:
                 if key not in inputs:
                     self.report("E406", f"step {index} maps input \"{key}\", but \"{step.model_name}\" has inputs "
-                                        f"{sorted(inputs)}.", step=index)
+                                        f"{sorted(inputs)}; map one of those.", step=index)
             for key in step.output_map:
                 if key not in outputs:
                     self.report("E407", f"step {index} maps output \"{key}\", but \"{step.model_name}\" has outputs "
-                                        f"{sorted(outputs)}.", step=index)
+                                        f"{sorted(outputs)}; map one of those.", step=index)
             for name, tensor in inputs.items():
                 if name not in step.input_map and not tensor.optional:
                     self.report("E408", f"step {index} does not map required input \"{name}\" of "
@@ -215,8 +215,9 @@ class _EnsembleChecks:
             declared = {"input": {t.name: t for t in target.input}, "output": {t.name: t for t in target.output}}
             for kind, mapping in (("input", step.input_map), ("output", step.output_map)):
                 for key, tensor in mapping.items():
-                    if key in declared[kind]:
-                        model_tensor = declared[kind][key]
+                    model_tensor = declared[kind].get(key)
+                    # A tensor without a type or dims is reported on its own model; do not echo it here.
+                    if model_tensor is not None and model_tensor.data_type and model_tensor.dims:
                         meet(tensor, TensorUse(f"step {index} ({step.model_name}) {kind} {key}", model_tensor.data_type,
                                                tuple(model_tensor.dims), is_batching(target)), index)
 

@@ -21,7 +21,7 @@ def check(ctx: Context) -> None:
             if is_batching(config):
                 for index, step in enumerate(config.ensemble_scheduling.step):
                     target = ctx.repository.models.get(step.model_name)
-                    if target is not None and target.config is not None and not is_batching(target.config):
+                    if target is not None and target.config is not None and target.config.max_batch_size == 0:
                         ctx.report("W503", f"the ensemble batches but step {index}'s \"{step.model_name}\" does not "
                                            "(max_batch_size 0), so it sees one request at a time; let it batch.",
                                    model, path=("ensemble_scheduling", "step", index),

@@ -155,8 +155,9 @@ class _ModelChecks:
                                         f"{sorted(inputs)}.", *where, "inputs")
                     continue
                 if sample.data_type != inputs[name].data_type:
-                    self.report("E314", f"{label} feeds \"{name}\" as {DataType.Name(sample.data_type)} but the input "
-                                        f"is {DataType.Name(inputs[name].data_type)}.", *where, "inputs")
+                    self.report("E314", f"{label} feeds \"{name}\" as {DataType.Name(sample.data_type)} but the "
+                                        f"input is {DataType.Name(inputs[name].data_type)}; make them agree.",
+                                *where, "inputs")
                 if sample.input_data_file and not (self.model.path / WARMUP_DIR / sample.input_data_file).is_file():
                     self.report("E314", f"{label} reads \"{sample.input_data_file}\", which is not in "
                                         f"{self.model.name}/{WARMUP_DIR}/; add the file.", *where, "inputs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,6 +14,15 @@ from tools.repository import CONFIG_FILE, Repository
 from tools.validation.findings import Finding
 
 LOAD_TIMEOUT_S = 120.0
+# Config errors found while Triton reads a model folder come back over the API only as this phrase;
+# the reason is in the server log.
+_POLL_FAILED = "failed to poll from model repository"
+
+
+def poll_failure(log: str, name: str) -> str | None:
+    """Triton's logged reason for refusing to read a model folder's config, if it logged one."""
+    match = re.search(rf"Poll failed for model directory '{re.escape(name)}': (.*?)\"?$", log, re.MULTILINE)
+    return match[1] if match else None
 
 
 def load_model(server: runtime.TritonServer, name: str, timeout: float = LOAD_TIMEOUT_S) -> str | None:
@@ -50,6 +60,8 @@ def check_with_server(repository: Repository, progress: Callable[[str], None] = 
             for name in repository.load_order():
                 progress(name)
                 refusal = load_model(server, name)
+                if refusal is not None and _POLL_FAILED in refusal:
+                    refusal = poll_failure(server.log_text(), name) or refusal
                 if refusal is not None:
                     findings.append(Finding("E901", f"Triton refused to load it: {refusal}", name,
                                             repository.models[name].path / CONFIG_FILE))

@@ -1,0 +1,636 @@
+"""The validation corpus: tiny repositories built from one base plus one mutation per case.
+
+Every case names the codes `tools validate` must report for it (exactly) and what the real Triton does
+with it: REJECTS (refuses the target model), LOADS (clean or warnings only), STRICTER (we report an
+error, Triton loads it anyway: deliberate), or OFFLINE (cannot be tried on this machine's server, which
+has only the Python backend and no GPU). All models of a case carry the case's prefix, so all cases can
+share one repository and one server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from tools.repository import ModelConfig, model_config_pb2
+
+DataType = model_config_pb2.DataType
+
+MODEL_PY = """\
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.inputs = [t["name"] for t in config["input"]]
+        self.outputs = [t["name"] for t in config["output"]]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            data = pb_utils.get_input_tensor_by_name(request, self.inputs[0]).as_numpy()
+            tensors = [pb_utils.Tensor(name, (data * 2).astype(np.float32)) for name in self.outputs]
+            responses.append(pb_utils.InferenceResponse(tensors))
+        return responses
+"""
+
+# "@" stands for the case prefix in model names.
+DOUBLE = """\
+name: "@double"
+backend: "python"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]
+instance_group [ { kind: KIND_CPU count: 2 } ]
+dynamic_batching { max_queue_delay_microseconds: 100 }
+"""
+ADD = """\
+name: "@add"
+backend: "python"
+max_batch_size: 8
+input [ { name: "A" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "B" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "SUM" data_type: TYPE_FP32 dims: [ -1 ] } ]
+instance_group [ { kind: KIND_CPU count: 2 } ]
+dynamic_batching { max_queue_delay_microseconds: 100 }
+"""
+PIPE = """\
+name: "@pipe"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "ENS_IN" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "ENS_OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "@double" model_version: -1
+      input_map { key: "IN" value: "ENS_IN" } output_map { key: "OUT" value: "mid" } },
+    { model_name: "@double" model_version: -1
+      input_map { key: "IN" value: "mid" } output_map { key: "OUT" value: "ENS_OUT" } }
+  ]
+}
+"""
+
+
+class Triton(StrEnum):
+    REJECTS = "rejects"
+    LOADS = "loads"
+    STRICTER = "stricter"
+    OFFLINE = "offline"
+
+
+@dataclass
+class Spec:
+    """A repository under construction: relative path -> file content, plus symlinks."""
+
+    prefix: str
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    symlinks: dict[str, str] = field(default_factory=dict)
+
+    def name(self, base: str) -> str:
+        return self.prefix + base
+
+    def add_python_model(self, base: str, config_text: str, versions: tuple[int, ...] = (1,)) -> None:
+        self.files[f"{self.name(base)}/config.pbtxt"] = config_text.replace("@", self.prefix)
+        for version in versions:
+            self.files[f"{self.name(base)}/{version}/model.py"] = MODEL_PY
+
+    def add_ensemble(self, base: str, config_text: str) -> None:
+        self.files[f"{self.name(base)}/config.pbtxt"] = config_text.replace("@", self.prefix)
+        self.files[f"{self.name(base)}/1/.keep"] = ""
+
+    def config_path(self, base: str) -> str:
+        return f"{self.name(base)}/config.pbtxt"
+
+    def edit(self, base: str, change: Callable[[ModelConfig], object]) -> None:
+        config = text_format.Parse(self.files[self.config_path(base)], ModelConfig())
+        change(config)
+        self.files[self.config_path(base)] = text_format.MessageToString(config)
+
+    def remove(self, relative: str) -> None:
+        for key in [k for k in self.files if k == relative or k.startswith(relative + "/")]:
+            del self.files[key]
+
+    def write(self, root: Path) -> None:
+        for relative, content in self.files.items():
+            path = root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        for relative, target in self.symlinks.items():
+            path = root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(target, path)
+
+
+def base_spec(prefix: str) -> Spec:
+    spec = Spec(prefix)
+    spec.add_python_model("double", DOUBLE)
+    spec.add_python_model("add", ADD)
+    spec.add_ensemble("pipe", PIPE)
+    return spec
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    codes: frozenset[str]
+    triton: Triton
+    target: str  # the model (without prefix) whose load the differential test tries
+    mutate: Callable[[Spec], None]
+
+    def build(self, prefix: str) -> Spec:
+        spec = base_spec(prefix)
+        self.mutate(spec)
+        return spec
+
+
+CASES: list[Case] = []
+
+
+def case(id: str, codes: str, triton: Triton, target: str = "double") -> Callable:
+    """Register a mutation as a corpus case; `codes` is space-separated."""
+    def register(mutate: Callable[[Spec], None]) -> Callable[[Spec], None]:
+        CASES.append(Case(id, frozenset(codes.split()), triton, target, mutate))
+        return mutate
+    return register
+
+
+def step(config: ModelConfig, index: int):
+    return config.ensemble_scheduling.step[index]
+
+
+def add_step(config: ModelConfig, spec: Spec, model: str, inputs: dict[str, str], outputs: dict[str, str]) -> None:
+    new = config.ensemble_scheduling.step.add(model_name=spec.name(model), model_version=-1)
+    new.input_map.update(inputs)
+    new.output_map.update(outputs)
+
+
+# -- valid shapes -----------------------------------------------------------------------------------
+@case("valid_base", "", Triton.LOADS, "pipe")
+def _(spec): pass
+
+
+@case("valid_nested_ensemble", "", Triton.LOADS, "outer")
+def _(spec):
+    spec.add_ensemble("outer", PIPE.replace('"@pipe"', '"@outer"').replace('"@double"', '"@pipe"')
+                      .replace('"IN"', '"ENS_IN"').replace('"OUT"', '"ENS_OUT"'))
+
+
+@case("valid_pinned_versions", "", Triton.LOADS)
+def _(spec):
+    spec.add_python_model("double", DOUBLE + "version_policy { specific { versions: [ 1, 2 ] } }\n", versions=(1, 2))
+
+
+@case("valid_non_batching", "", Triton.LOADS, "pipe")
+def _(spec):
+    spec.edit("double", lambda c: (setattr(c, "max_batch_size", 0), c.ClearField("dynamic_batching")))
+    spec.edit("pipe", lambda c: setattr(c, "max_batch_size", 0))
+
+
+@case("valid_optional_input", "", Triton.LOADS, "pipe")
+def _(spec):
+    spec.edit("double", lambda c: c.input.add(name="EXTRA", data_type=c.input[0].data_type, dims=[-1], optional=True))
+
+
+@case("valid_factory_model_py", "", Triton.LOADS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/helper.py"] = MODEL_PY
+    spec.files[f"{spec.name('double')}/1/model.py"] = (
+        "import sys\nfrom pathlib import Path\n\nsys.path.insert(0, str(Path(__file__).parent))\n"
+        "import helper  # noqa: E402\n\nTritonPythonModel = helper.TritonPythonModel\n")
+
+
+@case("valid_reshape", "", Triton.LOADS)
+def _(spec):
+    spec.edit("double", lambda c: (c.input[0].ClearField("dims"), c.input[0].dims.extend([4]),
+                                   c.input[0].reshape.shape.extend([2, 2])))
+
+
+@case("valid_config_variant", "", Triton.LOADS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/configs/small.pbtxt"] = DOUBLE.replace("@", spec.prefix)
+
+
+@case("valid_warmup", "", Triton.LOADS)
+def _(spec):
+    spec.files[spec.config_path("double")] += (
+        'model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value: '
+        '{ data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]\n')
+
+
+# -- 1xx syntax -------------------------------------------------------------------------------------
+@case("syntax_error", "E103", Triton.REJECTS)
+def _(spec):
+    spec.files[spec.config_path("double")] += 'max_batch_size: "eight"\n'
+
+
+@case("unknown_field", "E103", Triton.REJECTS)
+def _(spec):
+    spec.files[spec.config_path("double")] += "max_batch: 4\n"
+
+
+@case("binary_config", "E102", Triton.REJECTS)
+def _(spec):
+    spec.files[spec.config_path("double")] = b"\x00\x01\x02binary\xff"
+
+
+@case("not_utf8_config", "E102", Triton.REJECTS)
+def _(spec):
+    spec.files[spec.config_path("double")] = b'name: "caf\xe9"\n'
+
+
+@case("missing_config", "E101", Triton.STRICTER)  # Triton guesses the Python backend from model.py
+def _(spec):
+    del spec.files[spec.config_path("double")]
+
+
+@case("config_symlink_loop", "E102", Triton.REJECTS)
+def _(spec):
+    del spec.files[spec.config_path("double")]
+    spec.symlinks[spec.config_path("double")] = "config.pbtxt"
+
+
+@case("auto_complete_onnx", "W105", Triton.OFFLINE, "onnx")  # no ONNX Runtime backend on this server
+def _(spec):
+    spec.files[f"{spec.name('onnx')}/1/model.onnx"] = b"not really onnx"
+
+
+# -- 2xx layout -------------------------------------------------------------------------------------
+@case("name_mismatch", "E201", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "name", "somebody_else"))
+
+
+@case("non_numeric_version", "W202", Triton.LOADS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/latest/model.py"] = MODEL_PY
+
+
+@case("zero_prefixed_version", "W203", Triton.LOADS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/02/model.py"] = MODEL_PY
+
+
+@case("no_version_folder", "E204", Triton.REJECTS)
+def _(spec):
+    spec.remove(f"{spec.name('double')}/1")
+
+
+@case("specific_version_missing", "E205", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: c.version_policy.specific.versions.append(3))
+
+
+@case("no_backend", "E206", Triton.STRICTER)  # Triton guesses the backend from model.py
+def _(spec):
+    spec.edit("double", lambda c: c.ClearField("backend"))
+
+
+@case("unknown_platform", "E207", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: (c.ClearField("backend"), setattr(c, "platform", "tensorflow_lite")))
+
+
+@case("unknown_backend", "W208", Triton.REJECTS)  # a custom backend that is not installed here
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "backend", "pythn"))
+
+
+@case("backend_platform_mismatch", "E209", Triton.STRICTER)  # Triton 2.51 goes by `backend` alone
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "platform", "onnxruntime_onnx"))
+
+
+# Triton 2.51 never answers the load request for this one (seen: no answer in 120 s), so it stays offline.
+@case("missing_model_py", "E210", Triton.OFFLINE)
+def _(spec):
+    del spec.files[f"{spec.name('double')}/1/model.py"]
+    spec.files[f"{spec.name('double')}/1/other.py"] = MODEL_PY
+
+
+@case("model_py_syntax_error", "E211", Triton.REJECTS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/model.py"] = "def broken(:\n    pass\n"
+
+
+@case("model_py_without_class", "E212", Triton.REJECTS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/model.py"] = "import numpy\n"
+
+
+@case("model_py_without_execute", "E212", Triton.STRICTER)
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/model.py"] = "class TritonPythonModel:\n    def initialize(self, args):\n" \
+                                                      "        pass\n"
+
+
+@case("broken_config_variant", "E103", Triton.STRICTER)  # Triton only reads a variant when asked to
+def _(spec):
+    spec.files[f"{spec.name('double')}/configs/small.pbtxt"] = "max_batch_size: [\n"
+
+
+# -- 3xx semantics ----------------------------------------------------------------------------------
+@case("no_inputs", "E301 E406", Triton.STRICTER)
+def _(spec):
+    spec.edit("double", lambda c: c.ClearField("input"))
+
+
+@case("no_outputs", "E302 E407", Triton.STRICTER)
+def _(spec):
+    spec.edit("double", lambda c: c.ClearField("output"))
+
+
+@case("duplicate_input", "E303", Triton.STRICTER)  # Triton 2.51 loads it; which IN gets the data?
+def _(spec):
+    spec.edit("double", lambda c: c.input.add().CopyFrom(c.input[0]))
+
+
+@case("missing_data_type", "E304", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: c.output[0].ClearField("data_type"))
+
+
+@case("missing_dims", "E305", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: c.output[0].ClearField("dims"))
+
+
+@case("zero_dimension", "E306", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: c.input[0].dims.__setitem__(0, 0))
+
+
+@case("reshape_element_count", "E307", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: (c.input[0].dims.__setitem__(0, 4), c.input[0].reshape.shape.extend([3])))
+
+
+@case("negative_max_batch_size", "E308 E417", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "max_batch_size", -1))
+
+
+@case("dynamic_batching_without_batching", "E309 W503", Triton.STRICTER)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "max_batch_size", 0))
+
+
+@case("preferred_batch_size_too_big", "E310", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: c.dynamic_batching.preferred_batch_size.append(16))
+
+
+@case("default_priority_out_of_range", "E311", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c.dynamic_batching, "priority_levels", 2))
+
+
+@case("preserve_ordering_with_delay", "E311", Triton.REJECTS)
+def _(spec):
+    def change(c):
+        c.dynamic_batching.preserve_ordering = True
+        c.dynamic_batching.default_queue_policy.timeout_action = c.dynamic_batching.default_queue_policy.DELAY
+        c.dynamic_batching.default_queue_policy.default_timeout_microseconds = 1000
+    spec.edit("double", change)
+
+
+@case("gpu_instances_on_cpu_target", "E313", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c.instance_group[0], "kind", c.instance_group[0].KIND_GPU))
+
+
+@case("cpu_instances_with_gpus", "E312", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: c.instance_group[0].gpus.append(0))
+
+
+@case("warmup_unknown_input", "E314", Triton.REJECTS)
+def _(spec):
+    spec.files[spec.config_path("double")] += (
+        'model_warmup [ { name: "w" batch_size: 1 inputs { key: "NOPE" value: '
+        '{ data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]\n')
+
+
+@case("warmup_wrong_type", "E314", Triton.REJECTS)
+def _(spec):
+    spec.files[spec.config_path("double")] += (
+        'model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value: '
+        '{ data_type: TYPE_INT32 dims: [ 4 ] zero_data: true } } } ]\n')
+
+
+@case("warmup_file_missing", "E314", Triton.REJECTS)
+def _(spec):
+    spec.files[spec.config_path("double")] += (
+        'model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value: '
+        '{ data_type: TYPE_FP32 dims: [ 4 ] input_data_file: "nowhere.bin" } } } ]\n')
+
+
+SEQUENCE = """sequence_batching {
+  control_input [
+    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+    { name: "%s" control [ { kind: %s %s } ] }
+  ]
+}
+"""
+
+
+@case("sequence_control_twice", "E315", Triton.REJECTS)
+def _(spec):
+    text = spec.files[spec.config_path("double")].replace("dynamic_batching { max_queue_delay_microseconds: 100 }", "")
+    spec.files[spec.config_path("double")] = text + SEQUENCE % ("BEGIN", "CONTROL_SEQUENCE_START",
+                                                               "int32_false_true: [ 0, 1 ]")
+
+
+@case("sequence_corrid_type", "E315", Triton.REJECTS)
+def _(spec):
+    text = spec.files[spec.config_path("double")].replace("dynamic_batching { max_queue_delay_microseconds: 100 }", "")
+    spec.files[spec.config_path("double")] = text + SEQUENCE % ("CORRID", "CONTROL_SEQUENCE_CORRID",
+                                                               "data_type: TYPE_FP32")
+
+
+@case("decoupled_with_response_cache", "E316", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: (setattr(c.model_transaction_policy, "decoupled", True),
+                                   setattr(c.response_cache, "enable", True)))
+
+
+# -- 4xx ensembles ----------------------------------------------------------------------------------
+@case("ensemble_without_scheduling", "E401", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: c.ClearField("ensemble_scheduling"))
+
+
+@case("scheduling_on_non_ensemble", "E401", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: setattr(c, "platform", "onnxruntime_onnx"))
+
+
+@case("ensemble_instance_group", "E402", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: c.instance_group.add(count=1))
+
+
+@case("ensemble_warmup", "E402", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: c.model_warmup.add(name="w", batch_size=1))
+
+
+@case("ensemble_without_steps", "E403", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: (c.ensemble_scheduling.ClearField("step"), c.ensemble_scheduling.SetInParent()))
+
+
+@case("step_model_missing", "E404", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: setattr(step(c, 0), "model_name", "ghost"))
+
+
+@case("step_version_missing", "E405", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: setattr(step(c, 1), "model_version", 2))
+
+
+@case("input_map_unknown_input", "E406 E408", Triton.REJECTS, "pipe")
+def _(spec):
+    def change(c):
+        del step(c, 0).input_map["IN"]
+        step(c, 0).input_map["NOPE"] = "ENS_IN"
+    spec.edit("pipe", change)
+
+
+@case("output_map_unknown_output", "E407", Triton.REJECTS, "pipe")
+def _(spec):
+    def change(c):
+        del step(c, 1).output_map["OUT"]
+        step(c, 1).output_map["NOPE"] = "ENS_OUT"
+    spec.edit("pipe", change)
+
+
+@case("required_input_unmapped", "E408", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("double", lambda c: c.input.add(name="SCALE", data_type=c.input[0].data_type, dims=[1]))
+
+
+@case("ensemble_input_unused", "E409", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: c.input.add(name="SPARE", data_type=c.input[0].data_type, dims=[-1]))
+
+
+@case("ensemble_output_not_produced", "E410", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: c.output.add(name="SPARE", data_type=c.output[0].data_type, dims=[-1]))
+
+
+@case("tensor_produced_twice", "E411", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: add_step(c, spec, "double", {"IN": "mid"}, {"OUT": "ENS_OUT"}))
+
+
+@case("intermediate_unused", "E412", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: add_step(c, spec, "double", {"IN": "mid"}, {"OUT": "dangling"}))
+
+
+@case("tensor_never_produced", "E412 E413", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: step(c, 1).input_map.__setitem__("IN", "nowhere"))
+
+
+@case("step_cycle", "E414", Triton.REJECTS, "pipe")
+def _(spec):
+    def change(c):
+        step(c, 0).input_map["IN"] = "b"
+        step(c, 0).output_map["OUT"] = "a"
+        step(c, 1).input_map["IN"] = "a"
+        step(c, 1).output_map["OUT"] = "b"
+        add_step(c, spec, "double", {"IN": "ENS_IN"}, {"OUT": "ENS_OUT"})
+    spec.edit("pipe", change)
+
+
+@case("nested_ensemble_cycle", "E414", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: setattr(step(c, 1), "model_name", spec.name("pipe")))
+
+
+@case("data_type_mismatch", "E415", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: setattr(c.output[0], "data_type", DataType.TYPE_INT32))
+
+
+@case("shape_mismatch", "E416", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: (c.output[0].ClearField("dims"), c.output[0].dims.extend([2, 2])))
+
+
+@case("ensemble_batch_too_big", "E417", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: setattr(c, "max_batch_size", 16))
+
+
+@case("decoupled_branches_joined", "E418", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.add_python_model("stream", DOUBLE.replace('"@double"', '"@stream"')
+                          + "model_transaction_policy { decoupled: true }\n")
+
+    def change(c):
+        c.ensemble_scheduling.ClearField("step")
+        add_step(c, spec, "stream", {"IN": "ENS_IN"}, {"OUT": "a"})
+        add_step(c, spec, "double", {"IN": "ENS_IN"}, {"OUT": "b"})
+        add_step(c, spec, "add", {"A": "a", "B": "b"}, {"SUM": "ENS_OUT"})
+    spec.edit("pipe", change)
+
+
+# -- 5xx beyond Triton ------------------------------------------------------------------------------
+@case("no_queue_delay", "W501", Triton.LOADS)
+def _(spec):
+    spec.edit("double", lambda c: c.dynamic_batching.ClearField("max_queue_delay_microseconds"))
+
+
+@case("single_python_instance", "W502", Triton.LOADS)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c.instance_group[0], "count", 1))
+
+
+@case("non_batching_step_in_batching_ensemble", "W503", Triton.LOADS, "pipe")
+def _(spec):
+    spec.edit("double", lambda c: (setattr(c, "max_batch_size", 0), c.ClearField("dynamic_batching")))
+
+
+@case("unpinned_versions", "W504", Triton.LOADS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/2/model.py"] = MODEL_PY
+
+
+@case("batching_without_batcher", "W505", Triton.LOADS)
+def _(spec):
+    spec.edit("double", lambda c: c.ClearField("dynamic_batching"))
+
+
+@case("warning_silenced_in_config", "", Triton.LOADS)
+def _(spec):
+    spec.edit("double", lambda c: c.dynamic_batching.ClearField("max_queue_delay_microseconds"))
+    spec.files[spec.config_path("double")] = "# tools-validate: ignore W501\n" + spec.files[spec.config_path("double")]
+
+
+def prefix_of(index: int) -> str:
+    return f"c{index:02d}_"
+
+
+def build_corpus(root: Path) -> dict[str, tuple[Case, str]]:
+    """Write every case into one repository; case id -> (case, its model-name prefix)."""
+    built = {}
+    for index, item in enumerate(CASES):
+        prefix = prefix_of(index)
+        item.build(prefix).write(root)
+        built[item.id] = (item, prefix)
+    return built
