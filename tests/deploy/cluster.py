@@ -1,0 +1,220 @@
+"""A real Kubernetes control plane on loopback for the deployment tests: etcd, kube-apiserver and
+kube-controller-manager 1.20.2 (built once per machine by scripts/install-kube-apiserver.sh).
+
+There is no kubelet, scheduler or container runtime here, so no container or probe ever runs. `PodReadiness`
+is the test double that stands in for the kubelet: it marks pods Running and Ready — except pods whose image
+tag is `never-ready`, which stay unready the way a crash-looping container would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools import settings
+from tools.runtime import free_port
+
+NEVER_READY_TAG = "never-ready"
+START_TIMEOUT_S = 60.0
+
+
+class KubeAPI:
+    """Just enough of the Kubernetes REST API for the tests (bearer token, self-signed serving cert)."""
+
+    def __init__(self, server: str, token: str):
+        self.server = server
+        self.token = token
+        self._tls = ssl.create_default_context()
+        self._tls.check_hostname = False
+        self._tls.verify_mode = ssl.CERT_NONE  # the API server's throwaway self-signed certificate
+
+    def request(self, method: str, path: str, body: dict | None = None,
+                content_type: str = "application/json") -> dict:
+        req = urllib.request.Request(self.server + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"Bearer {self.token}", "Content-Type": content_type})
+        with urllib.request.urlopen(req, timeout=10, context=self._tls) as resp:
+            return json.loads(resp.read())
+
+    def healthy(self) -> bool:
+        req = urllib.request.Request(self.server + "/readyz", headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=2, context=self._tls) as resp:
+            return resp.status == 200
+
+    def get(self, path: str) -> dict:
+        return self.request("GET", path)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.get(path)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return False
+            raise
+        return True
+
+    def pods(self, namespace: str) -> list[dict]:
+        return self.get(f"/api/v1/namespaces/{namespace}/pods")["items"]
+
+    def ready_pods(self, namespace: str) -> list[dict]:
+        return [p for p in self.pods(namespace) if is_ready(p) and not p["metadata"].get("deletionTimestamp")]
+
+    def replica_sets(self, namespace: str) -> list[dict]:
+        return self.get(f"/apis/apps/v1/namespaces/{namespace}/replicasets")["items"]
+
+    def deployment(self, namespace: str, name: str) -> dict:
+        return self.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+
+
+def is_ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
+
+
+class PodReadiness:
+    """Kubelet stand-in: every pod becomes Running and Ready, unless its image tag is `never-ready`."""
+
+    def __init__(self, api: KubeAPI, interval: float = 0.2):
+        self.api = api
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pod-readiness", daemon=True)
+
+    def start(self) -> PodReadiness:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+                for pod in self.api.get("/api/v1/pods")["items"]:
+                    self._mark(pod)
+
+    def _mark(self, pod: dict) -> None:
+        meta = pod["metadata"]
+        images = [c["image"] for c in pod["spec"]["containers"]]
+        if is_ready(pod) or meta.get("deletionTimestamp") or any(i.endswith(f":{NEVER_READY_TAG}") for i in images):
+            return
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        conditions = [{"type": kind, "status": "True", "lastTransitionTime": now}
+                      for kind in ("Initialized", "ContainersReady", "Ready")]
+        statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": True, "restartCount": 0,
+                     "started": True, "state": {"running": {"startedAt": now}}} for c in pod["spec"]["containers"]]
+        self.api.request("PATCH", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                         {"status": {"phase": "Running", "conditions": conditions, "containerStatuses": statuses,
+                                     "podIP": "10.244.0.10", "startTime": now}},
+                         content_type="application/merge-patch+json")
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    api: KubeAPI
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _wait_until(check, what: str, process: subprocess.Popen, log: Path, timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+            if check():
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def write_kubeconfig(path: Path, server: str, token: str) -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "admin", "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+    }))
+    path.chmod(0o600)
+    return path
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: Path, bin_dir: Path = settings.KUBE_TEST_BIN_DIR) -> Iterator[Cluster]:
+    """etcd + kube-apiserver + kube-controller-manager on free loopback ports, stopped (and wiped) on exit."""
+    host = settings.DEFAULT_HOST
+    etcd_port, peer_port, api_port = free_port(host), free_port(host), free_port(host)
+    token = secrets.token_urlsafe(24)
+    (workdir / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
+    subprocess.run(["openssl", "genrsa", "-out", str(workdir / "sa.key"), "2048"], check=True, capture_output=True)
+    server = f"https://{host}:{api_port}"
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", server, token)
+    api = KubeAPI(server, token)
+    processes: list[subprocess.Popen] = []
+    readiness = PodReadiness(api)
+    try:
+        etcd_log = workdir / "etcd.log"
+        etcd = _start(["etcd", "--name=test", f"--data-dir={workdir / 'etcd'}",
+                       f"--listen-client-urls=http://{host}:{etcd_port}",
+                       f"--advertise-client-urls=http://{host}:{etcd_port}",
+                       f"--listen-peer-urls=http://{host}:{peer_port}",
+                       f"--initial-advertise-peer-urls=http://{host}:{peer_port}",
+                       f"--initial-cluster=test=http://{host}:{peer_port}"], etcd_log)
+        processes.append(etcd)
+        _wait_until(lambda: urllib.request.urlopen(f"http://{host}:{etcd_port}/health", timeout=1).status == 200,
+                    "etcd", etcd, etcd_log)
+        api_log = workdir / "kube-apiserver.log"
+        apiserver = _start([
+            str(bin_dir / "kube-apiserver"), f"--etcd-servers=http://{host}:{etcd_port}",
+            f"--bind-address={host}", f"--advertise-address={host}", f"--secure-port={api_port}",
+            "--insecure-port=0", f"--cert-dir={workdir / 'certs'}", f"--token-auth-file={workdir / 'tokens.csv'}",
+            "--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/16",
+            f"--service-account-key-file={workdir / 'sa.key'}",
+            f"--service-account-signing-key-file={workdir / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            # No token controller runs here: pods get no service-account token (the chart mounts none anyway).
+            "--disable-admission-plugins=ServiceAccount"], api_log)
+        processes.append(apiserver)
+        _wait_until(api.healthy, "kube-apiserver", apiserver, api_log)
+        cm_log = workdir / "kube-controller-manager.log"
+        manager = _start([
+            str(bin_dir / "kube-controller-manager"), f"--kubeconfig={kubeconfig}", "--leader-elect=false",
+            "--port=0", "--secure-port=0",
+            "--controllers=deployment,replicaset,garbagecollector,namespace,disruption,horizontalpodautoscaling",
+            "--horizontal-pod-autoscaler-sync-period=1s", "--concurrent-deployment-syncs=2"], cm_log)
+        processes.append(manager)
+        _wait_until(lambda: 'Started "deployment"' in cm_log.read_text(), "kube-controller-manager",
+                    manager, cm_log)
+        readiness.start()
+        yield Cluster(kubeconfig=kubeconfig, api=api)
+    finally:
+        readiness.stop()
+        for process in reversed(processes):
+            _stop(process)
