@@ -16,7 +16,9 @@ class Severity(StrEnum):
 class Rule:
     code: str
     title: str
-    triton_rejects: bool  # True when Triton itself refuses to load a model with this problem
+    # True when Triton itself refuses to load a model with this problem (the differential test keeps this
+    # honest); False for problems Triton accepts, which users may silence.
+    triton_rejects: bool
 
     @property
     def severity(self) -> Severity:
@@ -25,7 +27,7 @@ class Rule:
 
 _RULES = [
     # 1xx: reading and syntax
-    Rule("E101", "model folder has no config.pbtxt and its backend cannot auto-complete one", True),
+    Rule("E101", "model folder has no config.pbtxt and its backend cannot auto-complete one", False),
     Rule("E102", "file cannot be read as text", True),
     Rule("E103", "config is not valid protobuf text for ModelConfig", True),
     Rule("E104", "repository cannot be read", True),
@@ -36,17 +38,17 @@ _RULES = [
     Rule("W203", "zero-prefixed version folder is ignored by Triton", False),
     Rule("E204", "model has no version folder", True),
     Rule("E205", "version policy selects no version that exists on disk", True),
-    Rule("E206", "neither backend nor platform is set", True),
+    Rule("E206", "neither backend nor platform is set", False),
     Rule("E207", "unknown platform", True),
     Rule("W208", "backend is not one Triton ships; it must be installed as a custom backend", False),
-    Rule("E209", "backend and platform disagree", True),
+    Rule("E209", "backend and platform disagree", False),
     Rule("E210", "a served version lacks the file its backend loads", True),
     Rule("E211", "Python model file does not compile", True),
     Rule("E212", "Python model file does not define TritonPythonModel with execute", True),
     # 3xx: model semantics
     Rule("E301", "model declares no inputs and cannot auto-complete them", False),
     Rule("E302", "model declares no outputs and cannot auto-complete them", False),
-    Rule("E303", "tensor name is empty or used twice", True),
+    Rule("E303", "tensor name is empty or used twice", False),
     Rule("E304", "tensor has no valid data_type", True),
     Rule("E305", "tensor has no dims", True),
     Rule("E306", "dimension is neither >= 1 nor -1", True),

@@ -75,7 +75,8 @@ def _check_backend(ctx: Context, model: Model, config_file: ConfigFile) -> None:
     config = config_file.config
     if not config.backend and not config.platform:
         if not config.HasField("ensemble_scheduling"):
-            ctx.report("E206", "neither `backend` nor `platform` is set; add e.g. backend: \"python\".",
+            ctx.report("E206", "neither `backend` nor `platform` is set, so Triton guesses from file names; add e.g. "
+                                "backend: \"python\".",
                        model, config_file)
         return
     if config.platform and config.platform not in PLATFORM_BACKENDS:

@@ -35,8 +35,9 @@ def check(ctx: Context) -> None:
                                    "down so batching and instances are under your control.", model,
                            file=model.path / CONFIG_FILE)
             else:
-                ctx.report("E101", f"no {CONFIG_FILE} and no model file a backend can auto-complete from; add "
-                                   f"{model.name}/{CONFIG_FILE}.", model, file=model.path / CONFIG_FILE)
+                ctx.report("E101", f"no {CONFIG_FILE}, so Triton has to guess the backend and the model runs with "
+                                   f"no declared inputs, outputs or batching; add {model.name}/{CONFIG_FILE}.",
+                           model, file=model.path / CONFIG_FILE)
             continue
         _check_file(ctx, model, model.config_file)
         for variant in model.variants.values():
