@@ -10,7 +10,7 @@ target="$cache/kubernetes-$version"
 binaries=(kube-apiserver kube-controller-manager)
 
 have_all() { for b in "${binaries[@]}"; do [ -x "$target/bin/$b" ] || return 1; done; }
-if have_all && command -v etcd >/dev/null; then
+if have_all && command -v etcd >/dev/null && command -v openssl >/dev/null; then
   exit 0
 fi
 
@@ -31,7 +31,7 @@ SRC
   apt-get update -qq
 fi
 missing=()
-for pkg in golang-go rsync etcd-server dpkg-dev; do
+for pkg in golang-go rsync etcd-server dpkg-dev openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
