@@ -24,12 +24,11 @@ def summary(findings: list[Finding]) -> dict[str, int]:
 
 
 def _display_path(path: Path | None) -> str | None:
+    """Relative to the working directory when inside it (as editors and CI annotations want), else absolute."""
     if path is None:
         return None
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
+    absolute = Path(os.path.abspath(path))
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
 
 
 def print_human(findings: list[Finding], console: Console, checked: int) -> None:
@@ -38,7 +37,7 @@ def print_human(findings: list[Finding], console: Console, checked: int) -> None
         console.print(f"[bold]{escape(model or '(repository)')}[/]")
         for finding in group:
             where = ":".join(str(p) for p in (_display_path(finding.file), finding.line) if p is not None)
-            step = f"[step {finding.step.index} {escape(finding.step.model)}] " if finding.step else ""
+            step = escape(f"[step {finding.step.index} {finding.step.model}] ") if finding.step else ""
             console.print(f"  [{_STYLE[finding.severity]}]{finding.code} {finding.severity.value}[/] "
                           f"[dim]{escape(where)}[/] {step}{escape(finding.message)}", highlight=False,
                           soft_wrap=True)

@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from tools.repository import load_repository
 from tools.validation import Options, SettingsError, Target, has_errors, load_silenced, validate
@@ -33,14 +34,14 @@ def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: b
     """Validate the repository at `path` and print the report; returns the process exit code."""
     console = console or Console(stderr=True)
     if not path.is_dir():
-        console.print(f"[bold red]error:[/] {path} is not a directory (expected a Triton model repository)",
-                      highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(path))} is not a directory (expected a Triton model "
+                      "repository)", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     repository = load_repository(path)
     try:
         silenced = load_silenced(repository)
     except SettingsError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     findings = validate(repository, Options(target=target), silenced)
     if server:

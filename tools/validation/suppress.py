@@ -60,12 +60,13 @@ def load_silenced(repository: Repository, pyproject: Path | None = None) -> Sile
             section = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get(SECTION, {})
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"cannot read {pyproject}: {exc}") from None
-        silenced.everywhere = _codes(section.get("ignore", []), f"[tool.{SECTION}] ignore")
+        where = f"{pyproject}: [tool.{SECTION}]"
+        silenced.everywhere = _codes(section.get("ignore", []), f"{where} ignore")
         per_model = section.get("per-model", {})
         if not isinstance(per_model, dict):
-            raise SettingsError(f"[tool.{SECTION}] per-model must be a table of model = [codes]")
+            raise SettingsError(f"{where} per-model must be a table of model = [codes]")
         for model, codes in per_model.items():
-            silenced.per_model[model] = _codes(codes, f"[tool.{SECTION}] per-model.{model}")
+            silenced.per_model[model] = _codes(codes, f"{where} per-model.{model}")
     for model in repository.models.values():
         text = model.config_file.text if model.config_file else None
         for match in _DIRECTIVE.finditer(text or ""):

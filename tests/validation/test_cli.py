@@ -1,0 +1,197 @@
+"""`tools validate` end to end: exit codes, formats, broken input without tracebacks, silencing, --server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.validation.corpus import ADD, DOUBLE, MODEL_PY, Spec, base_spec
+from tools import settings
+from tools.cli import app
+from tools.validation.run import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE
+
+runner = CliRunner()
+
+
+def validate(*args: str):
+    result = runner.invoke(app, ["validate", *map(str, args)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+@pytest.fixture
+def clean_repo(tmp_path):
+    root = tmp_path / "repo"
+    base_spec("").write(root)
+    return root
+
+
+@pytest.fixture
+def warned_repo(tmp_path):
+    """A repository with one warning (W501) and no error."""
+    root = tmp_path / "repo"
+    spec = base_spec("")
+    spec.edit("double", lambda c: c.dynamic_batching.ClearField("max_queue_delay_microseconds"))
+    spec.write(root)
+    return root
+
+
+def test_project_repository_has_no_errors():
+    result = validate(settings.MODEL_REPOSITORY)
+    assert result.exit_code == EXIT_CLEAN, result.output
+    assert "0 error(s)" in result.output or "clean" in result.output
+
+
+def test_exit_codes(clean_repo, warned_repo, tmp_path):
+    assert validate(clean_repo).exit_code == EXIT_CLEAN
+    assert validate(warned_repo).exit_code == EXIT_CLEAN
+    assert validate(warned_repo, "--strict").exit_code == EXIT_FINDINGS
+    (clean_repo / "double" / "config.pbtxt").write_text("max_batch_size: -1\n")
+    assert validate(clean_repo).exit_code == EXIT_FINDINGS
+    assert validate(tmp_path / "missing").exit_code == EXIT_USAGE
+    assert validate(clean_repo, "--format", "xml").exit_code == EXIT_USAGE
+    assert validate(clean_repo, "--target", "tpu").exit_code == EXIT_USAGE
+
+
+def test_gpu_target_accepts_gpu_instances(tmp_path):
+    root = tmp_path / "repo"
+    spec = base_spec("")
+    spec.edit("double", lambda c: setattr(c.instance_group[0], "kind", c.instance_group[0].KIND_GPU))
+    spec.write(root)
+    assert "E313" in validate(root).output
+    assert validate(root, "--target", "gpu").exit_code == EXIT_CLEAN
+
+
+def test_json_report(warned_repo):
+    report = json.loads(validate(warned_repo, "--format", "json").stdout)
+    assert report["summary"] == {"errors": 0, "warnings": 1}
+    (finding,) = report["findings"]
+    assert (finding["code"], finding["severity"], finding["model"]) == ("W501", "warning", "double")
+    assert finding["file"].endswith("double/config.pbtxt") and finding["line"] > 0
+
+
+def test_sarif_report(tmp_path):
+    root = tmp_path / "repo"
+    spec = base_spec("")
+    spec.edit("pipe", lambda c: c.ensemble_scheduling.step[0].input_map.__setitem__("IN", "nowhere"))
+    spec.write(root)
+    result = validate(root, "--format", "sarif")
+    assert result.exit_code == EXIT_FINDINGS
+    sarif = json.loads(result.stdout)
+    assert sarif["version"] == "2.1.0"
+    run = sarif["runs"][0]
+    rule_ids = [rule["id"] for rule in run["tool"]["driver"]["rules"]]
+    for item in run["results"]:
+        assert rule_ids[item["ruleIndex"]] == item["ruleId"]
+        location = item["locations"][0]["physicalLocation"]
+        assert location["artifactLocation"]["uri"].endswith("pipe/config.pbtxt")
+        assert location["region"]["startLine"] >= 1
+    assert {item["ruleId"] for item in run["results"]} >= {"E413"}
+
+
+def test_human_report_groups_by_model_and_names_the_step(tmp_path):
+    root = tmp_path / "repo"
+    spec = base_spec("")
+    spec.edit("pipe", lambda c: setattr(c.ensemble_scheduling.step[1], "model_name", "ghost"))
+    spec.write(root)
+    output = validate(root).output
+    assert "pipe\n" in output and "E404 error" in output and "[step 1 ghost]" in output
+
+
+@pytest.mark.parametrize("breakage", ["binary_files", "symlink_loops", "directories_as_files", "empty_files",
+                                      "deep_nesting", "huge_numbers"])
+def test_broken_input_never_gives_a_traceback(tmp_path, breakage):
+    root = tmp_path / "repo"
+    spec = base_spec("")
+    if breakage == "binary_files":
+        spec.files["double/config.pbtxt"] = os.urandom(2048)
+        spec.files["double/1/model.py"] = os.urandom(2048)
+    elif breakage == "symlink_loops":
+        spec.symlinks["loop"] = "loop"
+        spec.symlinks["double/1/model.py"] = "model.py"
+        spec.symlinks["pipe/configs"] = "../pipe"
+        del spec.files["double/1/model.py"]
+    elif breakage == "directories_as_files":
+        del spec.files["double/config.pbtxt"]
+        spec.files["double/config.pbtxt/inner"] = ""
+        del spec.files["double/1/model.py"]
+        spec.files["double/1/model.py/inner"] = ""
+    elif breakage == "empty_files":
+        for path in list(spec.files):
+            spec.files[path] = ""
+    elif breakage == "deep_nesting":
+        spec.files["double/config.pbtxt"] = "optimization {" * 5000
+        spec.files["double/1/model.py"] = "(" * 5000
+    elif breakage == "huge_numbers":
+        spec.files["double/config.pbtxt"] = DOUBLE.replace("@", "").replace("-1", "-99999999999999999999999")
+    spec.write(root)
+    for fmt in ("human", "json", "sarif"):
+        result = validate(root, "--format", fmt)
+        assert result.exit_code == EXIT_FINDINGS, result.output
+        assert "Traceback" not in result.output
+
+
+def test_repository_path_that_is_a_file_or_a_loop(tmp_path):
+    (tmp_path / "file").write_text("x")
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    for path in (tmp_path / "file", tmp_path / "loop"):
+        result = validate(path)
+        assert result.exit_code == EXIT_USAGE and "not a directory" in result.output
+
+
+def test_unlistable_repository_is_reported(tmp_path, clean_repo):
+    # We run as root here, so permissions cannot make a folder unreadable: a dangling symlink
+    # named like a model folder is the closest real case; it must not break the run.
+    os.symlink(tmp_path / "nowhere", clean_repo / "dangling")
+    assert validate(clean_repo).exit_code == EXIT_CLEAN
+
+
+def test_warnings_silenced_in_pyproject(tmp_path, warned_repo):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[tool.tools-validate]\nignore = ["W501"]\n')
+    assert validate(warned_repo, "--strict").exit_code == EXIT_CLEAN
+    pyproject.write_text('[tool.tools-validate.per-model]\ndouble = ["W501"]\n')
+    assert validate(warned_repo, "--strict").exit_code == EXIT_CLEAN
+    pyproject.write_text('[tool.tools-validate.per-model]\npipe = ["W501"]\n')
+    assert validate(warned_repo, "--strict").exit_code == EXIT_FINDINGS
+
+
+def test_errors_triton_rejects_cannot_be_silenced(tmp_path, clean_repo):
+    (tmp_path / "pyproject.toml").write_text('[tool.tools-validate]\nignore = ["E308"]\n')
+    (clean_repo / "double" / "config.pbtxt").write_text(
+        "# tools-validate: ignore E308\n" + DOUBLE.replace("@", "").replace("max_batch_size: 8", "max_batch_size: -1"))
+    assert "E308" in validate(clean_repo).output
+
+
+@pytest.mark.parametrize("settings_text", ['[tool.tools-validate]\nignore = "W501"\n',
+                                           '[tool.tools-validate]\nignore = ["W999"]\n',
+                                           '[tool.tools-validate\n'])
+def test_bad_settings_are_a_usage_error(tmp_path, warned_repo, settings_text):
+    (tmp_path / "pyproject.toml").write_text(settings_text)
+    result = validate(warned_repo)
+    assert result.exit_code == EXIT_USAGE and "pyproject.toml" in result.output
+
+
+def test_server_mode_reports_what_triton_refuses(tmp_path):
+    """A real tritonserver loads each model; a config error and a broken model.py come back with Triton's words."""
+    root = tmp_path / "repo"
+    spec = Spec("")
+    spec.add_python_model("good", DOUBLE.replace("@double", "good"))
+    spec.add_python_model("negative", DOUBLE.replace("@double", "negative").replace("max_batch_size: 8",
+                                                                                     "max_batch_size: -1"))
+    spec.add_python_model("no_class", ADD.replace("@add", "no_class"))
+    spec.files["no_class/1/model.py"] = "import numpy\n"
+    spec.write(root)
+    assert MODEL_PY in (root / "good" / "1" / "model.py").read_text()
+    completed = subprocess.run([sys.executable, "-m", "tools.cli", "validate", str(root), "--server", "--format",
+                                "json"], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == EXIT_FINDINGS, completed.stderr
+    server = {f["model"]: f["message"] for f in json.loads(completed.stdout)["findings"] if f["code"] == "E901"}
+    assert set(server) == {"negative", "no_class"}
+    assert "'max_batch_size' must be non-negative" in server["negative"]
+    assert "TritonPythonModel" in server["no_class"]
