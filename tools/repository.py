@@ -56,16 +56,22 @@ class ConfigFile:
         return field_positions(self.text or "")
 
     def line_of(self, path: FieldPath = ()) -> int | None:
-        """The line of the field at `path`, or of its nearest enclosing field found in the text."""
+        """The line of the field at `path`, or of its nearest enclosing field found in the text.
+
+        Singular message fields may be named without an index: ("dynamic_batching", "preferred_batch_size").
+        """
         if self.error is not None:
             return self.error.line
         positions = self.positions
-        for end in range(len(path), 0, -1):
-            prefix = path[:end]
-            if prefix in positions:
-                return positions[prefix][0]
-            if isinstance(prefix[-1], str) and (*prefix[:-1], prefix[-1], 0) in positions:
-                return positions[(*prefix[:-1], prefix[-1], 0)][0]
+        canonical: list[str | int] = []
+        for index, here in enumerate(path):
+            canonical.append(here)
+            if isinstance(here, str) and index + 1 < len(path) and isinstance(path[index + 1], str):
+                canonical.append(0)
+        for end in range(len(canonical), 0, -1):
+            found = positions.get(tuple(canonical[:end]))
+            if found is not None:
+                return found[0]
         return None
 
 
@@ -254,12 +260,13 @@ class ConfigRejectedError(ValueError):
 def write_config(repository: Repository, name: str, config: ModelConfig) -> Path:
     """Validate `config` as the config of model `name`, then replace its config.pbtxt atomically.
 
-    The in-memory repository is updated too, so later reads see what is on disk.
+    The in-memory repository is updated too, so later reads see what is on disk. Comments are lost in
+    protobuf text, except the file's leading comment block (where per-model silencing lives), which is kept.
     """
     from tools.validation import blocking_errors  # validation builds on this module
 
     model = repository.models[name]
-    text = text_format.MessageToString(config)
+    text = _leading_comments(model.config_file) + text_format.MessageToString(config)
     candidate = ConfigFile(model.path / CONFIG_FILE, text=text, config=config)
     errors = blocking_errors(repository, name, candidate)
     if errors:
@@ -279,6 +286,15 @@ def write_config(repository: Repository, name: str, config: ModelConfig) -> Path
         raise
     model.config_file = candidate
     return candidate.path
+
+
+def _leading_comments(config_file: ConfigFile | None) -> str:
+    lines = []
+    for line in (config_file.text or "").splitlines() if config_file else []:
+        if not line.lstrip().startswith("#"):
+            break
+        lines.append(line + "\n")
+    return "".join(lines)
 
 
 # -- source positions ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ silenced ones removed; the reporters turn them into human, JSON or SARIF output.
 
 from __future__ import annotations
 
-from tools.repository import ConfigFile, Repository
+from tools.repository import ConfigFile, Repository, parse_config_text
 from tools.validation import ensembles, layout, production, semantics, syntax
 from tools.validation.context import Context, Options, Target
 from tools.validation.findings import RULES, Finding, Severity, has_errors
@@ -39,14 +39,18 @@ def blocking_errors(repository: Repository, name: str, candidate: ConfigFile,
     Any error in the model itself blocks, and so does any error the change introduces elsewhere
     (an ensemble that uses the model, say); errors that were already there elsewhere do not.
     """
-    def errors() -> set[tuple[str, str | None, str]]:
-        return {(f.code, f.model, f.message) for f in validate(repository, options) if f.severity is Severity.ERROR}
+    def errors() -> list[Finding]:
+        return [f for f in validate(repository, options) if f.severity is Severity.ERROR]
 
     model = repository.models[name]
-    before = errors()
-    previous, model.config_file = model.config_file, candidate
+    previous = model.config_file
     try:
-        after = [f for f in validate(repository, options) if f.severity is Severity.ERROR]
+        # The caller may have edited the live config object in place: judge "before" by the text on disk.
+        if previous is not None and previous.text is not None:
+            model.config_file = ConfigFile(previous.path, previous.text, *parse_config_text(previous.text))
+        before = {(f.code, f.model, f.message) for f in errors()}
+        model.config_file = candidate
+        after = errors()
     finally:
         model.config_file = previous
     return [f for f in after if f.model == name or (f.code, f.model, f.message) not in before]
