@@ -5,22 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.chart.conftest import helm_binary
 from tools import deploy, settings
 from tools.cli import app
 from tools.runtime import free_port
 
-INSTALL_HELM = settings.PROJECT_ROOT / "scripts" / "install-helm.sh"
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    subprocess.run([str(INSTALL_HELM)], check=True)
-    return settings.HELM_BINARY
+__all__ = ["helm_binary"]  # the fixture that installs the project's helm once per machine
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -29,7 +23,7 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, " ".join(result.output.split())
 
 
-def test_no_reachable_cluster_is_a_clear_error(helm, tmp_path):
+def test_no_reachable_cluster_is_a_clear_error(helm_binary, tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
     server = f"https://127.0.0.1:{free_port()}"  # nothing listens there
     kubeconfig.write_text(f"""apiVersion: v1
@@ -39,7 +33,7 @@ users: [{{name: u, user: {{token: t}}}}]
 contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
 current-context: c
 """)
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), settings.HELM_ENV: str(helm)}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), settings.HELM_ENV: str(helm_binary)}
     for action in ([], ["--status"], ["--history"], ["--uninstall"], ["--rollback"]):
         result = subprocess.run([sys.executable, "-m", "tools.cli", "deploy", *action], capture_output=True,
                                 text=True, env=env, cwd=settings.PROJECT_ROOT, timeout=60)
