@@ -14,7 +14,7 @@ from rich.console import Console
 from tools import benchmark, client, infer, loadtest, runtime, settings
 from tools import deploy as deployment
 from tools.validation import Target
-from tools.validation.run import OutputFormat, run_validation
+from tools.validation.run import OutputFormat, check_before_serving, run_validation
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Serve, validate, load-test and deploy the Triton model repository.")
@@ -44,6 +44,8 @@ def serve(
     exit_after_smoke: bool = typer.Option(False, help="Stop after the smoke request (for scripts)."),
 ) -> None:
     """Start Triton on the repository locally, wait for readiness, send a smoke request, serve until Ctrl-C."""
+    if not check_before_serving(repository, console):
+        raise fail(f"{repository} has configuration errors (listed above); not starting tritonserver")
     opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
                                  metrics_port=metrics_port, tritonserver=tritonserver)
     server = runtime.TritonServer(opts)

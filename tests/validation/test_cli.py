@@ -195,3 +195,11 @@ def test_server_mode_reports_what_triton_refuses(tmp_path):
     assert set(server) == {"negative", "no_class"}
     assert "'max_batch_size' must be non-negative" in server["negative"]
     assert "TritonPythonModel" in server["no_class"]
+
+
+def test_serve_refuses_a_repository_with_errors(clean_repo):
+    """`tools serve` runs the offline checks first: it prints the errors and never starts tritonserver."""
+    (clean_repo / "double" / "config.pbtxt").write_text(DOUBLE.replace("@", "").replace("-1", "0"))
+    started = runner.invoke(app, ["serve", str(clean_repo), "--exit-after-smoke", "--timeout", "5"])
+    assert started.exit_code == 1
+    assert "E306" in started.output and "not starting tritonserver" in started.output

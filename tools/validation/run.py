@@ -54,3 +54,22 @@ def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: b
     else:
         sys.stdout.write((to_json(findings) if fmt is OutputFormat.JSON else to_sarif(findings)) + "\n")
     return exit_code(findings, strict)
+
+
+def check_before_serving(path: Path, console: Console, target: Target = Target.CPU) -> bool:
+    """The offline gate in front of `tools serve`: print the errors (warnings only counted); True when none."""
+    if not path.is_dir():
+        return True  # the server start reports a missing repository in its own words
+    repository = load_repository(path)
+    try:
+        silenced = load_silenced(repository)
+    except SettingsError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return False
+    findings = validate(repository, Options(target=target), silenced)
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    if errors:
+        print_human(errors, console, len(repository.models))
+    elif findings:
+        console.print(f"validate: {len(findings)} warning(s); `tools validate {path}` lists them", highlight=False)
+    return not errors
