@@ -113,28 +113,36 @@ def measure_ceiling(texts: list[str], batch: int, threads: int, config: BenchCon
 
 # -- load generation for the served cases ------------------------------------------------------------------------
 async def drive(send: Sender, texts: list[str], concurrency: int,
-                config: BenchConfig) -> tuple[list[float], float, float]:
-    """`concurrency` workers send one text per request back to back; returns the latencies of requests started
-    after the warm-up, the measured wall time, and this process's CPU time over it (the load generator's)."""
+                config: BenchConfig) -> tuple[list[float], int, float]:
+    """`concurrency` workers send one text per request back to back until the measured window (after the warm-up)
+    closes. Returns the latencies of every request that finished after the warm-up (those still in flight at the
+    end included: slow points still get a latency), how many finished inside the window, and this process's CPU
+    time over the window (the load generator's)."""
     source = itertools.cycle(texts)
     loop = asyncio.get_running_loop()
-    measure_from = loop.time() + config.warmup_s
-    stop_at = measure_from + config.seconds
+    window_start = loop.time() + config.warmup_s
+    window_end = window_start + config.seconds
     latencies: list[float] = []
-    cpu_at_start: list[float] = []
+    in_window = 0
+    cpu_at: dict[str, float] = {}
 
     async def worker() -> None:
-        while (started := loop.time()) < stop_at:
-            if started >= measure_from and not cpu_at_start:
-                cpu_at_start.append(_cpu_seconds())
+        nonlocal in_window
+        while (started := loop.time()) < window_end:
             await send(next(source))
-            if started >= measure_from:
-                latencies.append(loop.time() - started)
+            finished = loop.time()
+            if finished >= window_start:
+                latencies.append(finished - started)
+                in_window += finished <= window_end
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = loop.time() - measure_from
-    cpu = (_cpu_seconds() - cpu_at_start[0]) if cpu_at_start else 0.0
-    return latencies, elapsed, cpu
+    async def clock() -> None:  # reads the CPU time at both ends of the window
+        await asyncio.sleep(config.warmup_s)
+        cpu_at["start"] = _cpu_seconds()
+        await asyncio.sleep(config.seconds)
+        cpu_at["end"] = _cpu_seconds()
+
+    await asyncio.gather(clock(), *(worker() for _ in range(concurrency)))
+    return latencies, in_window, cpu_at["end"] - cpu_at["start"]
 
 
 def _cpu_seconds() -> float:
@@ -146,12 +154,12 @@ def measure_served(case: str, make_sender: SenderFactory, texts: list[str], conc
                    config: BenchConfig) -> Point:
     """One point of a served case: `concurrency` requests in flight for `config.seconds`."""
 
-    async def run() -> tuple[list[float], float, float]:
+    async def run() -> tuple[list[float], int, float]:
         async with make_sender() as send:
             return await drive(send, texts, concurrency, config)
 
-    latencies, elapsed, cpu = asyncio.run(run())
-    return _latency_point(case, concurrency, threads, latencies, len(latencies), elapsed, cpu / elapsed)
+    latencies, finished, cpu = asyncio.run(run())
+    return _latency_point(case, concurrency, threads, latencies, finished, config.seconds, cpu / config.seconds)
 
 
 @contextlib.asynccontextmanager
