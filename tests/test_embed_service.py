@@ -157,10 +157,11 @@ def test_both_encoder_versions_are_served_and_agree(server):
     c = grpcclient.InferenceServerClient(server.grpc_url)
     assert set(c.get_model_metadata(settings.ENCODER_MODEL).versions) == {"1", "2"}
     assert c.is_model_ready(settings.ENCODER_MODEL, "1") and c.is_model_ready(settings.ENCODER_MODEL, "2")
-    tokens = model_logic.load("tokenization").TextTokenizer(128, (32,))(TEXTS[:2])
-    padded, trimmed = (_encode_directly(c, v, tokens.input_ids, tokens.attention_mask) for v in ("1", "2"))
-    assert padded.shape == trimmed.shape == (2, 32, settings.EMBEDDING_DIM)
+    tokens = model_logic.load("tokenization").TextTokenizer(128, (32,))(["hi", TEXTS[2]])  # 3 and 9 tokens
+    whole, split = (_encode_directly(c, v, tokens.input_ids, tokens.attention_mask) for v in ("1", "2"))
+    assert whole.shape == split.shape == (2, 32, settings.EMBEDDING_DIM)
     real = tokens.attention_mask.astype(bool)
-    np.testing.assert_allclose(trimmed[real], padded[real], atol=1e-4)
+    np.testing.assert_allclose(split[real], whole[real], atol=1e-4)
+    assert whole[~real].any() and not split[~real].any()  # what tells the versions apart
     with pytest.raises(Exception, match="must lie in"):
         _encode_directly(c, "2", tokens.input_ids + 40_000, tokens.attention_mask)

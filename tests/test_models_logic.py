@@ -21,9 +21,9 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def encoders():
-    """(padded, trimming) encoders: what versions 1 and 2 run."""
-    return (onnx_encoder.OnnxEncoder(onnx_encoder.EncoderSettings(trim_padding=False)),
-            onnx_encoder.OnnxEncoder(onnx_encoder.EncoderSettings(trim_padding=True)))
+    """(whole-batch, length-split) encoders: what versions 1 and 2 run."""
+    return (onnx_encoder.OnnxEncoder(onnx_encoder.EncoderSettings(split_by_length=False)),
+            onnx_encoder.OnnxEncoder(onnx_encoder.EncoderSettings(split_by_length=True)))
 
 
 def test_texts_decode_from_utf8_and_bad_ones_are_named_by_index():
@@ -81,20 +81,28 @@ def test_encoder_refuses_tokens_onnx_runtime_would_choke_on(encoders):
         encoders[0].encode(ids, np.ones((1, 3), dtype=np.int64))
 
 
-def test_used_length_is_the_last_column_any_sequence_uses():
-    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
-    assert onnx_encoder.used_length(mask) == 3
-    assert onnx_encoder.used_length(np.zeros((2, 4), dtype=np.int64)) == 1
+def test_used_lengths_and_length_classes():
+    mask = np.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
+    lengths = onnx_encoder.used_lengths(mask)
+    assert lengths.tolist() == [2, 3, 1, 5]
+    assert [rows.tolist() for rows in onnx_encoder.length_classes(lengths)] == [[2], [0], [1], [3]]
+    assert [rows.tolist() for rows in onnx_encoder.length_classes(np.array([3, 4, 9, 16, 2]))] == [[4], [0, 1],
+                                                                                                   [2, 3]]
 
 
-def test_trimming_padding_keeps_the_embeddings(tokenizer, encoders):
-    batch = tokenizer(["short", "a sentence that is a little longer"])
-    padded, trimmed = (encoder.encode(batch.input_ids, batch.attention_mask) for encoder in encoders)
-    assert padded.shape == trimmed.shape == (2, 16, 384)
+def test_splitting_a_batch_by_length_keeps_the_embeddings(encoders):
+    tokenizer = tokenization.TextTokenizer(max_length=64, buckets=(64,))
+    texts = ["short", "a sentence that is a little longer than the first one", "mid length text here"]
+    batch = tokenizer(texts)
+    whole, split = (encoder.encode(batch.input_ids, batch.attention_mask) for encoder in encoders)
+    assert whole.shape == split.shape == (3, 64, 384)
     real = batch.attention_mask.astype(bool)
-    np.testing.assert_allclose(trimmed[real], padded[real], atol=1e-4)
-    used = onnx_encoder.used_length(batch.attention_mask)
-    assert used < 16 and not trimmed[:, used:].any()
+    np.testing.assert_allclose(split[real], whole[real], atol=1e-4)
+    for row, text in enumerate(texts):  # each row as if it ran alone, without padding
+        alone = tokenization.TextTokenizer(max_length=64)([text])
+        np.testing.assert_allclose(split[row, real[row]], encoders[0].encode(alone.input_ids, alone.attention_mask)[0],
+                                   atol=1e-4)
+    assert not split[~real].any()
 
 
 def test_mean_pooling_ignores_padding_and_normalises():

