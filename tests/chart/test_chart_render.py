@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from dashboards import queries
 from tests.chart.conftest import NAMESPACE, RELEASE, by_kind, one, render
 from tools import metrics, settings
 
@@ -209,13 +210,8 @@ def test_hpa_scales_on_queue_time_summed_over_models_before_dividing(helm_binary
     assert set(hpa["spec"]["behavior"]) == {"scaleUp", "scaleDown"}
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
 
-    # Ratio of sums: both counters are summed per pod across all models, then divided.
-    query = rule["metricsQuery"]
-    numerator, denominator = query.split(" / ")
-    assert re.fullmatch(rf"sum by \(<<\.GroupBy>>\) \(rate\({metrics.QUEUE_DURATION_US}\{{<<\.LabelMatchers>>\}}"
-                        r"\[1m\]\)\)", numerator), numerator
-    assert re.fullmatch(rf"clamp_min\(sum by \(<<\.GroupBy>>\) \(rate\({metrics.REQUEST_SUCCESS}"
-                        r"\{<<\.LabelMatchers>>\}\[1m\]\)\), 0\.001\)", denominator), denominator
+    # Ratio of sums, the project's one definition (dashboards/queries.py), with the idle denominator clamped.
+    assert rule["metricsQuery"] == queue_time_query("{<<.LabelMatchers>>}", ("<<.GroupBy>>",))
     assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
 
 
@@ -225,10 +221,19 @@ def test_adapter_rule_namespace_follows_the_release(helm_binary):
         assert f'namespace="{namespace}"' in rule["seriesQuery"]
 
 
+def queue_time_query(sel: str, by: tuple[str, ...]) -> str:
+    """dashboards/queries.py's service queue time per request, its denominator clamped as the chart does."""
+    numerator = queries.rate_sum(metrics.QUEUE_DURATION_US, sel, "1m", by)
+    denominator = queries.request_rate(queries.with_matcher(sel, queries.equals(metrics.MODEL_LABEL,
+                                                                                settings.EMBED_MODEL)), "1m", by)
+    assert queries.service_queue_time_per_request_us(sel, "1m", by) == f"{numerator} / {denominator}"
+    return f"{numerator} / clamp_min({denominator}, 0.001)"
+
+
 def test_hpa_on_pending_requests(helm_binary):
     objects = render(helm_binary, VALUE_SETS["hpa-pending"])
     rule = adapter_rule(objects)
-    assert rule["metricsQuery"] == f"sum by (<<.GroupBy>>) ({metrics.PENDING_REQUESTS}{{<<.LabelMatchers>>}})"
+    assert rule["metricsQuery"] == queries.pending_requests("{<<.LabelMatchers>>}", ("<<.GroupBy>>",))
     assert one(objects, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "4"
 
 
@@ -237,8 +242,9 @@ def test_keda_replaces_the_hpa(helm_binary):
     assert not by_kind(queue, "HorizontalPodAutoscaler") and not by_kind(queue, "ConfigMap")
     (trigger,) = one(queue, "ScaledObject")["spec"]["triggers"]
     assert trigger["metricType"] == "Value"  # an average per request does not add up across pods
-    assert f'namespace="{NAMESPACE}"' in trigger["metadata"]["query"]
-    assert trigger["metadata"]["query"].count("sum by (namespace)") == 2
+    sel = queries.selector(queries.equals("namespace", NAMESPACE),
+                           queries.matches("pod", f"{RELEASE}-triton-embeddings-.*"))
+    assert trigger["metadata"]["query"] == queue_time_query(sel, ("namespace",))
     (pending,) = one(render(helm_binary, VALUE_SETS["keda-pending"]), "ScaledObject")["spec"]["triggers"]
     assert pending["metricType"] == "AverageValue"
 

@@ -64,16 +64,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-The PromQL of the autoscaling metric with a label matcher `m` and a grouping `by`. Queue time per request is
-the sum of queue-time counters over every model divided by the sum of request counters: a ratio of sums, never
-an average of per-model ratios (which under-reports when several models are loaded).
+The PromQL of the autoscaling metric for a selector `sel` (`{...}`) and a grouping `by`; the same expressions as
+dashboards/queries.py builds (a test holds them equal). Queue time per request: the queue-time counters of all
+models summed, divided by the summed requests to the entry model (the ensemble) — a ratio of sums, never an
+average of per-model ratios, which under-reports as soon as several models are loaded. The denominator is
+clamped so an idle pod reads 0 (and the HPA can scale down) instead of no value.
 */}}
 {{- define "triton.autoscalingQuery" -}}
-{{- $m := .matchers -}}{{- $by := .by -}}{{- $w := .root.Values.autoscaling.window -}}
-{{- if eq .root.Values.autoscaling.metric "queueTime" -}}
-sum by ({{ $by }}) (rate(nv_inference_queue_duration_us{ {{- $m -}} }[{{ $w }}])) / clamp_min(sum by ({{ $by }}) (rate(nv_inference_request_success{ {{- $m -}} }[{{ $w }}])), 0.001)
+{{- $sel := .sel -}}{{- $by := .by -}}{{- $a := .root.Values.autoscaling -}}
+{{- if eq $a.metric "queueTime" -}}
+{{- $entrySel := printf "{%s, model=%q}" (trimSuffix "}" (trimPrefix "{" $sel)) $a.entryModel -}}
+sum by ({{ $by }}) (rate(nv_inference_queue_duration_us{{ $sel }}[{{ $a.window }}])) / clamp_min(sum by ({{ $by }}) (rate(nv_inference_request_success{{ $entrySel }}[{{ $a.window }}])), 0.001)
 {{- else -}}
-sum by ({{ $by }}) (nv_inference_pending_request_count{ {{- $m -}} })
+sum by ({{ $by }}) (nv_inference_pending_request_count{{ $sel }})
 {{- end -}}
 {{- end -}}
 
