@@ -169,10 +169,20 @@ def step(config: ModelConfig, index: int):
     return config.ensemble_scheduling.step[index]
 
 
+def rename_key(mapping, old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
 def add_step(config: ModelConfig, spec: Spec, model: str, inputs: dict[str, str], outputs: dict[str, str]) -> None:
     new = config.ensemble_scheduling.step.add(model_name=spec.name(model), model_version=-1)
     new.input_map.update(inputs)
     new.output_map.update(outputs)
+
+
+def add_warmup(spec: Spec, key: str, data_type: str, source: str) -> None:
+    spec.files[spec.config_path("double")] += (
+        f'model_warmup [ {{ name: "w" batch_size: 1 inputs {{ key: "{key}" value: '
+        f'{{ data_type: {data_type} dims: [ 4 ] {source} }} }} }} ]\n')
 
 
 # -- valid shapes -----------------------------------------------------------------------------------
@@ -223,9 +233,7 @@ def _(spec):
 
 @case("valid_warmup", "", Triton.LOADS)
 def _(spec):
-    spec.files[spec.config_path("double")] += (
-        'model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value: '
-        '{ data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]\n')
+    add_warmup(spec, "IN", "TYPE_FP32", "zero_data: true")
 
 
 # -- 1xx syntax -------------------------------------------------------------------------------------
@@ -416,23 +424,17 @@ def _(spec):
 
 @case("warmup_unknown_input", "E314", Triton.REJECTS)
 def _(spec):
-    spec.files[spec.config_path("double")] += (
-        'model_warmup [ { name: "w" batch_size: 1 inputs { key: "NOPE" value: '
-        '{ data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]\n')
+    add_warmup(spec, "NOPE", "TYPE_FP32", "zero_data: true")
 
 
 @case("warmup_wrong_type", "E314", Triton.REJECTS)
 def _(spec):
-    spec.files[spec.config_path("double")] += (
-        'model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value: '
-        '{ data_type: TYPE_INT32 dims: [ 4 ] zero_data: true } } } ]\n')
+    add_warmup(spec, "IN", "TYPE_INT32", "zero_data: true")
 
 
 @case("warmup_file_missing", "E314", Triton.REJECTS)
 def _(spec):
-    spec.files[spec.config_path("double")] += (
-        'model_warmup [ { name: "w" batch_size: 1 inputs { key: "IN" value: '
-        '{ data_type: TYPE_FP32 dims: [ 4 ] input_data_file: "nowhere.bin" } } } ]\n')
+    add_warmup(spec, "IN", "TYPE_FP32", 'input_data_file: "nowhere.bin"')
 
 
 SEQUENCE = """sequence_batching {
@@ -502,18 +504,12 @@ def _(spec):
 
 @case("input_map_unknown_input", "E406 E408", Triton.REJECTS, "pipe")
 def _(spec):
-    def change(c):
-        del step(c, 0).input_map["IN"]
-        step(c, 0).input_map["NOPE"] = "ENS_IN"
-    spec.edit("pipe", change)
+    spec.edit("pipe", lambda c: rename_key(step(c, 0).input_map, "IN", "NOPE"))
 
 
 @case("output_map_unknown_output", "E407", Triton.REJECTS, "pipe")
 def _(spec):
-    def change(c):
-        del step(c, 1).output_map["OUT"]
-        step(c, 1).output_map["NOPE"] = "ENS_OUT"
-    spec.edit("pipe", change)
+    spec.edit("pipe", lambda c: rename_key(step(c, 1).output_map, "OUT", "NOPE"))
 
 
 @case("required_input_unmapped", "E408", Triton.REJECTS, "pipe")

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from tools.repository import load_repository
+from tools.repository import Repository, load_repository
 from tools.validation import Options, SettingsError, Target, has_errors, load_silenced, validate
 from tools.validation.findings import Finding, Severity
 from tools.validation.reporters import print_human, to_json, to_sarif
@@ -29,21 +29,28 @@ def exit_code(findings: list[Finding], strict: bool) -> int:
     return EXIT_CLEAN
 
 
+def _print_error(console: Console, message: str) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def check_offline(path: Path, target: Target = Target.CPU) -> tuple[Repository, list[Finding]]:
+    """Load the repository and run every offline rule, honouring silencing (raises SettingsError)."""
+    repository = load_repository(path)
+    return repository, validate(repository, Options(target=target), load_silenced(repository))
+
+
 def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: bool = False,
                    target: Target = Target.CPU, server: bool = False, console: Console | None = None) -> int:
     """Validate the repository at `path` and print the report; returns the process exit code."""
     console = console or Console(stderr=True)
     if not path.is_dir():
-        console.print(f"[bold red]error:[/] {escape(str(path))} is not a directory (expected a Triton model "
-                      "repository)", highlight=False, soft_wrap=True)
+        _print_error(console, f"{path} is not a directory (expected a Triton model repository)")
         return EXIT_USAGE
-    repository = load_repository(path)
     try:
-        silenced = load_silenced(repository)
+        repository, findings = check_offline(path, target)
     except SettingsError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _print_error(console, str(exc))
         return EXIT_USAGE
-    findings = validate(repository, Options(target=target), silenced)
     if server:
         from tools.validation.server import check_with_server  # starts processes: only imported when asked
 
@@ -60,13 +67,11 @@ def check_before_serving(path: Path, console: Console, target: Target = Target.C
     """The offline gate in front of `tools serve`: print the errors (warnings only counted); True when none."""
     if not path.is_dir():
         return True  # the server start reports a missing repository in its own words
-    repository = load_repository(path)
     try:
-        silenced = load_silenced(repository)
+        repository, findings = check_offline(path, target)
     except SettingsError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _print_error(console, str(exc))
         return False
-    findings = validate(repository, Options(target=target), silenced)
     errors = [f for f in findings if f.severity is Severity.ERROR]
     if errors:
         print_human(errors, console, len(repository.models))
