@@ -502,6 +502,11 @@ def _(spec):
     spec.edit("pipe", lambda c: setattr(step(c, 1), "model_version", 2))
 
 
+@case("step_version_omitted", "E405", Triton.REJECTS, "pipe")  # omitted means version 0, not the latest
+def _(spec):
+    spec.edit("pipe", lambda c: step(c, 0).ClearField("model_version"))
+
+
 @case("input_map_unknown_input", "E406 E408", Triton.REJECTS, "pipe")
 def _(spec):
     spec.edit("pipe", lambda c: rename_key(step(c, 0).input_map, "IN", "NOPE"))
@@ -584,6 +589,21 @@ def _(spec):
         add_step(c, spec, "double", {"IN": "ENS_IN"}, {"OUT": "b"})
         add_step(c, spec, "add", {"A": "a", "B": "b"}, {"SUM": "ENS_OUT"})
     spec.edit("pipe", change)
+
+
+@case("decoupled_branch_through_nested_ensemble", "E418", Triton.REJECTS, "outer")
+def _(spec):
+    spec.add_python_model("stream", DOUBLE.replace('"@double"', '"@stream"')
+                          + "model_transaction_policy { decoupled: true }\n")
+    spec.edit("pipe", lambda c: setattr(step(c, 0), "model_name", spec.name("stream")))
+    spec.add_ensemble("outer", PIPE.replace('"@pipe"', '"@outer"'))
+
+    def change(c):
+        c.ensemble_scheduling.ClearField("step")
+        add_step(c, spec, "pipe", {"ENS_IN": "ENS_IN"}, {"ENS_OUT": "a"})
+        add_step(c, spec, "double", {"IN": "ENS_IN"}, {"OUT": "b"})
+        add_step(c, spec, "add", {"A": "a", "B": "b"}, {"SUM": "ENS_OUT"})
+    spec.edit("outer", change)
 
 
 # -- 5xx beyond Triton ------------------------------------------------------------------------------

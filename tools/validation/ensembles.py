@@ -96,10 +96,11 @@ class _EnsembleChecks:
             config = target.config
             if config is None:
                 continue  # the composing model's own findings say why
-            if step.model_version > 0 and step.model_version not in target.served_versions():
-                self.report("E405", f"step {index} asks for version {step.model_version} of \"{step.model_name}\", "
-                                    f"which serves {target.served_versions() or 'no version'}; use -1 (latest) or "
-                                    "a served version.", step=index)
+            if step.model_version >= 0 and step.model_version not in target.served_versions():
+                omitted = " (an omitted model_version means 0, not the latest)" if step.model_version == 0 else ""
+                self.report("E405", f"step {index} asks for version {step.model_version} of \"{step.model_name}\""
+                                    f"{omitted}, which serves {target.served_versions() or 'no version'}; set "
+                                    "model_version: -1 (latest) or a served version.", step=index)
             inputs = {tensor.name: tensor for tensor in config.input}
             outputs = {tensor.name for tensor in config.output}
             for key in step.input_map:
@@ -231,15 +232,25 @@ class _EnsembleChecks:
             if len(labels) > 1:
                 self.report("E418", f"step {index} ({step.model_name}) joins tensors from different decoupled steps, "
                                     "whose responses do not line up; restructure the ensemble.", step=index)
-            target = self.composing(index)
             out_label = min(labels, default=0)
-            if target is not None and target.model_transaction_policy.decoupled:
+            if is_decoupled(self.ctx, step.model_name):
                 next_label += 1
                 out_label = next_label
             label.update(dict.fromkeys(step.output_map.values(), out_label))
         if len({label[t.name] for t in self.config.output if t.name in label}) > 1:
             self.report("E418", "the ensemble's outputs come from different decoupled steps, whose responses do not "
                                 "line up; restructure the ensemble.", "output")
+
+
+def is_decoupled(ctx: Context, name: str, seen: frozenset[str] = frozenset()) -> bool:
+    """Decoupled itself, or an ensemble with a decoupled model anywhere inside (Triton marks those decoupled)."""
+    model = ctx.repository.models.get(name)
+    if model is None or model.config is None or name in seen:
+        return False
+    if model.config.model_transaction_policy.decoupled:
+        return True
+    return model.is_ensemble and any(is_decoupled(ctx, inner, seen | {name})
+                                     for inner in ctx.repository.composing_models(name))
 
 
 def _nesting_cycle(ctx: Context, name: str) -> list[str] | None:
