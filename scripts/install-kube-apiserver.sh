@@ -19,7 +19,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # `apt-get source` needs deb-src entries; add Debian's own (same mirror as the deb lines) once.
 src_list=/etc/apt/sources.list.d/triton-toolkit-deb-src.sources
-if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+if ! grep -rqsE "^(deb-src|Types:.*deb-src)" /etc/apt/sources.list /etc/apt/sources.list.d/; then
   log "adding deb-src entries for bookworm to $src_list"
   cat > "$src_list" <<'SRC'
 Types: deb-src
