@@ -260,6 +260,7 @@ class ConfigRejectedError(ValueError):
 def write_config(repository: Repository, name: str, config: ModelConfig) -> Path:
     """Validate `config` as the config of model `name`, then replace its config.pbtxt atomically.
 
+    `Model.config` is the live parsed object: edit a copy (`ModelConfig()` + `CopyFrom`) unless you will write it.
     The in-memory repository is updated too, so later reads see what is on disk. Comments are lost in
     protobuf text, except the file's leading comment block (where per-model silencing lives), which is kept.
     """
