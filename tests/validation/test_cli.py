@@ -203,3 +203,11 @@ def test_serve_refuses_a_repository_with_errors(clean_repo):
     started = runner.invoke(app, ["serve", str(clean_repo), "--exit-after-smoke", "--timeout", "5"])
     assert started.exit_code == 1
     assert "E306" in started.output and "not starting tritonserver" in started.output
+
+
+def test_server_mode_without_a_server_binary_is_a_finding(clean_repo, tmp_path):
+    result = runner.invoke(app, ["validate", str(clean_repo), "--server", "--format", "json"],
+                           env={settings.TRITONSERVER_ENV: str(tmp_path / "no-such-tritonserver")})
+    assert result.exit_code == EXIT_FINDINGS
+    (finding,) = json.loads(result.stdout)["findings"]
+    assert finding["code"] == "E902" and "no-such-tritonserver" in finding["message"]
