@@ -37,13 +37,15 @@ def rendered_outputs(dashboards_dir: Path = settings.CHART_DASHBOARDS_DIR,
     return outputs
 
 
+def stale_outputs(outputs: dict[Path, str]) -> list[Path]:
+    """Outputs whose file is missing or differs from the fresh generation."""
+    return [path for path, content in outputs.items() if not path.exists() or path.read_text() != content]
+
+
 def write_outputs(outputs: dict[Path, str]) -> list[Path]:
     """Write every output that changed; returns the paths written."""
-    written = []
-    for path, content in outputs.items():
-        if path.exists() and path.read_text() == content:
-            continue
+    written = stale_outputs(outputs)
+    for path in written:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        written.append(path)
+        path.write_text(outputs[path])
     return written

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from dashboards import generate as monitoring_outputs
 from tools import benchmark, client, infer, loadtest, runtime, settings
 from tools import deploy as deployment
 from tools.validation import Target
@@ -236,6 +237,22 @@ def bench_command(
         raise fail(str(exc)) from None
     benchmark.render(result, Console())
     console.print("wrote " + ", ".join(str(path) for path in result.files.values()))
+
+
+@app.command("dashboards")
+def dashboards_command(
+    check: bool = typer.Option(False, help="Write nothing; exit 1 if the chart's copies are stale (for CI)."),
+) -> None:
+    """Regenerate the Grafana dashboards and Prometheus rules in the Helm chart from dashboards/."""
+    outputs = monitoring_outputs.rendered_outputs()
+    if check:
+        stale = monitoring_outputs.stale_outputs(outputs)
+        if stale:
+            raise fail("stale (run `tools dashboards`): " + ", ".join(map(str, stale)))
+        console.print("dashboards and rules are up to date")
+        return
+    written = monitoring_outputs.write_outputs(outputs)
+    console.print("wrote " + ", ".join(map(str, written)) if written else "dashboards and rules are up to date")
 
 
 if __name__ == "__main__":

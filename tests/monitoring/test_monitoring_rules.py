@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from typer.testing import CliRunner
 
 from dashboards import rules
-from dashboards.generate import RULE_FILE_NAME, rendered_outputs, write_outputs
+from dashboards.generate import RULE_FILE_NAME, rendered_outputs, stale_outputs, write_outputs
 from tools import settings
+from tools.cli import app
 from tools.prometheus import promtool
 
 UNIT_TESTS = Path(__file__).with_name("rules.test.yaml")
@@ -19,8 +21,7 @@ def test_committed_outputs_equal_a_fresh_generation():
     outputs = rendered_outputs()
     on_disk = {*settings.CHART_DASHBOARDS_DIR.glob("*.json"), *settings.CHART_RULES_DIR.glob("*.yaml")}
     assert set(outputs) == on_disk, "a generated file is missing or an old one is left over"
-    stale = [str(path) for path, content in outputs.items() if not path.exists() or path.read_text() != content]
-    assert not stale, f"regenerate with `tools dashboards`: {stale}"
+    assert stale_outputs(outputs) == [], "regenerate with `tools dashboards`"
 
 
 def test_write_outputs_writes_only_what_changed(tmp_path: Path):
@@ -61,3 +62,9 @@ def test_alert_unit_tests_catch_a_changed_threshold(tmp_path: Path):
     result = promtool("test", "rules", "lax.test.yaml", cwd=tmp_path)
     assert result.returncode != 0
     assert "alertname: TritonQueueTimeHigh" in result.stdout + result.stderr
+
+
+def test_the_cli_check_passes_on_the_committed_chart():
+    result = CliRunner().invoke(app, ["dashboards", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "up to date" in result.output
