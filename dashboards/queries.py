@@ -9,6 +9,8 @@ under-reports queueing. Triton facts these queries rely on (seen on 2.51):
 - an ensemble's `nv_inference_exec_count` equals its inference count: batch sizes only mean something for the
   composing models;
 - `nv_inference_request_failure` carries a `reason` label (OTHER, BACKEND, CANCELED, REJECTED): sum over it;
+- an error response returned by a Python model counts as a success of that model; the ensemble counts it as a
+  failure, twice: the ensemble's failure ratio is the one to watch, and it reads high by up to 2x;
 - the `*_summary_us` quantiles are per process and cannot be aggregated across pods: the worst pod is shown.
 """
 
