@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import urllib.error
 import urllib.request
@@ -80,6 +81,12 @@ def test_server_serves_guards_model_control_and_leaves_nothing_behind(echo_repos
         assert len(family) >= 2, "the Python model runs in a stub process"
         shm_prefix = server.shm_prefix
         assert list(runtime.SHM_DIR.glob(f"{shm_prefix}*")), "the stub's shared memory is under our prefix"
+        # An idle keep-alive client must not hold shutdown past Triton's exit timeout into our SIGKILL.
+        idle_client = http.client.HTTPConnection(*server.http_url.split(":"))
+        idle_client.request("GET", "/v2/health/live")
+        assert idle_client.getresponse().status == 200
+    idle_client.close()
+    assert server.process.returncode == 0, "SIGTERM alone stopped the server"
     assert not [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert not list(runtime.SHM_DIR.glob(f"{shm_prefix}*"))
 

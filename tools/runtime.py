@@ -30,7 +30,10 @@ from pathlib import Path
 from tools import settings
 
 READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 20.0
+# Triton waits this long on SIGTERM for in-flight requests *and* open client connections (an idle keep-alive
+# connection alone holds its default 30 s): long enough for a request, short enough for Ctrl-C.
+EXIT_TIMEOUT_S = 5
+STOP_TIMEOUT_S = EXIT_TIMEOUT_S + 15.0
 SHM_DIR = Path("/dev/shm")
 
 
@@ -171,6 +174,7 @@ class ServerOptions:
     models: list[str] = field(default_factory=lambda: ["*"])
     control_key: str | None = None  # None: taken from $TRITON_CONTROL_KEY, else generated
     log_verbose: int = 0
+    exit_timeout: int = EXIT_TIMEOUT_S
     extra_args: list[str] = field(default_factory=list)
 
     @classmethod
@@ -202,6 +206,7 @@ def build_command(binary: Path, opts: ServerOptions, backend_dir: Path | None, c
         f"--grpc-restricted-protocol={restricted}",
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         f"--log-verbose={opts.log_verbose}",
+        f"--exit-timeout-secs={opts.exit_timeout}",
     ]
     if backend_dir is not None:
         cmd.append(f"--backend-directory={backend_dir}")
