@@ -86,7 +86,7 @@ def test_server_serves_guards_model_control_and_leaves_nothing_behind(echo_repos
         idle_client.request("GET", "/v2/health/live")
         assert idle_client.getresponse().status == 200
     idle_client.close()
-    assert server.process.returncode == 0, "SIGTERM alone stopped the server"
+    assert server.process.returncode >= 0, "Triton exited by itself on SIGTERM, not by our SIGKILL"
     assert not [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert not list(runtime.SHM_DIR.glob(f"{shm_prefix}*"))
 
