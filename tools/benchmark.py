@@ -113,27 +113,27 @@ def measure_ceiling(texts: list[str], batch: int, threads: int, config: BenchCon
 
 # -- load generation for the served cases ------------------------------------------------------------------------
 async def drive(send: Sender, texts: list[str], concurrency: int,
-                config: BenchConfig) -> tuple[list[float], int, float]:
+                config: BenchConfig) -> tuple[list[float], float, float]:
     """`concurrency` workers send one text per request back to back until the measured window (after the warm-up)
-    closes. Returns the latencies of every request that finished after the warm-up (those still in flight at the
-    end included: slow points still get a latency), how many finished inside the window, and this process's CPU
-    time over the window (the load generator's)."""
+    closes. Returns the latencies of every request that finished after the warm-up, the time from the warm-up's
+    end to the last of them (requests in flight when the window closes are waited for, so a point slower than the
+    window still counts), and this process's CPU time over the window (the load generator's)."""
     source = itertools.cycle(texts)
     loop = asyncio.get_running_loop()
     window_start = loop.time() + config.warmup_s
     window_end = window_start + config.seconds
     latencies: list[float] = []
-    in_window = 0
+    last_finish = window_start
     cpu_at: dict[str, float] = {}
 
     async def worker() -> None:
-        nonlocal in_window
+        nonlocal last_finish
         while (started := loop.time()) < window_end:
             await send(next(source))
             finished = loop.time()
             if finished >= window_start:
                 latencies.append(finished - started)
-                in_window += finished <= window_end
+                last_finish = max(last_finish, finished)
 
     async def clock() -> None:  # reads the CPU time at both ends of the window
         await asyncio.sleep(config.warmup_s)
@@ -142,7 +142,7 @@ async def drive(send: Sender, texts: list[str], concurrency: int,
         cpu_at["end"] = _cpu_seconds()
 
     await asyncio.gather(clock(), *(worker() for _ in range(concurrency)))
-    return latencies, in_window, cpu_at["end"] - cpu_at["start"]
+    return latencies, last_finish - window_start, cpu_at["end"] - cpu_at["start"]
 
 
 def _cpu_seconds() -> float:
@@ -154,12 +154,12 @@ def measure_served(case: str, make_sender: SenderFactory, texts: list[str], conc
                    config: BenchConfig) -> Point:
     """One point of a served case: `concurrency` requests in flight for `config.seconds`."""
 
-    async def run() -> tuple[list[float], int, float]:
+    async def run() -> tuple[list[float], float, float]:
         async with make_sender() as send:
             return await drive(send, texts, concurrency, config)
 
-    latencies, finished, cpu = asyncio.run(run())
-    return _latency_point(case, concurrency, threads, latencies, finished, config.seconds, cpu / config.seconds)
+    latencies, elapsed, cpu = asyncio.run(run())
+    return _latency_point(case, concurrency, threads, latencies, len(latencies), elapsed, cpu / config.seconds)
 
 
 @contextlib.asynccontextmanager
