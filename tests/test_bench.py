@@ -39,4 +39,11 @@ def test_quick_run_measures_all_four_cases_end_to_end(tmp_path):
     assert {"cpu_model", "logical_cores", "physical_cores"} <= report["machine"].keys()
     assert len(report["verdicts"]) == 3
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| in-process ceiling | 8 |" in (tmp_path / "bench.md").read_text()
     assert "x ceiling" in outcome.output
+
+
+def test_bad_options_exit_2_with_a_message(tmp_path):
+    for args in (["--case", "gpu"], ["--server-threads", "-1"]):
+        outcome = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), *args])
+        assert outcome.exit_code == 2 and "error:" in outcome.output and "Traceback" not in outcome.output

@@ -365,8 +365,9 @@ def run(config: BenchConfig, out_dir: Path, cases: tuple[str, ...] = tuple(CASE_
             "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
     result = BenchResult(config, info, combine(rounds), rounds)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result.files = {"json": out_dir / "bench.json", "plot": out_dir / "bench.png"}
+    result.files = {"json": out_dir / "bench.json", "plot": out_dir / "bench.png", "markdown": out_dir / "bench.md"}
     result.files["json"].write_text(json.dumps(result.as_dict(), indent=2))
+    result.files["markdown"].write_text(markdown(result))
     plot(result, result.files["plot"])
     return result
 
@@ -400,19 +401,37 @@ def plot(result: BenchResult, path: Path) -> None:
     plt.close(figure)
 
 
+COLUMNS = ("case", "in flight / batch", "threads", "sentences/s", "x ceiling", "p50 ms", "p99 ms",
+           "load-gen CPU (cores)")
+
+
+def _cells(result: BenchResult, point: Point) -> list[str]:
+    return [CASE_TITLES[point.case], str(point.concurrency), str(point.threads or "-"), f"{point.sentences_per_s:.1f}",
+            f"{result.ratio(point):.2f}", f"{point.p50_ms:.1f}", f"{point.p99_ms:.1f}",
+            "-" if point.loadgen_cpu is None else f"{point.loadgen_cpu:.2f}"]
+
+
+def markdown(result: BenchResult) -> str:
+    """The table and verdicts as Markdown (for a README or a pull request)."""
+    info = result.machine
+    lines = [f"{info['cpu_model']}, {info['logical_cores']} logical / {info['physical_cores']} physical cores; "
+             f"load average {info.get('load_average_1m_at_start', '?')} at start, "
+             f"{info.get('load_average_1m_at_end', '?')} at end; medians of {result.config.rounds} round(s).", "",
+             "| " + " | ".join(COLUMNS) + " |", "|---" + "|--:" * (len(COLUMNS) - 1) + "|"]
+    lines += ["| " + " | ".join(_cells(result, point)) + " |" for point in result.points]
+    return "\n".join([*lines, "", *(f"- {line}" for line in result.verdicts())]) + "\n"
+
+
 def render(result: BenchResult, console) -> None:
     from rich.table import Table
 
     info = result.machine
     table = Table(title=f"{info['cpu_model']} ({info['logical_cores']} logical / {info['physical_cores']} physical "
                         f"cores); ratios to the ceiling of {result.ceiling:.1f} sentences/s")
-    for column in ("case", "in flight / batch", "threads", "sentences/s", "x ceiling", "p50 ms", "p99 ms",
-                   "load-gen CPU (cores)"):
+    for column in COLUMNS:
         table.add_column(column, justify="left" if column == "case" else "right")
     for point in result.points:
-        table.add_row(CASE_TITLES[point.case], str(point.concurrency), str(point.threads or "-"),
-                      f"{point.sentences_per_s:.1f}", f"{result.ratio(point):.2f}", f"{point.p50_ms:.1f}",
-                      f"{point.p99_ms:.1f}", "-" if point.loadgen_cpu is None else f"{point.loadgen_cpu:.2f}")
+        table.add_row(*_cells(result, point))
     console.print(table)
     for line in result.verdicts():
         console.print(line, highlight=False)

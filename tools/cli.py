@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import time
@@ -223,13 +224,19 @@ def deploy(
 def bench_command(
     quick: bool = typer.Option(False, help="One short point per case (a smoke run for CI)."),
     case: list[str] = typer.Option(list(benchmark.CASE_TITLES), help="Cases to run (repeat the option)."),
-    out: Path = typer.Option(Path("results/bench"), help="Folder for bench.json and bench.png."),
+    server_threads: int = typer.Option(0, help="ONNX Runtime threads of the FastAPI and PyTriton services "
+                                                 "(0: one per core, ONNX Runtime's own default)."),
+    out: Path = typer.Option(Path("results/bench"), help="Folder for bench.json, bench.md and bench.png."),
 ) -> None:
     """Benchmark the pipeline in-process, on Triton, as a FastAPI service and on PyTriton, side by side."""
     unknown = set(case) - set(benchmark.CASE_TITLES)
     if unknown:
         raise fail(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(benchmark.CASE_TITLES)}", 2)
+    if server_threads < 0:
+        raise fail("--server-threads must be 0 or more", 2)
     config = benchmark.BenchConfig.quick() if quick else benchmark.BenchConfig()
+    if server_threads:
+        config = dataclasses.replace(config, server_threads=server_threads)
     try:
         with console.status("benchmarking...") as status:
             result = benchmark.run(config, out, tuple(case), progress=status.update)
