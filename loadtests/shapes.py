@@ -12,6 +12,7 @@ from tools import load_profiles
 
 
 class ProfileShape(LoadTestShape):
+    # Locust's shape metaclass makes every subclass that does not say otherwise concrete (abstract = False).
     abstract = True
     use_common_options = True
     profile = load_profiles.CONSTANT
@@ -25,28 +26,24 @@ class ProfileShape(LoadTestShape):
 class ConstantShape(ProfileShape):
     """-u users for the whole run."""
 
-    abstract = False
     profile = load_profiles.CONSTANT
 
 
 class StepShape(ProfileShape):
     """A step ramp up to -u users in equal stairs."""
 
-    abstract = False
     profile = load_profiles.STEP
 
 
 class SpikeShape(ProfileShape):
     """A quarter of -u users, a burst to all of them mid-run, then back."""
 
-    abstract = False
     profile = load_profiles.SPIKE
 
 
 class RateShape(ProfileShape):
     """Open loop: a fixed pool of -u users, each pacing itself so that together they send --request-rate."""
 
-    abstract = False
     profile = load_profiles.RATE
 
 
