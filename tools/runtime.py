@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from tools import settings
 
 READY_TIMEOUT_S = 120.0
@@ -326,20 +328,24 @@ class TritonServer:
             + (f"; still waiting for: {waiting}" if waiting else ""), parse_load_errors(log), _tail(log))
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM the server's process group, SIGKILL it if it lingers, then remove its shm regions."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        """SIGTERM the server's process group, SIGKILL what lingers, wait for every stub, remove shm regions."""
         if self.process is not None:
-            # Stubs are in the server's session; make sure none outlive it.
+            stubs = []
+            if self.process.poll() is None:
+                with contextlib.suppress(psutil.Error):
+                    stubs = psutil.Process(self.process.pid).children(recursive=True)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.process.pid, signal.SIGKILL)
+                    self.process.wait()
+            # Stubs are in the server's process group; make sure none outlive it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
+            psutil.wait_procs(stubs, timeout=5)
         for region in SHM_DIR.glob(f"{self.shm_prefix}*"):
             with contextlib.suppress(OSError):
                 region.unlink()
