@@ -198,7 +198,7 @@ def main() -> None:
     for number in range(1, args.rounds + 1):
         print(f" round {number}/{args.rounds}", flush=True)
         rounds.append([measure_variant(variant, texts, args.in_flight) for variant in VARIANTS])
-    rows = [median_round([runs[index] for runs in rounds]) for index in range(len(VARIANTS))]
+    rows = [median_round([runs[index] for runs in rounds]) for index in range(len(VARIANTS))] if rounds else []
 
     report = {"startup_s": startup, "startup_median_s": statistics.median(startup), "single_request": single,
               "length_batching": rows, "rounds": rounds, "in_flight": args.in_flight, "texts": len(texts)}
@@ -207,7 +207,7 @@ def main() -> None:
         plot(rows, RESULTS_DIR / "bench_embed.png")
     print(f"start-to-ready median {report['startup_median_s']:.2f} s; "
           + "; ".join(f"{p} p50 {v['p50_ms']:.2f} ms" for p, v in single.items()))
-    print(f"wrote {RESULTS_DIR / 'bench_embed.json'} and {RESULTS_DIR / 'bench_embed.png'}")
+    print(f"wrote {RESULTS_DIR / 'bench_embed.json'}" + (f" and {RESULTS_DIR / 'bench_embed.png'}" if rows else ""))
 
 
 if __name__ == "__main__":
