@@ -12,7 +12,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tools import client, model_logic, runtime, settings
+from tools import client, model_logic, runtime, settings, triton_metrics
 
 TEXTS = ["A man is playing a guitar.", "Someone is strumming a guitar.", "The stock market fell sharply today.",
          "Ünïcödé text — with emoji 🎸 and 漢字."]
@@ -127,7 +127,9 @@ def test_bad_input_is_refused_by_name_and_nothing_restarts(server, stub_pids, co
     assert client.embed(connection, TEXTS[:1]).shape == (1, settings.EMBEDDING_DIM)
 
 
-def test_a_bad_request_fails_alone_among_concurrent_good_ones(server):
+def test_a_bad_request_fails_alone_in_a_batch_of_good_ones(server):
+    """Requests sent together reach the tokenizer in batches (its metrics say so); only the bad one fails."""
+
     async def run():
         aio = client.connect(client.Protocol.GRPC, server.grpc_url, aio=True)
         try:
@@ -137,20 +139,23 @@ def test_a_bad_request_fails_alone_among_concurrent_good_ones(server):
         finally:
             await aio.close()
 
+    before = triton_metrics.scrape(server.metrics_url)
     answers = asyncio.run(run())
+    figures = {f.model: f for f in triton_metrics.model_figures(before, triton_metrics.scrape(server.metrics_url))}
+    assert figures[settings.TOKENIZER_MODEL].avg_batch > 1  # the tokenizer did batch these requests
     failed = answers.pop(5)
-    assert isinstance(failed, client.EmbeddingError) and "not valid UTF-8" in str(failed)
+    assert isinstance(failed, client.EmbeddingError) and "text 0 is not valid UTF-8" in str(failed)
     assert all(isinstance(answer, np.ndarray) for answer in answers)
     np.testing.assert_allclose(np.concatenate(answers), model_logic.embed_in_process(TEXTS * 4), atol=1e-4)
 
 
 def _encode_directly(c, version: str, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     inputs = []
-    for name, data in (("input_ids", ids), ("attention_mask", mask)):
+    for name, data in ((settings.TOKEN_IDS, ids), (settings.TOKEN_MASK, mask)):
         tensor = grpcclient.InferInput(name, list(data.shape), "INT64")
         tensor.set_data_from_numpy(data)
         inputs.append(tensor)
-    return c.infer(settings.ENCODER_MODEL, inputs, model_version=version).as_numpy("last_hidden_state")
+    return c.infer(settings.ENCODER_MODEL, inputs, model_version=version).as_numpy(settings.TOKEN_EMBEDDINGS)
 
 
 def test_both_encoder_versions_are_served_and_agree(server):

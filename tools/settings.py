@@ -35,6 +35,10 @@ POOLER_MODEL = "pooler"
 EMBED_INPUT = "TEXT"
 EMBED_OUTPUT = "EMBEDDING"
 EMBEDDING_DIM = 384
+# The tensors between the composing models (tokenizer -> encoder -> pooler), for calling them directly.
+TOKEN_IDS = "input_ids"
+TOKEN_MASK = "attention_mask"
+TOKEN_EMBEDDINGS = "last_hidden_state"
 
 # Load testing: the environment variable that tells the locustfile which load shape to export.
 LOADTEST_SHAPE_ENV = "LOADTEST_SHAPE"
