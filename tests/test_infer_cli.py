@@ -48,9 +48,10 @@ def test_infer_names_a_refused_text_and_exits_1_without_traceback(server):
     assert "text 1 is empty" in result.output and "Traceback" not in result.output
 
 
-def test_infer_without_a_server_says_it_cannot_reach_it():
+@pytest.mark.parametrize("protocol", list(client.Protocol))
+def test_infer_without_a_server_says_it_cannot_reach_it(protocol):
     url = f"127.0.0.1:{runtime.free_port()}"
-    result = CliRunner().invoke(app, ["infer", "hello", "--url", url])
+    result = CliRunner().invoke(app, ["infer", "hello", "--url", url, "--protocol", str(protocol)])
     assert result.exit_code == 1 and "cannot reach the server" in result.output
     assert "Traceback" not in result.output
 

@@ -60,7 +60,8 @@ def text_input(client, texts: Sequence[Text], name: str = settings.EMBED_INPUT):
 def _error(exc: Exception) -> EmbeddingError:
     if isinstance(exc, InferenceServerException):
         status = None if exc.status() is None else str(exc.status())
-        return EmbeddingError(exc.message(), status)
+        if status != "StatusCode.UNAVAILABLE":
+            return EmbeddingError(exc.message(), status)
     return EmbeddingError(f"cannot reach the server ({exc})")
 
 
