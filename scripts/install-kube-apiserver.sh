@@ -40,7 +40,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 have_all && exit 0
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/kube-build-XXXXXX")
+# The 2.6 GB tree lives beside the cache; a run that was killed leaves it behind, so the next run clears it.
+work="$cache/kubernetes-build.tmp"
+rm -rf "$work"
+mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 # bookworm's source is versioned 1.20.5+really1.20.2-...: the tree is upstream 1.20.2.
@@ -49,10 +52,10 @@ apt-get source -qq kubernetes >/dev/null 2>&1 || { apt-get update -qq; apt-get s
 src=$(find . -maxdepth 1 -type d -name "kubernetes-*" | head -1)
 [ -n "$src" ] || { log "apt-get source produced no kubernetes-* folder"; exit 1; }
 cd "$src"
-log "building ${binaries[*]} offline with vendor/ (about 5 minutes on 2 cores)"
+log "building ${binaries[*]} offline with vendor/ (5-7 minutes on 2 idle cores, longer on busy ones)"
 what=$(printf 'cmd/%s ' "${binaries[@]}")
 start=$SECONDS
-( while sleep 30; do echo "    ... still building ($((SECONDS - start)) s)" >&2; done ) &
+( while sleep 30 && kill -0 $$ 2>/dev/null; do echo "    ... still building ($((SECONDS - start)) s)" >&2; done ) &
 ticker=$!
 GOPROXY=off GOFLAGS=-mod=vendor KUBE_GIT_VERSION="v$version" make WHAT="$what" >"$work/build.log" 2>&1 \
   || { kill $ticker; tail -40 "$work/build.log" >&2; log "build failed"; exit 1; }

@@ -17,8 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.cluster import NEVER_READY_TAG, Cluster
+from tests.deploy.cluster import BUILD_TIMEOUT_S, NEVER_READY_TAG, Cluster
 from tools import deploy, settings
+
+# Whichever test runs first sets up the session's cluster, and on a new machine that includes the build.
+# Every step inside a test has its own, much shorter timeout (helm --timeout, subprocess and wait_for limits).
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
 
 DEPLOYMENT = settings.DEFAULT_RELEASE  # the release name equals the chart name, so objects carry it alone
 
