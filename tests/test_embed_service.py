@@ -111,6 +111,7 @@ BAD_INPUTS = {
     "blank string": (_bad_text([" \t\n"]), "text 0 is empty"),
     "wrong dtype": (_raw_input("FP32", np.zeros((1, 1), np.float32)), "data-type is 'FP32', but model 'embed' expects"),
     "wrong shape": (_raw_input("BYTES", np.array([[b"a", b"b"]], dtype=np.object_)), "unexpected shape for input"),
+    "no texts": (_bad_text([]), "got 0"),
     "batch too large": (_bad_text(["x"] * 65), "batch-size must be <= 64"),
     "unknown model": (lambda c: client.embed(c, ["x"], model="no-such-model"), "unknown model: 'no-such-model'"),
     "unknown version": (lambda c: client.embed(c, ["x"], version="9"), "'embed' version 9 is not found"),
