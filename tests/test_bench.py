@@ -11,7 +11,7 @@ from tools.cli import app
 
 
 def _point(case: str, concurrency: int, rate: float, p99: float) -> benchmark.Point:
-    return benchmark.Point(case, concurrency, 2, rate, p99 / 2, p99, 100, 0.1)
+    return benchmark.Point(case, concurrency, "2", rate, p99 / 2, p99, 100, 0.1)
 
 
 def test_verdicts_compare_with_the_ceiling_and_at_equal_or_lower_p99():
@@ -44,6 +44,6 @@ def test_quick_run_measures_all_four_cases_end_to_end(tmp_path):
 
 
 def test_bad_options_exit_2_with_a_message(tmp_path):
-    for args in (["--case", "gpu"], ["--server-threads", "-1"]):
+    for args in (["--case", "gpu"], ["--server-threads", "0"]):
         outcome = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), *args])
         assert outcome.exit_code == 2 and "error:" in outcome.output and "Traceback" not in outcome.output

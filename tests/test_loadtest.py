@@ -108,7 +108,7 @@ def test_an_http_run_has_no_failures_and_writes_both_views(server, tmp_path):
     seen = []
     result = loadtest.run(_config(server, "http"), tmp_path, loadtest.parse_slo("errors=0"), on_progress=seen.append)
     assert result.client.requests > 0 and result.client.failures == 0 and result.slo_broken == []
-    assert seen and seen[-1].requests > 0
+    assert seen and seen[-1].requests > 0 and "users 2" in seen[-1].describe(3.0)
     report = json.loads((tmp_path / "summary.json").read_text())
     assert {"config", "client", "triton", "slo", "history"} <= report.keys()
     assert {"requests", "failures", "throughput_rps", "latency_ms", "error_rate"} <= report["client"].keys()

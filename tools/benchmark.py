@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,26 +58,30 @@ class BenchConfig:
 
     concurrencies: tuple[int, ...] = (1, 4, 16, 64)
     ceiling_batches: tuple[int, ...] = (1, 8, 32)
-    ceiling_threads: tuple[int, ...] = (1, 2)
+    # (callers, intra-op threads): one caller with 1 or 2 ONNX Runtime threads, or two callers of 1 thread each.
+    ceiling_threads: tuple[tuple[int, int], ...] = ((1, 1), (1, 2), (2, 1))
     rounds: int = 3  # every point is measured once per round; the report shows the medians
     seconds: float = 2.5  # measured time per point and round
     warmup_s: float = 0.5  # unmeasured time before each point
     texts: int = 512  # distinct corpus texts cycled through
-    server_threads: int = field(default_factory=lambda: os.cpu_count() or 1)  # ONNX Runtime threads of cases 3-4
+    # ONNX Runtime threads of cases 3-4: one, like each of the shipped encoder's instances; the services still use
+    # every core, FastAPI through its thread pool and PyTriton through concurrent batches.
+    server_threads: int = 1
 
     @classmethod
     def quick(cls) -> BenchConfig:
-        return cls(concurrencies=(8,), ceiling_batches=(8,), ceiling_threads=(os.cpu_count() or 1,), rounds=1,
+        return cls(concurrencies=(8,), ceiling_batches=(8,), ceiling_threads=((2, 1),), rounds=1,
                    seconds=1.5, warmup_s=0.3, texts=64)
 
 
 @dataclass(frozen=True)
 class Point:
-    """One measurement: for the ceiling `concurrency` is the batch size; loadgen_cpu is in cores (None in-process)."""
+    """One measurement: for the ceiling `concurrency` is the batch size and `threads` reads callers x ONNX Runtime
+    threads ("2x1"); loadgen_cpu is in cores (None in-process)."""
 
     case: str
     concurrency: int
-    threads: int
+    threads: str
     sentences_per_s: float
     p50_ms: float
     p99_ms: float
@@ -84,7 +89,7 @@ class Point:
     loadgen_cpu: float | None
 
 
-def _latency_point(case: str, concurrency: int, threads: int, latencies_s: list[float], sentences: int,
+def _latency_point(case: str, concurrency: int, threads: str, latencies_s: list[float], sentences: int,
                    elapsed_s: float, loadgen_cpu: float | None) -> Point:
     if not latencies_s:
         raise BenchmarkError(f"{case} at {concurrency}: no request completed in {elapsed_s:.1f} s")
@@ -94,21 +99,31 @@ def _latency_point(case: str, concurrency: int, threads: int, latencies_s: list[
 
 
 # -- 1. the ceiling ------------------------------------------------------------------------------------------------
-def measure_ceiling(texts: list[str], batch: int, threads: int, config: BenchConfig) -> Point:
-    """Embed back-to-back batches of `batch` texts in this process for `config.seconds`."""
-    pipeline = EmbeddingPipeline(threads)
-    batches = itertools.cycle([texts[i:i + batch] for i in range(0, len(texts) - batch + 1, batch)] or [texts])
-    warm_until = time.perf_counter() + config.warmup_s
-    while time.perf_counter() < warm_until:
-        pipeline(next(batches))
-    latencies, sentences = [], 0
-    start = time.perf_counter()
-    while (now := time.perf_counter()) - start < config.seconds:
-        chunk = next(batches)
-        pipeline(chunk)
-        latencies.append(time.perf_counter() - now)
-        sentences += len(chunk)
-    return _latency_point(CEILING, batch, threads, latencies, sentences, time.perf_counter() - start, None)
+def measure_ceiling(texts: list[str], batch: int, callers: int, intra_threads: int, config: BenchConfig) -> Point:
+    """`callers` threads embed back-to-back batches of `batch` texts in this process for `config.seconds`
+    (ONNX Runtime releases the GIL, so two callers of one thread use two cores, as two encoder instances do)."""
+    pipeline = EmbeddingPipeline(intra_threads)
+    chunks = [texts[i:i + batch] for i in range(0, len(texts) - batch + 1, batch)] or [texts]
+
+    def loop(caller: int, until: float) -> tuple[list[float], int]:
+        latencies, sentences = [], 0
+        batches = itertools.islice(itertools.cycle(chunks), caller * len(chunks) // callers, None)
+        while (now := time.perf_counter()) < until:
+            chunk = next(batches)
+            pipeline(chunk)
+            latencies.append(time.perf_counter() - now)
+            sentences += len(chunk)
+        return latencies, sentences
+
+    with ThreadPoolExecutor(callers) as pool:
+        warm_until = time.perf_counter() + config.warmup_s
+        list(pool.map(loop, range(callers), [warm_until] * callers))
+        start = time.perf_counter()
+        results = list(pool.map(loop, range(callers), [start + config.seconds] * callers))
+        elapsed = time.perf_counter() - start
+    label = f"{callers}x{intra_threads}" if callers > 1 else str(intra_threads)
+    return _latency_point(CEILING, batch, label, [t for lat, _ in results for t in lat],
+                          sum(n for _, n in results), elapsed, None)
 
 
 # -- load generation for the served cases ------------------------------------------------------------------------
@@ -150,7 +165,7 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-def measure_served(case: str, make_sender: SenderFactory, texts: list[str], concurrency: int, threads: int,
+def measure_served(case: str, make_sender: SenderFactory, texts: list[str], concurrency: int, threads: str,
                    config: BenchConfig) -> Point:
     """One point of a served case: `concurrency` requests in flight for `config.seconds`."""
 
@@ -233,13 +248,13 @@ class Target:
     """A running served case: how to open a sender to it, and the ONNX Runtime threads it computes with."""
 
     make_sender: SenderFactory
-    threads: int
+    threads: str
 
 
 @contextlib.contextmanager
 def triton_target(config: BenchConfig) -> Iterator[Target]:
     with runtime.running_server(runtime.ServerOptions.on_free_ports()) as server:
-        yield Target(lambda: triton_sender(server.grpc_url, settings.EMBED_MODEL), 0)
+        yield Target(lambda: triton_sender(server.grpc_url, settings.EMBED_MODEL), "config")
 
 
 @contextlib.contextmanager
@@ -248,7 +263,7 @@ def fastapi_target(config: BenchConfig) -> Iterator[Target]:
     base = f"http://{settings.DEFAULT_HOST}:{port}"
     cmd = [sys.executable, str(FASTAPI_SERVICE), "--port", str(port), "--threads", str(config.server_threads)]
     with service_process(FASTAPI, cmd, f"{base}/health"):
-        yield Target(lambda: fastapi_sender(base), config.server_threads)
+        yield Target(lambda: fastapi_sender(base), str(config.server_threads))
 
 
 @contextlib.contextmanager
@@ -260,7 +275,7 @@ def pytriton_target(config: BenchConfig) -> Iterator[Target]:
     # PyTriton's Python-backend stub needs this interpreter's libpython, as ours does (see runtime.stub_environment).
     with service_process(PYTRITON, cmd, ready, env=runtime.stub_environment()):
         url = f"{settings.DEFAULT_HOST}:{grpc}"
-        yield Target(lambda: triton_sender(url, PYTRITON_MODEL), config.server_threads)
+        yield Target(lambda: triton_sender(url, PYTRITON_MODEL), str(config.server_threads))
 
 
 TARGETS = {TRITON: triton_target, FASTAPI: fastapi_target, PYTRITON: pytriton_target}
@@ -325,7 +340,7 @@ class BenchResult:
 
 def combine(points: list[Point]) -> list[Point]:
     """One point per (case, concurrency, threads): the median over rounds of each figure."""
-    groups: dict[tuple[str, int, int], list[Point]] = {}
+    groups: dict[tuple[str, int, str], list[Point]] = {}
     for point in points:
         groups.setdefault((point.case, point.concurrency, point.threads), []).append(point)
 
@@ -353,9 +368,9 @@ def run(config: BenchConfig, out_dir: Path, cases: tuple[str, ...] = tuple(CASE_
             targets[case] = stack.enter_context(TARGETS[case](config))
         for number in range(1, config.rounds + 1):
             if CEILING in cases:
-                for threads, batch in itertools.product(config.ceiling_threads, config.ceiling_batches):
-                    progress(f"round {number}/{config.rounds}: ceiling, batch {batch}, {threads} threads")
-                    rounds.append(measure_ceiling(texts, batch, threads, config))
+                for (callers, threads), batch in itertools.product(config.ceiling_threads, config.ceiling_batches):
+                    progress(f"round {number}/{config.rounds}: ceiling, batch {batch}, {callers}x{threads} threads")
+                    rounds.append(measure_ceiling(texts, batch, callers, threads, config))
             for case, target in targets.items():
                 for concurrency in config.concurrencies:
                     progress(f"round {number}/{config.rounds}: {CASE_TITLES[case]}, {concurrency} in flight")
@@ -406,7 +421,7 @@ COLUMNS = ("case", "in flight / batch", "threads", "sentences/s", "x ceiling", "
 
 
 def _cells(result: BenchResult, point: Point) -> list[str]:
-    return [CASE_TITLES[point.case], str(point.concurrency), str(point.threads or "-"), f"{point.sentences_per_s:.1f}",
+    return [CASE_TITLES[point.case], str(point.concurrency), point.threads, f"{point.sentences_per_s:.1f}",
             f"{result.ratio(point):.2f}", f"{point.p50_ms:.1f}", f"{point.p99_ms:.1f}",
             "-" if point.loadgen_cpu is None else f"{point.loadgen_cpu:.2f}"]
 

@@ -137,9 +137,8 @@ def loadtest_command(
                 console.print(f"Locust web UI: http://{settings.DEFAULT_HOST}:{web_port} (Ctrl-C to stop)")
                 return loadtest.run_web(config, web_port)
             with console.status(f"load-testing {config.model} over {config.protocol}...") as status:
-                result = loadtest.run(config, out, targets, on_progress=lambda p: status.update(
-                    f"{p.elapsed_s:.0f}/{config.duration_s:.0f} s  users {p.users}  requests {p.requests}  "
-                    f"failures {p.failures}  {p.rps:.1f} req/s  p50 {p.p50_ms} ms  p99 {p.p99_ms} ms"))
+                result = loadtest.run(config, out, targets,
+                                      on_progress=lambda p: status.update(p.describe(config.duration_s)))
     except (loadtest.LoadTestError, runtime.RuntimeError_) as exc:
         raise fail(str(exc)) from None
     loadtest.render(result, Console())
@@ -224,19 +223,18 @@ def deploy(
 def bench_command(
     quick: bool = typer.Option(False, help="One short point per case (a smoke run for CI)."),
     case: list[str] = typer.Option(list(benchmark.CASE_TITLES), help="Cases to run (repeat the option)."),
-    server_threads: int = typer.Option(0, help="ONNX Runtime threads of the FastAPI and PyTriton services "
-                                                 "(0: one per core, ONNX Runtime's own default)."),
+    server_threads: int = typer.Option(1, help="ONNX Runtime intra-op threads of the FastAPI and PyTriton "
+                                                 "services (1 measured best under load here)."),
     out: Path = typer.Option(Path("results/bench"), help="Folder for bench.json, bench.md and bench.png."),
 ) -> None:
     """Benchmark the pipeline in-process, on Triton, as a FastAPI service and on PyTriton, side by side."""
     unknown = set(case) - set(benchmark.CASE_TITLES)
     if unknown:
         raise fail(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(benchmark.CASE_TITLES)}", 2)
-    if server_threads < 0:
-        raise fail("--server-threads must be 0 or more", 2)
+    if server_threads < 1:
+        raise fail("--server-threads must be at least 1", 2)
     config = benchmark.BenchConfig.quick() if quick else benchmark.BenchConfig()
-    if server_threads:
-        config = dataclasses.replace(config, server_threads=server_threads)
+    config = dataclasses.replace(config, server_threads=server_threads)
     try:
         with console.status("benchmarking...") as status:
             result = benchmark.run(config, out, tuple(case), progress=status.update)

@@ -153,6 +153,13 @@ class Progress:
     p50_ms: float | None
     p99_ms: float | None
 
+    def describe(self, duration_s: float) -> str:
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:g} ms"
+
+        return (f"{self.elapsed_s:.0f}/{duration_s:.0f} s  users {self.users}  requests {self.requests}  "
+                f"failures {self.failures}  {self.rps:.1f} req/s  p50 {ms(self.p50_ms)}  p99 {ms(self.p99_ms)}")
+
 
 def _number(text: str) -> float | None:
     try:
