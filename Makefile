@@ -7,7 +7,8 @@ setup:
 run: setup
 	.venv/bin/tools serve $(ARGS)
 
-test: setup
+test:
+	@scripts/setup.sh --test
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest $(ARGS)
 

