@@ -126,6 +126,44 @@ def measure_ceiling(texts: list[str], batch: int, callers: int, intra_threads: i
                           sum(n for _, n in results), elapsed, None)
 
 
+@contextlib.contextmanager
+def ceiling_process() -> Iterator[Callable[[int, int, int, BenchConfig], Point]]:
+    """Measure the ceiling in a child process of its own session, as every server runs: with the kernel's
+    autogroup scheduling each session gets its own share of a busy machine, so this keeps the comparison fair."""
+    process = subprocess.Popen([sys.executable, "-m", "tools.benchmark"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, cwd=settings.PROJECT_ROOT, start_new_session=True)
+
+    def measure(batch: int, callers: int, threads: int, config: BenchConfig) -> Point:
+        request = {"batch": batch, "callers": callers, "threads": threads, "seconds": config.seconds,
+                   "warmup_s": config.warmup_s, "texts": config.texts}
+        process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.flush()
+        answer = process.stdout.readline()
+        if not answer:
+            raise BenchmarkError(f"the ceiling process exited with code {process.wait()}")
+        return Point(**json.loads(answer))
+
+    try:
+        yield measure
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(runtime.STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def serve_ceiling_requests() -> None:
+    """The child's side: one JSON request per stdin line, one Point per stdout line."""
+    for line in sys.stdin:
+        request = json.loads(line)
+        config = BenchConfig(seconds=request["seconds"], warmup_s=request["warmup_s"], texts=request["texts"])
+        point = measure_ceiling(corpus.load()[:config.texts], request["batch"], request["callers"],
+                                request["threads"], config)
+        print(json.dumps(asdict(point)), flush=True)
+
+
 # -- load generation for the served cases ------------------------------------------------------------------------
 async def drive(send: Sender, texts: list[str], concurrency: int,
                 config: BenchConfig) -> tuple[list[float], float, float]:
@@ -362,15 +400,16 @@ def run(config: BenchConfig, out_dir: Path, cases: tuple[str, ...] = tuple(CASE_
     started_load = os.getloadavg()[0]
     rounds: list[Point] = []
     with contextlib.ExitStack() as stack:
+        ceiling = stack.enter_context(ceiling_process()) if CEILING in cases else None
         targets = {}
         for case in (c for c in TARGETS if c in cases):
             progress(f"starting {CASE_TITLES[case]}")
             targets[case] = stack.enter_context(TARGETS[case](config))
         for number in range(1, config.rounds + 1):
-            if CEILING in cases:
+            if ceiling is not None:
                 for (callers, threads), batch in itertools.product(config.ceiling_threads, config.ceiling_batches):
                     progress(f"round {number}/{config.rounds}: ceiling, batch {batch}, {callers}x{threads} threads")
-                    rounds.append(measure_ceiling(texts, batch, callers, threads, config))
+                    rounds.append(ceiling(batch, callers, threads, config))
             for case, target in targets.items():
                 for concurrency in config.concurrencies:
                     progress(f"round {number}/{config.rounds}: {CASE_TITLES[case]}, {concurrency} in flight")
@@ -450,3 +489,7 @@ def render(result: BenchResult, console) -> None:
     console.print(table)
     for line in result.verdicts():
         console.print(line, highlight=False)
+
+
+if __name__ == "__main__":
+    serve_ceiling_requests()
