@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -321,9 +322,7 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
                     on_progress(progress)
                 time.sleep(PROGRESS_INTERVAL_S)
         finally:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(10)
+            _stop_group(process)
     json_path = Path(f"{prefix}.json")
     if process.returncode != 0 or not json_path.exists():
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
@@ -338,6 +337,17 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
         slo_broken=check_slo(client, targets) if targets else [], triton_note=note or note_after)
     result.files = write_report(result, out_dir)
     return result
+
+
+def _stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM Locust's process group, SIGKILL it if it lingers: never leave a load generator behind."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace_s)
 
 
 # -- reports -------------------------------------------------------------------------------------------------------
