@@ -180,3 +180,12 @@ def test_the_web_ui_answers_on_loopback(server):
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the command and the Locust it started share a process group
         process.wait(15)
+
+
+def test_serve_starts_a_local_server_for_the_run_and_stops_it(tmp_path):
+    outcome = CliRunner().invoke(app, ["loadtest", "--serve", "--protocol", "http", "--users", "1", "--duration", "2s",
+                                       "--out", str(tmp_path)])
+    assert outcome.exit_code == 0, outcome.output
+    report = json.loads((tmp_path / "summary.json").read_text())
+    assert report["client"]["requests"] > 0 and report["client"]["failures"] == 0
+    assert report["config"]["url"].startswith(settings.DEFAULT_HOST) and report["triton"]
