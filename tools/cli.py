@@ -12,11 +12,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from dashboards import generate as monitoring_outputs
-from tools import benchmark, client, infer, loadtest, runtime, settings
-from tools import deploy as deployment
+from tools import runtime, settings
 from tools.validation import Target
 from tools.validation.run import OutputFormat, check_before_serving, run_validation
+
+# Commands import their heavier modules (tritonclient, pyhelm3, Locust glue, ONNX Runtime) when they run, so that
+# `tools validate` in CI and `tools --help` start fast.
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Serve, validate, load-test and deploy the Triton model repository.")
@@ -31,6 +32,11 @@ def main() -> None:
 def fail(message: str, code: int = 1) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops `serve` the way Ctrl-C does: through the same clean shutdown."""
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -51,7 +57,9 @@ def serve(
     opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
                                  metrics_port=metrics_port, tritonserver=tritonserver)
     server = runtime.TritonServer(opts)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    from tools import client, infer
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         started = time.monotonic()
         with console.status("starting tritonserver and loading models..."):
@@ -81,7 +89,7 @@ def serve(
 @app.command("infer")
 def infer_command(
     texts: list[str] = typer.Argument(..., help="One or more texts to embed."),
-    protocol: client.Protocol = typer.Option(client.Protocol.HTTP, help="Protocol to call the server with."),
+    protocol: settings.Protocol = typer.Option(settings.Protocol.HTTP, help="Protocol to call the server with."),
     url: str | None = typer.Option(None, help="host:port of a running server (default: the local default port "
                                               "of the protocol)."),
     model: str = typer.Option(settings.EMBED_MODEL, help="Model to call."),
@@ -89,6 +97,8 @@ def infer_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (embeddings, similarity) to stdout."),
 ) -> None:
     """Embed texts on a running server; print the embeddings' shape and their cosine similarity matrix."""
+    from tools import client, infer
+
     try:
         result = infer.run(texts, protocol, url, model, version)
     except client.EmbeddingError as exc:
@@ -103,7 +113,7 @@ def infer_command(
 def loadtest_command(
     model: str = typer.Option(settings.EMBED_MODEL, help="Model or ensemble to load."),
     model_version: str = typer.Option("", help="Model version (default: the server's choice)."),
-    protocol: str = typer.Option("grpc", help="grpc or http."),
+    protocol: settings.Protocol = typer.Option(settings.Protocol.GRPC, help="Protocol to load the server over."),
     users: int = typer.Option(16, help="Concurrent users (the peak, for step and spike shapes)."),
     spawn_rate: float = typer.Option(0.0, help="Users started per second (0: all at once)."),
     duration: str = typer.Option("60s", help="Run length, e.g. 30s, 2m."),
@@ -121,6 +131,8 @@ def loadtest_command(
     web_port: int = typer.Option(8089, help="Port of the web UI."),
 ) -> None:
     """Load-test a model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO."""
+    from tools import loadtest
+
     try:
         default_url, default_metrics = loadtest.default_urls(protocol)
         config = loadtest.LoadTestConfig(
@@ -176,9 +188,11 @@ def deploy(
     helm: Path | None = typer.Option(None, envvar=settings.HELM_ENV, help="helm binary (default: PATH, then cache)."),
     kubeconfig: Path | None = typer.Option(None, envvar="KUBECONFIG"),
     context: str | None = typer.Option(None, "--kube-context"),
-    timeout: str = typer.Option(deployment.DEFAULT_TIMEOUT, help="How long helm waits for pods (e.g. 5m)."),
+    timeout: str = typer.Option(settings.DEFAULT_DEPLOY_TIMEOUT, help="How long helm waits for pods (e.g. 5m)."),
 ) -> None:
     """Validate the repository, then install or upgrade the chart (atomic: a failed rollout rolls back)."""
+    from tools import deploy as deployment
+
     actions = [name for name, on in (("--dry-run", dry_run), ("--diff", diff), ("--rollback", rollback),
                                      ("--history", history), ("--status", status), ("--uninstall", uninstall)) if on]
     if len(actions) > 1:
@@ -222,12 +236,15 @@ def deploy(
 @app.command("bench")
 def bench_command(
     quick: bool = typer.Option(False, help="One short point per case (a smoke run for CI)."),
-    case: list[str] = typer.Option(list(benchmark.CASE_TITLES), help="Cases to run (repeat the option)."),
+    case: list[str] = typer.Option([], help="Case to run (repeatable; default: all four)."),
     server_threads: int = typer.Option(1, help="ONNX Runtime intra-op threads of the FastAPI and PyTriton "
                                                  "services (1 measured best under load here)."),
     out: Path = typer.Option(Path("results/bench"), help="Folder for bench.json, bench.md and bench.png."),
 ) -> None:
     """Benchmark the pipeline in-process, on Triton, as a FastAPI service and on PyTriton, side by side."""
+    from tools import benchmark, client
+
+    case = case or list(benchmark.CASE_TITLES)
     unknown = set(case) - set(benchmark.CASE_TITLES)
     if unknown:
         raise fail(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(benchmark.CASE_TITLES)}", 2)
@@ -249,6 +266,8 @@ def dashboards_command(
     check: bool = typer.Option(False, help="Write nothing; exit 1 if the chart's copies are stale (for CI)."),
 ) -> None:
     """Regenerate the Grafana dashboards and Prometheus rules in the Helm chart from dashboards/."""
+    from dashboards import generate as monitoring_outputs
+
     outputs = monitoring_outputs.rendered_outputs()
     if check:
         stale = monitoring_outputs.stale_outputs(outputs)

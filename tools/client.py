@@ -6,7 +6,6 @@ tritonclient requests themselves.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,14 +16,10 @@ import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
 from tools import settings
+from tools.settings import Protocol
 
 Text = str | bytes
 GRPC_CLIENTS = (grpcclient.InferenceServerClient, grpcaio.InferenceServerClient)
-
-
-class Protocol(enum.StrEnum):
-    HTTP = "http"
-    GRPC = "grpc"
 
 
 class EmbeddingError(Exception):

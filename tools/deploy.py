@@ -28,7 +28,6 @@ from tools.validation.run import run_validation
 logging.getLogger("pyhelm3").addHandler(logging.NullHandler())
 
 T = TypeVar("T")
-DEFAULT_TIMEOUT = "10m"
 
 
 class DeployError(Exception):
@@ -44,7 +43,7 @@ class Target:
     helm: Path | None = None
     kubeconfig: Path | None = None
     kube_context: str | None = None
-    timeout: str = DEFAULT_TIMEOUT
+    timeout: str = settings.DEFAULT_DEPLOY_TIMEOUT
     chart: Path = field(default=settings.CHART_DIR)
 
 

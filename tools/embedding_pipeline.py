@@ -10,14 +10,12 @@ import numpy as np
 
 from tools import model_logic
 
-MAX_LENGTH = 128  # as the tokenizer model's config.pbtxt
-
 
 class EmbeddingPipeline:
     """texts -> unit-length [n, 384] float32; ONNX Runtime uses `threads` intra-op threads."""
 
     def __init__(self, threads: int):
-        self.tokenizer, self.encoder = model_logic.reference_pipeline(MAX_LENGTH, threads)
+        self.tokenizer, self.encoder = model_logic.reference_pipeline(None, threads)
         self.mean_pool = model_logic.load("pooling").mean_pool
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:

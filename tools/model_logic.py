@@ -15,6 +15,7 @@ from types import ModuleType
 
 import numpy as np
 
+from tools import repository as repository_model
 from tools import settings
 
 LOGIC_MODULES = {
@@ -36,15 +37,22 @@ def load(module_name: str, repository: Path = settings.MODEL_REPOSITORY) -> Modu
 
 
 @cache
-def reference_pipeline(max_length: int = 128, intra_op_threads: int = 1):
+def configured_max_length(repository: Path = settings.MODEL_REPOSITORY) -> int:
+    """The tokenizer's `max_length` parameter as its config.pbtxt sets it: in-process runs truncate the same way."""
+    config = repository_model.load_model(repository / settings.TOKENIZER_MODEL).config
+    return int(config.parameters["max_length"].string_value)
+
+
+@cache
+def reference_pipeline(max_length: int | None = None, intra_op_threads: int = 1):
     """(tokenizer, encoder) built from the model logic, for in-process embeddings."""
-    tokenizer = load("tokenization").TextTokenizer(max_length)
+    tokenizer = load("tokenization").TextTokenizer(max_length or configured_max_length())
     encoding = load("onnx_encoder")
     encoder = encoding.OnnxEncoder(encoding.EncoderSettings(intra_op_threads=intra_op_threads))
     return tokenizer, encoder
 
 
-def embed_in_process(texts: Sequence[str], max_length: int = 128) -> np.ndarray:
+def embed_in_process(texts: Sequence[str], max_length: int | None = None) -> np.ndarray:
     """Embeddings computed without Triton, one text at a time (no padding): the reference the service must match."""
     tokenizer, encoder = reference_pipeline(max_length)
     rows = []

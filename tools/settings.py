@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 from pathlib import Path
 
@@ -53,6 +54,14 @@ CHART_RULES_DIR = CHART_DIR / "files" / "rules"
 # (installed by scripts/install-helm.sh and scripts/install-kube-apiserver.sh).
 DEFAULT_RELEASE = "triton-embeddings"
 DEFAULT_NAMESPACE = "triton"
+DEFAULT_DEPLOY_TIMEOUT = "10m"  # how long helm waits for a rollout before rolling back
 HELM_ENV = "HELM"
 HELM_BINARY = CACHE_DIR / "helm-v3.19.0" / "helm"
 KUBE_TEST_BIN_DIR = CACHE_DIR / "kubernetes-1.20.2" / "bin"
+
+
+class Protocol(enum.StrEnum):
+    """The two wire protocols Triton serves inference on."""
+
+    HTTP = "http"
+    GRPC = "grpc"
