@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tools import model_logic
+from tools import model_logic, settings
 
 tokenization = model_logic.load("tokenization")
 onnx_encoder = model_logic.load("onnx_encoder")
@@ -129,3 +131,8 @@ def test_in_process_embeddings_rank_a_paraphrase_above_an_unrelated_text():
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     similarity = embeddings @ embeddings.T
     assert similarity[0, 1] > 0.6 > 0.2 > similarity[0, 2]
+
+
+@pytest.mark.parametrize("path", sorted(settings.MODEL_REPOSITORY.rglob("*.py")), ids=str)
+def test_model_code_parses_as_python_3_10_the_python_of_nvidias_24_10_container(path):
+    ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))
