@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import http.client
+import signal
 import socket
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -99,3 +103,26 @@ def test_a_model_that_fails_to_load_is_named_with_tritons_message(tmp_path: Path
         runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=repository)).start(timeout=60)
     assert "broken" in info.value.model_errors
     assert "frobnicate" in info.value.model_errors["broken"]
+
+
+def test_serve_stops_cleanly_on_sigterm_and_leaves_no_process(tmp_path: Path):
+    ports = [str(runtime.free_port()) for _ in range(3)]
+    command = [sys.executable, "-m", "tools.cli", "serve", "--http-port", ports[0], "--grpc-port", ports[1],
+               "--metrics-port", ports[2]]
+    stderr_path = tmp_path / "serve.err"
+    with stderr_path.open("w") as stderr:
+        serve = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=settings.PROJECT_ROOT)
+        try:
+            deadline = time.monotonic() + 180
+            while "serving; Ctrl-C to stop" not in stderr_path.read_text() and serve.poll() is None:
+                assert time.monotonic() < deadline, stderr_path.read_text()
+                time.sleep(0.2)
+            family = psutil.Process(serve.pid).children(recursive=True)
+            assert any(p.name() == "tritonserver" for p in family), stderr_path.read_text()
+            serve.send_signal(signal.SIGTERM)
+            assert serve.wait(timeout=60) == 0, stderr_path.read_text()
+        finally:
+            serve.kill()
+    assert "stopping" in stderr_path.read_text()
+    _, alive = psutil.wait_procs(family, timeout=5)
+    assert not alive, f"left running: {alive}"
