@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 import subprocess
@@ -105,18 +106,26 @@ def test_a_model_that_fails_to_load_is_named_with_tritons_message(tmp_path: Path
     assert "frobnicate" in info.value.model_errors["broken"]
 
 
-def test_serve_stops_cleanly_on_sigterm_and_leaves_no_process(tmp_path: Path):
+def test_serve_guards_model_control_with_a_private_key_and_stops_cleanly_on_sigterm(tmp_path: Path):
     ports = [str(runtime.free_port()) for _ in range(3)]
     command = [sys.executable, "-m", "tools.cli", "serve", "--http-port", ports[0], "--grpc-port", ports[1],
                "--metrics-port", ports[2]]
     stderr_path = tmp_path / "serve.err"
     with stderr_path.open("w") as stderr:
-        serve = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=settings.PROJECT_ROOT)
+        env = {**os.environ, "TRITON_TOOLKIT_CACHE": str(tmp_path / "cache")}
+        env.pop(settings.CONTROL_KEY_ENV, None)
+        serve = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=settings.PROJECT_ROOT,
+                                 env=env)
         try:
             deadline = time.monotonic() + 180
             while "serving; Ctrl-C to stop" not in stderr_path.read_text() and serve.poll() is None:
                 assert time.monotonic() < deadline, stderr_path.read_text()
                 time.sleep(0.2)
+            key_file = tmp_path / "cache" / "control-key"
+            assert str(key_file) in stderr_path.read_text() and key_file.stat().st_mode & 0o077 == 0
+            index_url = f"http://127.0.0.1:{ports[0]}/v2/repository/index"
+            assert _post(index_url) == 403
+            assert _post(index_url, {settings.CONTROL_KEY_HEADER: key_file.read_text()}) == 200
             family = psutil.Process(serve.pid).children(recursive=True)
             assert any(p.name() == "tritonserver" for p in family), stderr_path.read_text()
             serve.send_signal(signal.SIGTERM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -67,6 +68,9 @@ def serve(
         console.print(f"[green]ready[/] in {time.monotonic() - started:.1f} s — "
                       f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
         console.print(f"log: {server.log_path}")
+        key_source = f"${settings.CONTROL_KEY_ENV}" if os.environ.get(settings.CONTROL_KEY_ENV) \
+            else server.write_control_key()
+        console.print(f"model-control API: send header {settings.CONTROL_KEY_HEADER} with the key in {key_source}")
         infer.smoke(server.http_url, server.grpc_url, Console())
         if exit_after_smoke:
             return

@@ -259,6 +259,14 @@ class TritonServer:
     def control_headers(self) -> dict[str, str]:
         return {settings.CONTROL_KEY_HEADER: self.control_key}
 
+    def write_control_key(self, path: Path = settings.CACHE_DIR / "control-key") -> Path:
+        """Leave the model-control secret where only this user can read it (never on the console or in logs)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as key_file:
+            key_file.write(self.control_key)
+        return path
+
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, timeout: float = READY_TIMEOUT_S) -> TritonServer:
         repository = Path(self.opts.repository)
