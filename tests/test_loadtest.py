@@ -148,6 +148,17 @@ def test_an_impossible_slo_fails_the_command(server, tmp_path):
     assert "p99 <= 0.001 ms broken" in outcome.output and "Triton's view" in outcome.output
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_command_refuses_to_start_without_a_ready_model(server, protocol, tmp_path):
+    url = server.http_url if protocol == "http" else server.grpc_url
+    common = ["loadtest", "--protocol", protocol, "--users", "1", "--duration", "2s", "--out", str(tmp_path)]
+    nobody = CliRunner().invoke(app, [*common, "--url", f"127.0.0.1:{runtime.free_port()}"])
+    assert nobody.exit_code == 1 and "cannot reach" in nobody.output
+    unknown = CliRunner().invoke(app, [*common, "--url", url, "--model", "no_such_model"])
+    assert unknown.exit_code == 1 and "no_such_model at" in unknown.output and "not ready" in unknown.output
+    assert not (tmp_path / "summary.json").exists(), "nothing ran"
+
+
 @pytest.mark.parametrize("args", [["--slo", "p99=soon"], ["--shape", "zigzag"], ["--protocol", "udp"],
                                   ["--shape", "rate"], ["--duration", "forever"]])
 def test_bad_options_exit_2_with_a_message_and_no_traceback(args, tmp_path):

@@ -152,6 +152,7 @@ def loadtest_command(
             if web:
                 console.print(f"Locust web UI: http://{settings.DEFAULT_HOST}:{web_port} (Ctrl-C to stop)")
                 return loadtest.run_web(config, web_port)
+            loadtest.check_target(config)
             with console.status(f"load-testing {config.model} over {config.protocol}...") as status:
                 result = loadtest.run(config, out, targets,
                                       on_progress=lambda p: status.update(p.describe(config.duration_s)))

@@ -27,6 +27,7 @@ USER_CLASSES = {"grpc": "GrpcTritonUser", "http": "HttpTritonUser"}
 PERCENTILES = (50, 90, 95, 99)
 LOCUST_STOP_GRACE_S = 30.0  # after --run-time, how long Locust may take to stop and write its files
 PROGRESS_INTERVAL_S = 1.0
+LOCUST_EXIT_GRACE_S = 5.0  # how long Locust may linger after writing its final report before we stop it
 
 
 class LoadTestError(Exception):
@@ -313,9 +314,17 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
                                    stdin=subprocess.DEVNULL, env=locust_environment(config),
                                    cwd=settings.PROJECT_ROOT, start_new_session=True)
         deadline = time.monotonic() + config.duration_s + LOCUST_STOP_GRACE_S
+        json_path = Path(f"{prefix}.json")
+        report_seen_at = None
         try:
             while process.poll() is None:
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if report_seen_at is None and json_path.exists():
+                    report_seen_at = now
+                # Locust writes its JSON report last; now and then its gRPC/gevent teardown hangs after that.
+                if report_seen_at is not None and now - report_seen_at > LOCUST_EXIT_GRACE_S:
+                    break
+                if now > deadline:
                     raise LoadTestError(f"Locust did not stop {LOCUST_STOP_GRACE_S:.0f} s after the run; "
                                         f"log: {log_path}")
                 if on_progress and (progress := progress_of(read_history(Path(f"{prefix}_stats_history.csv")))):
@@ -323,8 +332,7 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
                 time.sleep(PROGRESS_INTERVAL_S)
         finally:
             _stop_group(process)
-    json_path = Path(f"{prefix}.json")
-    if process.returncode != 0 or not json_path.exists():
+    if (process.returncode != 0 and report_seen_at is None) or not json_path.exists():
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
         raise LoadTestError(f"Locust exited with code {process.returncode}:\n{tail}")
     after, note_after = _scrape_or_note(config.metrics_url) if before is not None else (None, note)
@@ -404,6 +412,26 @@ def plot_timeline(result: LoadTestResult, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def check_target(config: LoadTestConfig) -> None:
+    """Fail before Locust starts when nothing serves the model: a run of pure connection errors says less."""
+    from tritonclient.utils import InferenceServerException
+
+    from tools import client
+
+    where = f"{config.model}{f' version {config.model_version}' if config.model_version else ''} at {config.url}"
+    try:
+        connection = client.connect(settings.Protocol(config.protocol), config.url)
+        try:
+            ready = connection.is_model_ready(config.model, config.model_version)
+        finally:
+            connection.close()
+    except (InferenceServerException, OSError) as exc:
+        raise LoadTestError(f"cannot reach {config.protocol} server at {config.url} ({exc}); start one with "
+                            "`tools serve`, pass --url, or use --serve") from None
+    if not ready:
+        raise LoadTestError(f"{where} is not ready (unknown model or version, or still loading)")
 
 
 # -- a local server and the web UI -------------------------------------------------------------------------------
