@@ -35,6 +35,10 @@ READY_TIMEOUT_S = 120.0
 # Triton waits this long on SIGTERM for in-flight requests *and* open client connections (an idle keep-alive
 # connection alone holds its default 30 s): long enough for a request, short enough for Ctrl-C.
 EXIT_TIMEOUT_S = 5
+# Each Python-backend stub starts with this much shared memory for tensors (Triton's default: 1 MiB, grown in
+# 1 MiB steps). 16 MiB gave +3 % embed throughput at 16 users (median of 7 interleaved 20 s runs: 120.7 vs 117.2/s,
+# ahead in 6 of 7 pairs). The chart passes the same flag.
+PYTHON_SHM_DEFAULT_BYTES = 16 * 1024 * 1024
 STOP_TIMEOUT_S = EXIT_TIMEOUT_S + 15.0
 SHM_DIR = Path("/dev/shm")
 
@@ -207,6 +211,7 @@ def build_command(binary: Path, opts: ServerOptions, backend_dir: Path | None, c
         f"--http-restricted-api={restricted}",
         f"--grpc-restricted-protocol={restricted}",
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT_BYTES}",
         f"--log-verbose={opts.log_verbose}",
         f"--exit-timeout-secs={opts.exit_timeout}",
     ]

@@ -380,13 +380,16 @@ def test_server_flags_mirror_the_local_runtime(helm_binary):
 
     local = flags(runtime.build_command(Path("tritonserver"), runtime.ServerOptions(), Path("/backends"),
                                         "key", "prefix_")[1:])
-    pod = flags(container(render(helm_binary))["args"])
+    pod_args = container(render(helm_binary))["args"]
+    pod = flags(pod_args)
     # In a pod Triton listens on the pod IP (all interfaces), and NVIDIA's image brings its own backends.
     local_only = {"http-address", "grpc-address", "metrics-address", "backend-directory", "backend-config"}
     assert sorted(set(local) - set(pod) - local_only) == []
     for same in ("model-control-mode", "strict-readiness", "exit-on-error", "allow-metrics", "allow-cpu-metrics",
                  "allow-gpu-metrics", "metrics-config", "load-model"):
         assert pod[same] == local[same], same
+    shm_size = f"python,shm-default-byte-size={runtime.PYTHON_SHM_DEFAULT_BYTES}"
+    assert f"--backend-config={shm_size}" in pod_args
     header = settings.CONTROL_KEY_HEADER
     assert local["http-restricted-api"].startswith(f"model-repository:{header}=")
     assert pod["http-restricted-api"] == f"model-repository:{header}=$(TRITON_CONTROL_KEY)"
