@@ -135,3 +135,20 @@ def test_serve_guards_model_control_with_a_private_key_and_stops_cleanly_on_sigt
     assert "stopping" in stderr_path.read_text()
     _, alive = psutil.wait_procs(family, timeout=5)
     assert not alive, f"left running: {alive}"
+
+
+def test_the_server_does_not_outlive_a_starter_killed_by_sigkill(echo_repository: Path):
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from tools import runtime\n"
+         "server = runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=sys.argv[1])).start()\n"
+         "print(server.process.pid, flush=True)\n"
+         "time.sleep(600)\n", str(echo_repository)],
+        stdout=subprocess.PIPE, text=True, cwd=settings.PROJECT_ROOT)
+    try:
+        server = psutil.Process(int(starter.stdout.readline()))
+        starter.kill()  # no finally, no atexit: only the kernel can stop the server now
+        server.wait(timeout=60)
+    finally:
+        starter.kill()
+        starter.wait()

@@ -8,6 +8,7 @@ the `python3` it needs, and start the server on loopback with explicit model con
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import json
 import os
@@ -41,6 +42,7 @@ EXIT_TIMEOUT_S = 5
 PYTHON_SHM_DEFAULT_BYTES = 16 * 1024 * 1024
 STOP_TIMEOUT_S = EXIT_TIMEOUT_S + 15.0
 SHM_DIR = Path("/dev/shm")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class RuntimeError_(Exception):
@@ -288,7 +290,7 @@ class TritonServer:
         self._log_file = os.fdopen(fd, "wb")
         self.process = subprocess.Popen(
             cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=stub_environment(), start_new_session=True,
+            env=stub_environment(), start_new_session=True, preexec_fn=_die_with_parent,
         )
         try:
             self.wait_ready(timeout)
@@ -371,6 +373,11 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: the kernel SIGTERMs the server if its starter dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _tail(text: str, lines: int = 30) -> str:
