@@ -33,6 +33,7 @@ import psutil
 
 from tools import client, corpus, runtime, settings
 from tools.embedding_pipeline import EmbeddingPipeline
+from tools.processes import die_with_parent
 
 CEILING, TRITON, FASTAPI, PYTRITON = "ceiling", "triton", "fastapi", "pytriton"
 CASE_TITLES = {CEILING: "in-process ceiling", TRITON: "Triton embed ensemble (as shipped)",
@@ -131,7 +132,8 @@ def ceiling_process() -> Iterator[Callable[[int, int, int, BenchConfig], Point]]
     """Measure the ceiling in a child process of its own session, as every server runs: with the kernel's
     autogroup scheduling each session gets its own share of a busy machine, so this keeps the comparison fair."""
     process = subprocess.Popen([sys.executable, "-m", "tools.benchmark"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True, cwd=settings.PROJECT_ROOT, start_new_session=True)
+                               stdout=subprocess.PIPE, text=True, cwd=settings.PROJECT_ROOT, start_new_session=True,
+                               preexec_fn=die_with_parent)
 
     def measure(batch: int, callers: int, threads: int, config: BenchConfig) -> Point:
         request = {"batch": batch, "callers": callers, "threads": threads, "seconds": config.seconds,
@@ -260,7 +262,7 @@ def service_process(name: str, cmd: list[str], ready_url: str, env: dict[str, st
     """Start a service in its own process group, wait until `ready_url` answers 200, always stop the group."""
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{name}-{os.getpid()}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                               cwd=settings.PROJECT_ROOT, start_new_session=True)
+                               cwd=settings.PROJECT_ROOT, start_new_session=True, preexec_fn=die_with_parent)
     try:
         deadline = time.monotonic() + SERVICE_READY_TIMEOUT_S
         while not _answers(ready_url):

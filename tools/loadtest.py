@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tools import load_profiles, runtime, settings, triton_metrics
+from tools.processes import die_with_parent
 
 LOCUSTFILE = settings.LOADTESTS_DIR / "locustfile.py"
 USER_CLASSES = {"grpc": "GrpcTritonUser", "http": "HttpTritonUser"}
@@ -312,7 +313,7 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
     with log_path.open("wb") as log:
         process = subprocess.Popen(locust_command(config, prefix), stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=locust_environment(config),
-                                   cwd=settings.PROJECT_ROOT, start_new_session=True)
+                                   cwd=settings.PROJECT_ROOT, start_new_session=True, preexec_fn=die_with_parent)
         deadline = time.monotonic() + config.duration_s + LOCUST_STOP_GRACE_S
         json_path = Path(f"{prefix}.json")
         report_seen_at = None

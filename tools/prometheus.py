@@ -22,6 +22,7 @@ import yaml
 from prometheus_api_client import PrometheusConnect
 
 from tools import settings
+from tools.processes import die_with_parent
 from tools.runtime import free_port
 
 PROMETHEUS_BINARY = "prometheus"
@@ -85,7 +86,8 @@ class Prometheus:
             self.process = subprocess.Popen(
                 [executable, f"--config.file={config_path}", f"--web.listen-address={self.address}",
                  f"--storage.tsdb.path={self.workdir / 'data'}", "--log.level=warn"],
-                stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+                stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=die_with_parent)
         try:
             self._wait_ready(timeout)
         except BaseException:

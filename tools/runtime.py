@@ -8,7 +8,6 @@ the `python3` it needs, and start the server on loopback with explicit model con
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 import psutil
 
 from tools import settings
+from tools.processes import die_with_parent
 
 READY_TIMEOUT_S = 120.0
 # Triton waits this long on SIGTERM for in-flight requests *and* open client connections (an idle keep-alive
@@ -42,7 +42,6 @@ EXIT_TIMEOUT_S = 5
 PYTHON_SHM_DEFAULT_BYTES = 16 * 1024 * 1024
 STOP_TIMEOUT_S = EXIT_TIMEOUT_S + 15.0
 SHM_DIR = Path("/dev/shm")
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class RuntimeError_(Exception):
@@ -290,7 +289,7 @@ class TritonServer:
         self._log_file = os.fdopen(fd, "wb")
         self.process = subprocess.Popen(
             cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=stub_environment(), start_new_session=True, preexec_fn=_die_with_parent,
+            env=stub_environment(), start_new_session=True, preexec_fn=die_with_parent,
         )
         try:
             self.wait_ready(timeout)
@@ -373,11 +372,6 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _die_with_parent() -> None:
-    """Run in the child before exec: the kernel SIGTERMs the server if its starter dies, even by SIGKILL."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _tail(text: str, lines: int = 30) -> str:

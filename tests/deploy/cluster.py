@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools import settings
+from tools.processes import die_with_parent
 from tools.runtime import free_port
 
 NEVER_READY_TAG = "never-ready"
@@ -132,7 +133,7 @@ class Cluster:
 def _start(cmd: list[str], log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent)
 
 
 def _stop(process: subprocess.Popen) -> None:
