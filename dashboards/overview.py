@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dashboards import queries as q
 from dashboards.grafana import Dashboard, Panel, Query, Variable
-from tools import metrics, settings
+from tools import settings
+from tools.monitoring import metrics
+from tools.monitoring import queries as q
 
 UID = "triton-embeddings-overview"
 RATE_WINDOW = "$__rate_interval"  # Grafana picks a window of at least four scrape intervals

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dashboards import queries as q
-from tools import metrics, settings
+from tools import settings
+from tools.monitoring import metrics
+from tools.monitoring import queries as q
 
 FAST_WINDOW = "1m"
 SLOW_WINDOW = "5m"

@@ -18,7 +18,6 @@ import asyncio
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -26,10 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools import client, corpus, repository, runtime, settings, triton_metrics
+from tools import repository, settings
+from tools.loadtest import corpus
+from tools.monitoring import scrape as triton_metrics
+from tools.serving import client, runtime
+from tools.validation import write_config
 
-RESULTS_DIR = settings.PROJECT_ROOT / "results"
+RESULTS_DIR = Path("results")
 SHORT_TEXT = "A man is playing a guitar."
 
 
@@ -95,16 +97,16 @@ def variant_repository(variant: Variant, root: Path) -> Path:
     repo = repository.load_repository(target)
     tokenizer = repo.models[settings.TOKENIZER_MODEL].config
     tokenizer.parameters["length_buckets"].string_value = variant.length_buckets
-    repository.write_config(repo, settings.TOKENIZER_MODEL, tokenizer)
+    write_config(repo, settings.TOKENIZER_MODEL, tokenizer)
     encoder = repo.models[settings.ENCODER_MODEL].config
     encoder.instance_group[0].count = variant.encoder_instances
     encoder.parameters["intra_op_threads"].string_value = str(variant.intra_op_threads)
-    repository.write_config(repo, settings.ENCODER_MODEL, encoder)
+    write_config(repo, settings.ENCODER_MODEL, encoder)
     embed = repo.models[settings.EMBED_MODEL].config
     for step in embed.ensemble_scheduling.step:
         if step.model_name == settings.ENCODER_MODEL:
             step.model_version = variant.encoder_version
-    repository.write_config(repo, settings.EMBED_MODEL, embed)
+    write_config(repo, settings.EMBED_MODEL, embed)
     return target
 
 

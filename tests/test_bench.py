@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from tools import benchmark
+from tools.bench import runner as benchmark
 from tools.cli import app
 
 

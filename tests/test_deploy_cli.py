@@ -9,12 +9,11 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from tests.chart.conftest import helm_binary
-from tools import deploy, settings
+from tests.support import paths
+from tools import settings
 from tools.cli import app
-from tools.runtime import free_port
-
-__all__ = ["helm_binary"]  # the fixture that installs the project's helm once per machine
+from tools.deploy import helm as deploy
+from tools.serving.runtime import free_port
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -35,8 +34,8 @@ current-context: c
 """)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), settings.HELM_ENV: str(helm_binary)}
     for action in ([], ["--status"], ["--history"], ["--uninstall"], ["--rollback"]):
-        result = subprocess.run([sys.executable, "-m", "tools.cli", "deploy", *action], capture_output=True,
-                                text=True, env=env, cwd=settings.PROJECT_ROOT, timeout=60)
+        result = subprocess.run([sys.executable, "-m", "tools", "deploy", *action], capture_output=True,
+                                text=True, env=env, cwd=paths.PROJECT_ROOT, timeout=60)
         message = " ".join(result.stderr.split())
         assert result.returncode == 1, result.stderr
         assert f"no Kubernetes cluster reachable with kubeconfig {kubeconfig}" in message

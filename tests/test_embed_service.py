@@ -12,7 +12,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tools import client, model_logic, runtime, settings, triton_metrics
+from tools import settings
+from tools.bench import pipeline as model_logic
+from tools.monitoring import scrape as triton_metrics
+from tools.serving import client, runtime
 
 TEXTS = ["A man is playing a guitar.", "Someone is strumming a guitar.", "The stock market fell sharply today.",
          "Ünïcödé text — with emoji 🎸 and 漢字."]

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tools import client, infer, model_logic, runtime, settings
+from tests.support import paths
+from tools import settings
+from tools.bench import pipeline as model_logic
 from tools.cli import app
+from tools.serving import client, infer, runtime
 
 TEXTS = ["A man is playing a guitar.", "Someone is strumming a guitar.", "The stock market fell sharply today."]
 
@@ -58,9 +61,9 @@ def test_infer_without_a_server_says_it_cannot_reach_it(protocol):
 
 def test_serve_answers_the_smoke_request_over_both_protocols_and_exits():
     ports = [str(runtime.free_port()) for _ in range(3)]
-    command = [sys.executable, "-m", "tools.cli", "serve", "--http-port", ports[0], "--grpc-port", ports[1],
+    command = [sys.executable, "-m", "tools", "serve", "--http-port", ports[0], "--grpc-port", ports[1],
                "--metrics-port", ports[2], "--exit-after-smoke"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=settings.PROJECT_ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=paths.PROJECT_ROOT)
     assert done.returncode == 0, done.stderr
     assert f"HTTP 127.0.0.1:{ports[0]}" in done.stderr and f"gRPC 127.0.0.1:{ports[1]}" in done.stderr
     assert done.stdout.count(f"embeddings ({len(infer.SMOKE_TEXTS)}, {settings.EMBEDDING_DIM})") == 2

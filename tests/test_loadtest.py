@@ -13,8 +13,15 @@ import urllib.request
 import pytest
 from typer.testing import CliRunner
 
-from tools import corpus, load_profiles, loadtest, metrics, runtime, settings, triton_metrics
+from tests.support import paths
+from tools import settings
 from tools.cli import app
+from tools.loadtest import corpus
+from tools.loadtest import profiles as load_profiles
+from tools.loadtest import runner as loadtest
+from tools.monitoring import metrics
+from tools.monitoring import scrape as triton_metrics
+from tools.serving import runtime
 
 # -- parsing and arithmetic ----------------------------------------------------------------------------------------
 
@@ -171,13 +178,13 @@ def test_an_unreachable_server_fails_every_request_and_breaks_the_error_slo(tmp_
                                      duration_s=2.0)
     result = loadtest.run(config, tmp_path, loadtest.parse_slo("errors=1%"))
     assert result.client.requests > 0 and result.client.failures == result.client.requests
-    assert result.client.errors and result.slo_broken and result.triton_note == "no metrics URL"
+    assert result.client.errors and result.slo_broken and "--metrics-url" in result.triton_note
 
 
 def test_the_web_ui_answers_on_loopback(server):
     port = runtime.free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tools.cli", "loadtest", "--web", "--web-port", str(port),
-                                "--url", server.grpc_url], cwd=settings.PROJECT_ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "tools", "loadtest", "--web", "--web-port", str(port),
+                                "--url", server.grpc_url], cwd=paths.PROJECT_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline, status = time.monotonic() + 30, None

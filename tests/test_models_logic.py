@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tools import model_logic, settings
+from tests.support import paths
+from tools.bench import pipeline as model_logic
 
 tokenization = model_logic.load("tokenization")
 onnx_encoder = model_logic.load("onnx_encoder")
@@ -133,6 +134,6 @@ def test_in_process_embeddings_rank_a_paraphrase_above_an_unrelated_text():
     assert similarity[0, 1] > 0.6 > 0.2 > similarity[0, 2]
 
 
-@pytest.mark.parametrize("path", sorted(settings.MODEL_REPOSITORY.rglob("*.py")), ids=str)
+@pytest.mark.parametrize("path", sorted(paths.REPOSITORY.rglob("*.py")), ids=str)
 def test_model_code_parses_as_python_3_10_the_python_of_nvidias_24_10_container(path):
     ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))

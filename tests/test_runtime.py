@@ -17,9 +17,11 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import write_echo_model
-from tools import runtime, settings
+from tests.support import paths
+from tests.support.models import write_echo_model
+from tools import settings
 from tools.cli import app
+from tools.serving import runtime
 
 
 def _post(url: str, headers: dict[str, str] | None = None) -> int:
@@ -108,13 +110,13 @@ def test_a_model_that_fails_to_load_is_named_with_tritons_message(tmp_path: Path
 
 def test_serve_guards_model_control_with_a_private_key_and_stops_cleanly_on_sigterm(tmp_path: Path):
     ports = [str(runtime.free_port()) for _ in range(3)]
-    command = [sys.executable, "-m", "tools.cli", "serve", "--http-port", ports[0], "--grpc-port", ports[1],
+    command = [sys.executable, "-m", "tools", "serve", "--http-port", ports[0], "--grpc-port", ports[1],
                "--metrics-port", ports[2]]
     stderr_path = tmp_path / "serve.err"
     with stderr_path.open("w") as stderr:
         env = {**os.environ, "TRITON_TOOLKIT_CACHE": str(tmp_path / "cache")}
         env.pop(settings.CONTROL_KEY_ENV, None)
-        serve = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=settings.PROJECT_ROOT,
+        serve = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=paths.PROJECT_ROOT,
                                  env=env)
         try:
             deadline = time.monotonic() + 180
@@ -140,11 +142,11 @@ def test_serve_guards_model_control_with_a_private_key_and_stops_cleanly_on_sigt
 def test_the_server_does_not_outlive_a_starter_killed_by_sigkill(echo_repository: Path):
     starter = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
-         "from tools import runtime\n"
+         "from tools.serving import runtime\n"
          "server = runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=sys.argv[1])).start()\n"
          "print(server.process.pid, flush=True)\n"
          "time.sleep(600)\n", str(echo_repository)],
-        stdout=subprocess.PIPE, text=True, cwd=settings.PROJECT_ROOT)
+        stdout=subprocess.PIPE, text=True, cwd=paths.PROJECT_ROOT)
     try:
         server = psutil.Process(int(starter.stdout.readline()))
         starter.kill()  # no finally, no atexit: only the kernel can stop the server now

@@ -3,8 +3,8 @@
 `load_repository` reads the layout (model folders, version folders, the files in each version),
 parses every `config.pbtxt` (and `configs/<name>.pbtxt` variants) into `ModelConfig`, and never
 raises for a broken repository: whatever could not be read is recorded on the object, for the
-validator to report. `write_config` is the one way to change a config on disk: validated first,
-then written atomically.
+validator to report. `replace_config` writes a config back atomically, after a check it is given
+(`tools.validation.write_config` gives it the validator). This module imports nothing else of the project.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -248,30 +249,19 @@ def load_repository(root: str | os.PathLike) -> Repository:
     return repository
 
 
-class ConfigRejectedError(ValueError):
-    """A config write-back was refused because validation found errors; `findings` says which."""
-
-    def __init__(self, model: str, findings: list):
-        self.findings = findings
-        super().__init__(f"refusing to write {model}/{CONFIG_FILE}: "
-                         + "; ".join(f"{f.code} {f.message}" for f in findings))
-
-
-def write_config(repository: Repository, name: str, config: ModelConfig) -> Path:
-    """Validate `config` as the config of model `name`, then replace its config.pbtxt atomically.
+def replace_config(repository: Repository, name: str, config: ModelConfig,
+                   accept: Callable[[ConfigFile], None]) -> Path:
+    """Replace model `name`'s config.pbtxt with `config` atomically, after `accept` (which raises to refuse) has
+    seen the candidate file. Use `tools.validation.write_config`, which passes the validator as `accept`.
 
     `Model.config` is the live parsed object: edit a copy (`ModelConfig()` + `CopyFrom`) unless you will write it.
     The in-memory repository is updated too, so later reads see what is on disk. Comments are lost in
     protobuf text, except the file's leading comment block (where per-model silencing lives), which is kept.
     """
-    from tools.validation import blocking_errors  # validation builds on this module
-
     model = repository.models[name]
     text = _leading_comments(model.config_file) + text_format.MessageToString(config)
     candidate = ConfigFile(model.path / CONFIG_FILE, text=text, config=config)
-    errors = blocking_errors(repository, name, candidate)
-    if errors:
-        raise ConfigRejectedError(name, errors)
+    accept(candidate)
     previous = model.config_file
     fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".pbtxt", dir=model.path)
     try:

@@ -6,11 +6,10 @@ import enum
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
-CHART_DIR = PROJECT_ROOT / "charts" / "triton-embeddings"
-DASHBOARDS_DIR = PROJECT_ROOT / "dashboards"
-LOADTESTS_DIR = PROJECT_ROOT / "loadtests"
+# Default paths are relative to the working folder, as helm's chart path is: `tools` works from any folder and
+# when installed as a wheel; what the package itself needs (locustfile, corpus) ships inside it.
+MODEL_REPOSITORY = Path("model_repository")
+CHART_DIR = Path("charts") / "triton-embeddings"
 
 # Machine-local cache for prepared backends, helm binaries, built Kubernetes binaries, run state.
 CACHE_DIR = Path(os.environ.get("TRITON_TOOLKIT_CACHE", Path.home() / ".cache" / "triton-toolkit"))
@@ -21,6 +20,10 @@ DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 
+# Environment variables for what people set once (each command's --help shows the ones it reads).
+URL_ENV = "TRITON_URL"  # a running server: host:port, or grpc://host:port / http://host:port
+METRICS_URL_ENV = "TRITON_METRICS_URL"  # that server's Prometheus endpoint
+NAMESPACE_ENV = "HELM_NAMESPACE"  # helm's own variable, with helm's meaning
 # Environment variable naming a user-supplied tritonserver binary (e.g. inside NVIDIA's container).
 TRITONSERVER_ENV = "TRITONSERVER"
 # Environment variable holding the secret that guards Triton's model-repository (control) API.
@@ -47,13 +50,12 @@ LOADTEST_SHAPE_ENV = "LOADTEST_SHAPE"
 # Monitoring: the Prometheus scrape job of the service (a ServiceMonitor with `jobLabel: app.kubernetes.io/name`
 # gives this job name), and where the generated dashboards and rules go inside the Helm chart.
 METRICS_JOB = "triton-embeddings"
-CHART_DASHBOARDS_DIR = CHART_DIR / "files" / "dashboards"
-CHART_RULES_DIR = CHART_DIR / "files" / "rules"
+CHART_DASHBOARDS_SUBDIR = Path("files") / "dashboards"
+CHART_RULES_SUBDIR = Path("files") / "rules"
 
 # Kubernetes deployment: release defaults, the helm binary, and the binaries of the real-API-server test tier
 # (installed by scripts/install-helm.sh and scripts/install-kube-apiserver.sh).
 DEFAULT_RELEASE = "triton-embeddings"
-DEFAULT_NAMESPACE = "triton"
 DEFAULT_DEPLOY_TIMEOUT = "10m"  # how long helm waits for a rollout before rolling back
 HELM_ENV = "HELM"
 HELM_BINARY = CACHE_DIR / "helm-v3.19.0" / "helm"
@@ -65,3 +67,7 @@ class Protocol(enum.StrEnum):
 
     HTTP = "http"
     GRPC = "grpc"
+
+
+# Every command that talks to a server uses this protocol unless told otherwise (perf_analyzer's default too).
+DEFAULT_PROTOCOL = Protocol.HTTP

@@ -1,52 +1,18 @@
-"""Fixtures for the chart tests: the real helm binary (installed on first use), rendering through pyhelm3."""
+"""Fixtures for the chart tests."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from pyhelm3 import Client
 
-from tools import deploy, settings
-
-INSTALL_HELM = settings.PROJECT_ROOT / "scripts" / "install-helm.sh"
-RELEASE = "demo"
-NAMESPACE = "ml-serving"
-
-
-@pytest.fixture(scope="session")
-def helm_binary() -> Path:
-    """The project's helm v3.19.0; scripts/install-helm.sh fetches it once per machine (a no-op when cached)."""
-    subprocess.run([str(INSTALL_HELM)], check=True)
-    return deploy.find_helm(settings.HELM_BINARY)
-
-
-def render(helm: Path, values: dict | None = None, chart: Path = settings.CHART_DIR,
-           namespace: str = NAMESPACE) -> list[dict]:
-    """Every object `helm template` renders for the values (through pyhelm3, as tools deploy uses it)."""
-    async def run() -> list[dict]:
-        client = Client(executable=str(helm))
-        return [obj for obj in await client.template_resources(await client.get_chart(chart), RELEASE,
-                                                               values or {}, namespace=namespace) if obj]
-    return asyncio.run(run())
-
-
-def by_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [obj for obj in objects if obj["kind"] == kind]
-
-
-def one(objects: list[dict], kind: str) -> dict:
-    found = by_kind(objects, kind)
-    assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
-    return found[0]
+from tests.support import paths
 
 
 @pytest.fixture
 def chart_copy(tmp_path: Path) -> Path:
     """A copy of the chart whose files/ the test may change."""
     target = tmp_path / "chart"
-    shutil.copytree(settings.CHART_DIR, target)
+    shutil.copytree(paths.CHART, target)
     return target

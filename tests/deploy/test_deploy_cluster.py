@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.cluster import BUILD_TIMEOUT_S, NEVER_READY_TAG, Cluster
-from tools import deploy, settings
+from tests.support import paths
+from tests.support.cluster import BUILD_TIMEOUT_S, NEVER_READY_TAG, Cluster
+from tools import settings
+from tools.deploy import helm as deploy
 
 # Whichever test runs first sets up the session's cluster, and on a new machine that includes the build.
 # Every step inside a test has its own, much shorter timeout (helm --timeout, subprocess and wait_for limits).
@@ -30,8 +32,8 @@ DEPLOYMENT = settings.DEFAULT_RELEASE  # the release name equals the chart name,
 def tools_deploy(cluster: Cluster, namespace: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), settings.HELM_ENV: str(settings.HELM_BINARY),
            "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "tools.cli", "deploy", "--namespace", namespace, *args],
-                          capture_output=True, text=True, env=env, cwd=settings.PROJECT_ROOT, timeout=180)
+    return subprocess.run([sys.executable, "-m", "tools", "deploy", "--namespace", namespace, *args],
+                          capture_output=True, text=True, env=env, cwd=paths.PROJECT_ROOT, timeout=180)
 
 
 def ok(result: subprocess.CompletedProcess) -> str:
@@ -102,7 +104,7 @@ def test_install_upgrade_failed_upgrade_rollback_history_uninstall(cluster):
     assert images(cluster, ns) == ["triton-embeddings:v1"] * 2
     deployment = api.deployment(ns, DEPLOYMENT)
     assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/model-repository"] == \
-        deploy.repository_checksum(settings.MODEL_REPOSITORY)
+        deploy.repository_checksum(paths.REPOSITORY)
     # 1.20 serves no policy/v1: the chart picked policy/v1beta1 from the cluster's capabilities.
     assert api.exists(f"/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets/{DEPLOYMENT}")
     assert api.exists(f"/api/v1/namespaces/{ns}/secrets/{DEPLOYMENT}-control-key")

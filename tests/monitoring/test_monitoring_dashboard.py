@@ -8,14 +8,14 @@ import re
 
 from dashboards import grafana
 from dashboards.generate import DASHBOARDS, rendered_outputs
-from tools import settings
+from tests.support import paths
 
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range"}
 
 
 def _dashboards() -> list[dict]:
-    return [json.loads(content) for path, content in rendered_outputs().items()
-            if path.parent == settings.CHART_DASHBOARDS_DIR]
+    return [json.loads(content) for path, content in rendered_outputs(paths.CHART).items()
+            if path.parent == paths.CHART_DASHBOARDS]
 
 
 def test_one_json_file_per_dashboard_named_by_uid():

@@ -23,8 +23,10 @@ from tritonclient.utils import InferenceServerException
 
 from dashboards import grafana, rules
 from dashboards.generate import DASHBOARDS, RULE_FILE_NAME
-from tools import runtime, settings
-from tools.prometheus import Prometheus, ScrapeTarget, running_prometheus
+from tests.support import paths
+from tools import settings
+from tools.monitoring.prometheus import Prometheus, ScrapeTarget, running_prometheus
+from tools.serving import runtime
 
 NAMESPACE, POD = "monitoring-test", "triton-embeddings-0"
 STEPS = (settings.TOKENIZER_MODEL, settings.ENCODER_MODEL)
@@ -115,7 +117,7 @@ def stack(tmp_path_factory):
     with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=repository)) as server:
         target = ScrapeTarget(job=settings.METRICS_JOB, address=urllib.parse.urlsplit(server.metrics_url).netloc,
                               labels={"namespace": NAMESPACE, "pod": POD})
-        with running_prometheus([target], [settings.CHART_RULES_DIR / RULE_FILE_NAME]) as prometheus:
+        with running_prometheus([target], [paths.CHART_RULES / RULE_FILE_NAME]) as prometheus:
             ok, failed = send_traffic(server)
             assert ok > 100 and failed > 0
             yield server, prometheus

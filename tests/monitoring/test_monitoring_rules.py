@@ -9,23 +9,23 @@ from typer.testing import CliRunner
 
 from dashboards import rules
 from dashboards.generate import RULE_FILE_NAME, rendered_outputs, stale_outputs, write_outputs
-from tools import settings
+from tests.support import paths
 from tools.cli import app
-from tools.prometheus import promtool
+from tools.monitoring.prometheus import promtool
 
 UNIT_TESTS = Path(__file__).with_name("rules.test.yaml")
-RULE_FILE = settings.CHART_RULES_DIR / RULE_FILE_NAME
+RULE_FILE = paths.CHART_RULES / RULE_FILE_NAME
 
 
 def test_committed_outputs_equal_a_fresh_generation():
-    outputs = rendered_outputs()
-    on_disk = {*settings.CHART_DASHBOARDS_DIR.glob("*.json"), *settings.CHART_RULES_DIR.glob("*.yaml")}
+    outputs = rendered_outputs(paths.CHART)
+    on_disk = {*paths.CHART_DASHBOARDS.glob("*.json"), *paths.CHART_RULES.glob("*.yaml")}
     assert set(outputs) == on_disk, "a generated file is missing or an old one is left over"
     assert stale_outputs(outputs) == [], "regenerate with `tools dashboards`"
 
 
 def test_write_outputs_writes_only_what_changed(tmp_path: Path):
-    outputs = rendered_outputs(tmp_path / "dashboards", tmp_path / "rules")
+    outputs = rendered_outputs(dashboards_dir=tmp_path / "dashboards", rules_dir=tmp_path / "rules")
     assert sorted(write_outputs(outputs)) == sorted(outputs)
     assert write_outputs(outputs) == []
 
@@ -55,7 +55,8 @@ def test_alert_unit_tests_catch_a_changed_threshold(tmp_path: Path):
     """The unit tests have teeth: the same series against a laxer queue-time threshold must fail them."""
     lax = rules.Thresholds(queue_time_per_request_ms=150)
     rule_dir = tmp_path / "rules"
-    write_outputs({p: c for p, c in rendered_outputs(tmp_path, rule_dir, lax).items() if p.parent == rule_dir})
+    outputs = rendered_outputs(thresholds=lax, dashboards_dir=tmp_path, rules_dir=rule_dir)
+    write_outputs({path: content for path, content in outputs.items() if path.parent == rule_dir})
     tests = yaml.safe_load(UNIT_TESTS.read_text())
     tests["rule_files"] = [str(rule_dir / RULE_FILE_NAME)]
     (tmp_path / "lax.test.yaml").write_text(yaml.safe_dump(tests, allow_unicode=True))

@@ -1,11 +1,11 @@
-"""tools.prometheus: a real Prometheus that cannot scrape says which job it waited for, and leaves nothing behind."""
+"""tools.monitoring.prometheus: a Prometheus that cannot scrape says which job it waited for, and leaves nothing."""
 
 from __future__ import annotations
 
 import pytest
 
-from tools.prometheus import Prometheus, PrometheusError, ScrapeTarget, promtool
-from tools.runtime import free_port
+from tools.monitoring.prometheus import Prometheus, PrometheusError, ScrapeTarget, promtool
+from tools.serving.runtime import free_port
 
 
 def test_a_target_that_never_answers_is_named_and_the_server_cleaned_up():
@@ -17,7 +17,7 @@ def test_a_target_that_never_answers_is_named_and_the_server_cleaned_up():
             prometheus.wait_for_targets(timeout=3)
     finally:
         prometheus.stop()
-    assert prometheus.process.returncode is not None
+    assert prometheus.child.returncode is not None
     assert not workdir.exists()
 
 

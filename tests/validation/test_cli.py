@@ -10,6 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from tests.support import paths
 from tests.validation.corpus import ADD, DOUBLE, MODEL_PY, Spec, base_spec
 from tools import settings
 from tools.cli import app
@@ -42,7 +43,7 @@ def warned_repo(tmp_path):
 
 
 def test_project_repository_has_no_errors():
-    result = validate(settings.MODEL_REPOSITORY)
+    result = validate(paths.REPOSITORY)
     assert result.exit_code == EXIT_CLEAN, result.output
     assert "0 error(s)" in result.output or "clean" in result.output
 
@@ -188,7 +189,7 @@ def test_server_mode_reports_what_triton_refuses(tmp_path):
     spec.files["no_class/1/model.py"] = "import numpy\n"
     spec.write(root)
     assert MODEL_PY in (root / "good" / "1" / "model.py").read_text()
-    completed = subprocess.run([sys.executable, "-m", "tools.cli", "validate", str(root), "--server", "--format",
+    completed = subprocess.run([sys.executable, "-m", "tools", "validate", str(root), "--server", "--format",
                                 "json"], capture_output=True, text=True, timeout=300)
     assert completed.returncode == EXIT_FINDINGS, completed.stderr
     server = {f["model"]: f["message"] for f in json.loads(completed.stdout)["findings"] if f["code"] == "E901"}

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.validation.corpus import CASES, Triton, build_corpus
-from tools import runtime
+from tools.serving import runtime
 from tools.validation.findings import RULES
-from tools.validation.server import load_model, poll_failure, unload_model
+from tools.validation.server import poll_failure, refusal_of
 
 CONCURRENT_LOADS = 4
 LOAD_TIMEOUT_S = 60.0
@@ -30,9 +30,10 @@ def verdicts(tmp_path_factory):
     def try_case(server: runtime.TritonServer, case_id: str) -> tuple[str, str | None]:
         case, prefix = built[case_id]
         name = prefix + case.target
-        refusal = load_model(server, name, LOAD_TIMEOUT_S)
+        refusal = refusal_of(server, name, LOAD_TIMEOUT_S)
         if refusal is None:
-            unload_model(server, name)
+            with server.client(LOAD_TIMEOUT_S) as connection:
+                connection.unload_model(name, headers=server.control_headers, unload_dependents=True)
         return case_id, refusal
 
     with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=root, models=[])) as server, \

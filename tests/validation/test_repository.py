@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.validation.corpus import MODEL_PY, base_spec
-from tools.repository import ConfigRejectedError, field_positions, load_repository, write_config
+from tools.repository import field_positions, load_repository
+from tools.validation import ConfigRejectedError, write_config
 
 
 @pytest.fixture

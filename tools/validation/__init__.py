@@ -6,7 +6,10 @@ silenced ones removed; the reporters turn them into human, JSON or SARIF output.
 
 from __future__ import annotations
 
-from tools.repository import ConfigFile, Repository, parse_config_text
+from pathlib import Path
+
+from tools.errors import ValidationError
+from tools.repository import CONFIG_FILE, ConfigFile, ModelConfig, Repository, parse_config_text, replace_config
 from tools.validation import ensembles, layout, production, semantics, syntax
 from tools.validation.context import Context, Options, Target
 from tools.validation.findings import RULES, Finding, Severity, has_errors
@@ -14,8 +17,8 @@ from tools.validation.suppress import SettingsError, Silenced, load_silenced
 
 RULE_MODULES = (syntax, layout, semantics, ensembles, production)
 
-__all__ = ["RULES", "Finding", "Options", "SettingsError", "Severity", "Target", "blocking_errors", "has_errors",
-           "load_silenced", "validate"]
+__all__ = ["RULES", "ConfigRejectedError", "Finding", "Options", "SettingsError", "Severity", "Target",
+           "blocking_errors", "has_errors", "load_silenced", "validate", "write_config"]
 
 
 def _sort_key(finding: Finding) -> tuple:
@@ -54,3 +57,22 @@ def blocking_errors(repository: Repository, name: str, candidate: ConfigFile,
     finally:
         model.config_file = previous
     return [f for f in after if f.model == name or (f.code, f.model, f.message) not in before]
+
+
+class ConfigRejectedError(ValidationError):
+    """A config write-back was refused because validation found errors; `findings` says which."""
+
+    def __init__(self, model: str, findings: list[Finding]):
+        self.findings = findings
+        super().__init__(f"refusing to write {model}/{CONFIG_FILE}: "
+                         + "; ".join(f"{f.code} {f.message}" for f in findings))
+
+
+def write_config(repository: Repository, name: str, config: ModelConfig) -> Path:
+    """The one way to change a config on disk: validated (`blocking_errors`), then replaced atomically."""
+    def accept(candidate: ConfigFile) -> None:
+        errors = blocking_errors(repository, name, candidate)
+        if errors:
+            raise ConfigRejectedError(name, errors)
+
+    return replace_config(repository, name, config, accept)

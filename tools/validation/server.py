@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 
-from tools import runtime
+from tools.errors import ServingError, ToolsError
 from tools.repository import CONFIG_FILE, Repository
+from tools.serving import runtime
 from tools.validation.findings import Finding
 
 LOAD_TIMEOUT_S = 120.0
@@ -25,31 +22,6 @@ def poll_failure(log: str, name: str) -> str | None:
     return match[1] if match else None
 
 
-def load_model(server: runtime.TritonServer, name: str, timeout: float = LOAD_TIMEOUT_S) -> str | None:
-    """Ask the server (repository API, with the control key) to load one model; Triton's refusal or None."""
-    url = f"http://{server.http_url}/v2/repository/models/{urllib.parse.quote(name, safe='')}/load"
-    request = urllib.request.Request(url, data=b"{}", method="POST", headers=server.control_headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            return None
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode("utf-8", errors="replace")
-        try:
-            return json.loads(body).get("error", body)
-        except (ValueError, AttributeError):
-            return body or f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        return f"no answer from the server while loading ({exc})"
-
-
-def unload_model(server: runtime.TritonServer, name: str, timeout: float = LOAD_TIMEOUT_S) -> None:
-    url = f"http://{server.http_url}/v2/repository/models/{urllib.parse.quote(name, safe='')}/unload"
-    body = json.dumps({"parameters": {"unload_dependents": True}}).encode()
-    request = urllib.request.Request(url, data=body, method="POST", headers=server.control_headers)
-    with urllib.request.urlopen(request, timeout=timeout):
-        pass
-
-
 def check_with_server(repository: Repository, progress: Callable[[str], None] = lambda name: None,
                       options: runtime.ServerOptions | None = None) -> list[Finding]:
     """Start a server with no models, load every model after the models it calls, record each refusal."""
@@ -59,13 +31,22 @@ def check_with_server(repository: Repository, progress: Callable[[str], None] = 
         with runtime.running_server(options) as server:
             for name in repository.load_order():
                 progress(name)
-                refusal = load_model(server, name)
+                refusal = refusal_of(server, name)
                 if refusal is not None and _POLL_FAILED in refusal:
                     refusal = poll_failure(server.log_text(), name) or refusal
                 if refusal is not None:
                     findings.append(Finding("E901", f"Triton refused to load it: {refusal}", name,
                                             repository.models[name].path / CONFIG_FILE))
-    except runtime.RuntimeError_ as exc:
+    except ToolsError as exc:
         findings.append(Finding("E902", f"could not start tritonserver to check the repository: {exc}",
                                 file=repository.root))
     return findings
+
+
+def refusal_of(server: runtime.TritonServer, name: str, timeout: float = LOAD_TIMEOUT_S) -> str | None:
+    """Triton's refusal to load one model, or None when it loaded."""
+    try:
+        server.load_model(name, timeout=timeout)
+    except ServingError as exc:
+        return str(exc)
+    return None

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools.errors import UsageError
 from tools.repository import Repository
 from tools.validation.findings import RULES, Finding
 
@@ -19,7 +20,7 @@ SECTION = "tools-validate"
 _DIRECTIVE = re.compile(r"#\s*tools-validate:\s*ignore\b[=:\s]*([A-Z0-9, ]+)")
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError):
     """pyproject.toml's validate section is malformed (a usage error)."""
 
 

@@ -1,8 +1,7 @@
 """Locust users for a Triton text model over HTTP and gRPC, built on tritonclient.
 
 Each request is one or more texts from the corpus and is reported to Locust with its real latency, response
-size and error. Run it through `tools loadtest`, or directly, e.g.
-`LOADTEST_SHAPE=step locust -f loadtests/locustfile.py --host 127.0.0.1:8001 GrpcTritonUser --model-name embed`.
+size and error. `tools loadtest` hands this file (package data) to Locust; `tools loadtest --web` opens Locust's UI.
 """
 
 from __future__ import annotations
@@ -12,11 +11,13 @@ import os
 import random
 import time
 
-import shapes
 from grpc.experimental import gevent as grpc_gevent
 from locust import User, events, stats, task
 
-from tools import client, corpus, load_profiles, settings
+from tools import settings
+from tools.loadtest import corpus, shapes
+from tools.loadtest import profiles as load_profiles
+from tools.serving import client
 
 # Without gevent's gRPC integration every gRPC call blocks the whole Locust process: users would serialise.
 grpc_gevent.init_gevent()

@@ -12,27 +12,26 @@ import json
 import math
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from tools import load_profiles, runtime, settings, triton_metrics
-from tools.processes import die_with_parent
+from tools import settings
+from tools.errors import LoadTestError
+from tools.loadtest import corpus as corpus_texts
+from tools.loadtest import profiles as load_profiles
+from tools.monitoring import scrape as triton_metrics
+from tools.processes import spawn
+from tools.serving import runtime
 
-LOCUSTFILE = settings.LOADTESTS_DIR / "locustfile.py"
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 USER_CLASSES = {"grpc": "GrpcTritonUser", "http": "HttpTritonUser"}
 PERCENTILES = (50, 90, 95, 99)
 LOCUST_STOP_GRACE_S = 30.0  # after --run-time, how long Locust may take to stop and write its files
 PROGRESS_INTERVAL_S = 1.0
 LOCUST_EXIT_GRACE_S = 5.0  # how long Locust may linger after writing its final report before we stop it
-
-
-class LoadTestError(Exception):
-    """A run could not be made or read; the message says why."""
 
 
 # -- parsing what users type ---------------------------------------------------------------------------------------
@@ -105,7 +104,7 @@ class LoadTestConfig:
     shape: str = load_profiles.CONSTANT
     request_rate: float = 0.0  # requests/s for the `rate` shape
     texts_per_request: int = 1
-    corpus: Path = field(default_factory=lambda: settings.LOADTESTS_DIR / "corpus.txt")
+    corpus: Path = corpus_texts.DEFAULT_CORPUS
     metrics_url: str | None = None
 
     def check(self) -> None:
@@ -136,11 +135,8 @@ def locust_command(config: LoadTestConfig, prefix: Path | None, web_port: int | 
 
 
 def locust_environment(config: LoadTestConfig) -> dict[str, str]:
-    """Locust's environment: the shape to export, and the project on PYTHONPATH for `tools`."""
-    env = dict(os.environ)
-    env[settings.LOADTEST_SHAPE_ENV] = config.shape
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(settings.PROJECT_ROOT), env.get("PYTHONPATH")]))
-    return env
+    """Locust's environment: the shape its locustfile exports."""
+    return {**os.environ, settings.LOADTEST_SHAPE_ENV: config.shape}
 
 
 # -- what Locust measured ------------------------------------------------------------------------------------------
@@ -293,7 +289,8 @@ class LoadTestResult:
 
 def _scrape_or_note(url: str | None) -> tuple[triton_metrics.Samples | None, str]:
     if url is None:
-        return None, "no metrics URL"
+        return None, (f"the server is not on its default ports, so its metrics port is unknown: pass --metrics-url "
+                      f"(or ${settings.METRICS_URL_ENV})")
     try:
         return triton_metrics.scrape(url), ""
     except triton_metrics.MetricsUnavailableError as exc:
@@ -304,38 +301,36 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
         on_progress: Callable[[Progress], None] | None = None) -> LoadTestResult:
     """Run Locust headless for the configured duration and collect both views; writes JSON, CSV and a PNG."""
     config.check()
+    out_dir = out_dir.resolve()  # Locust gets absolute paths: its working folder is not ours to assume
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / "locust"
     for stale in out_dir.glob("locust*"):
         stale.unlink()
     before, note = _scrape_or_note(config.metrics_url)
     log_path = out_dir / "locust.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(locust_command(config, prefix), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=locust_environment(config),
-                                   cwd=settings.PROJECT_ROOT, start_new_session=True, preexec_fn=die_with_parent)
-        deadline = time.monotonic() + config.duration_s + LOCUST_STOP_GRACE_S
-        json_path = Path(f"{prefix}.json")
-        report_seen_at = None
-        try:
-            while process.poll() is None:
-                now = time.monotonic()
-                if report_seen_at is None and json_path.exists():
-                    report_seen_at = now
-                # Locust writes its JSON report last; now and then its gRPC/gevent teardown hangs after that.
-                if report_seen_at is not None and now - report_seen_at > LOCUST_EXIT_GRACE_S:
-                    break
-                if now > deadline:
-                    raise LoadTestError(f"Locust did not stop {LOCUST_STOP_GRACE_S:.0f} s after the run; "
-                                        f"log: {log_path}")
-                if on_progress and (progress := progress_of(read_history(Path(f"{prefix}_stats_history.csv")))):
-                    on_progress(progress)
-                time.sleep(PROGRESS_INTERVAL_S)
-        finally:
-            _stop_group(process)
-    if (process.returncode != 0 and report_seen_at is None) or not json_path.exists():
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-        raise LoadTestError(f"Locust exited with code {process.returncode}:\n{tail}")
+    log_path.unlink(missing_ok=True)
+    locust = spawn("Locust", locust_command(config, prefix), log=log_path, env=locust_environment(config))
+    deadline = time.monotonic() + config.duration_s + LOCUST_STOP_GRACE_S
+    json_path = Path(f"{prefix}.json")
+    report_seen_at = None
+    try:
+        while locust.running():
+            now = time.monotonic()
+            if report_seen_at is None and json_path.exists():
+                report_seen_at = now
+            # Locust writes its JSON report last; now and then its gRPC/gevent teardown hangs after that.
+            if report_seen_at is not None and now - report_seen_at > LOCUST_EXIT_GRACE_S:
+                break
+            if now > deadline:
+                raise LoadTestError(f"Locust did not stop {LOCUST_STOP_GRACE_S:.0f} s after the run; "
+                                    f"log: {log_path}")
+            if on_progress and (progress := progress_of(read_history(Path(f"{prefix}_stats_history.csv")))):
+                on_progress(progress)
+            time.sleep(PROGRESS_INTERVAL_S)
+    finally:
+        returncode = locust.stop()
+    if (returncode != 0 and report_seen_at is None) or not json_path.exists():
+        raise LoadTestError(f"Locust exited with code {returncode} without a report:\n{locust.log_tail(15)}")
     after, note_after = _scrape_or_note(config.metrics_url) if before is not None else (None, note)
     client = summarize(json.loads(json_path.read_text()), read_errors(Path(f"{prefix}_failures.csv")))
     targets = slo or []
@@ -346,17 +341,6 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
         slo_broken=check_slo(client, targets) if targets else [], triton_note=note or note_after)
     result.files = write_report(result, out_dir)
     return result
-
-
-def _stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM Locust's process group, SIGKILL it if it lingers: never leave a load generator behind."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(grace_s)
 
 
 # -- reports -------------------------------------------------------------------------------------------------------
@@ -419,7 +403,7 @@ def check_target(config: LoadTestConfig) -> None:
     """Fail before Locust starts when nothing serves the model: a run of pure connection errors says less."""
     from tritonclient.utils import InferenceServerException
 
-    from tools import client
+    from tools.serving import client
 
     where = f"{config.model}{f' version {config.model_version}' if config.model_version else ''} at {config.url}"
     try:
@@ -445,22 +429,23 @@ def local_server(config: LoadTestConfig, repository: Path = settings.MODEL_REPOS
 
 
 def run_web(config: LoadTestConfig, web_port: int) -> None:
-    """Locust's own web UI on 127.0.0.1, until Locust exits or Ctrl-C."""
+    """Locust's own web UI on 127.0.0.1, until Locust exits or Ctrl-C; Locust dies with us either way."""
     config.check()
-    process = subprocess.Popen(locust_command(config, None, web_port), env=locust_environment(config),
-                               cwd=settings.PROJECT_ROOT, stdin=subprocess.DEVNULL)
+    locust = spawn("Locust", locust_command(config, None, web_port), env=locust_environment(config))
     try:
-        process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait(10)
+        locust.wait()
+    finally:
+        locust.stop()
 
 
-def default_urls(protocol: str) -> tuple[str, str]:
-    """(endpoint, metrics URL) of a server on this machine's default ports."""
-    port = settings.DEFAULT_GRPC_PORT if protocol == "grpc" else settings.DEFAULT_HTTP_PORT
-    return (f"{settings.DEFAULT_HOST}:{port}",
-            f"http://{settings.DEFAULT_HOST}:{settings.DEFAULT_METRICS_PORT}/metrics")
+def default_metrics_url(address: str, protocol: settings.Protocol) -> str | None:
+    """Triton's metrics endpoint for a server at host:port on its protocol's default port: the same host on the
+    default metrics port. None for a server on other ports, whose metrics port cannot be guessed."""
+    host, _, port = address.rpartition(":")
+    default = settings.DEFAULT_HTTP_PORT if protocol == settings.Protocol.HTTP else settings.DEFAULT_GRPC_PORT
+    if port != str(default):
+        return None
+    return f"http://{host}:{settings.DEFAULT_METRICS_PORT}/metrics"
 
 
 def render(result: LoadTestResult, console) -> None:

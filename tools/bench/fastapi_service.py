@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from tools import settings
-from tools.embedding_pipeline import EmbeddingPipeline
+from tools.bench.pipeline import EmbeddingPipeline
 
 
 class EmbedRequest(BaseModel):

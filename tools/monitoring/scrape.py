@@ -10,7 +10,8 @@ import re
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from tools import metrics
+from tools.errors import MonitoringError
+from tools.monitoring import metrics
 
 # One sample line of the Prometheus text format: name, optional {labels}, value (timestamps are not used by Triton).
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
@@ -20,7 +21,7 @@ Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]
 
 
-class MetricsUnavailableError(Exception):
+class MetricsUnavailableError(MonitoringError):
     """The metrics endpoint could not be read."""
 
 

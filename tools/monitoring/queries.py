@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tools import metrics, settings
+from tools import settings
+from tools.monitoring import metrics
 
 # Labels Prometheus (or the Prometheus Operator) attaches to every scraped series.
 NAMESPACE_LABEL = "namespace"

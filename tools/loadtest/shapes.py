@@ -1,4 +1,4 @@
-"""Locust load shapes, one per profile of `tools.load_profiles`; they read -u/-r/-t like plain runs do.
+"""Locust load shapes, one per profile of `tools.loadtest.runner.profiles`; they read -u/-r/-t like plain runs do.
 
 Locust picks the first shape it finds in a locustfile, so `locustfile.py` exports only the one named by
 $LOADTEST_SHAPE (what `tools loadtest --shape` sets).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from locust import LoadTestShape
 
-from tools import load_profiles
+from tools.loadtest import profiles as load_profiles
 
 
 class ProfileShape(LoadTestShape):

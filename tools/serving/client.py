@@ -16,13 +16,14 @@ import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
 from tools import settings
+from tools.errors import ServingError, UsageError
 from tools.settings import Protocol
 
 Text = str | bytes
 GRPC_CLIENTS = (grpcclient.InferenceServerClient, grpcaio.InferenceServerClient)
 
 
-class EmbeddingError(Exception):
+class EmbeddingError(ServingError):
     """The server refused a request or could not be reached; `status` is Triton's (e.g. '400', 'StatusCode...')."""
 
     def __init__(self, message: str, status: str | None = None):
@@ -33,6 +34,28 @@ class EmbeddingError(Exception):
 def default_url(protocol: Protocol) -> str:
     port = settings.DEFAULT_HTTP_PORT if protocol == Protocol.HTTP else settings.DEFAULT_GRPC_PORT
     return f"{settings.DEFAULT_HOST}:{port}"
+
+
+def resolve(url: str | None, protocol: Protocol | None = None) -> tuple[Protocol, str]:
+    """(protocol, host:port) from what a user typed: `host:port`, `http://host:port` or `grpc://host:port`.
+
+    A scheme chooses the protocol; without one the protocol is `protocol`, else the project's default, and a missing
+    URL is the local server's default port for it. A scheme that contradicts `protocol` is a usage error.
+    """
+    scheme, sep, address = (url or "").partition("://")
+    if not sep:
+        scheme, address = "", url or ""
+    if scheme:
+        try:
+            from_scheme = Protocol(scheme.lower())
+        except ValueError:
+            raise UsageError(f"URL {url!r}: unknown scheme {scheme!r}; use http:// or grpc:// (or host:port)") from None
+        if protocol is not None and protocol != from_scheme:
+            raise UsageError(f"URL {url!r} is {from_scheme} but --protocol is {protocol}")
+        protocol = from_scheme
+    protocol = protocol or settings.DEFAULT_PROTOCOL
+    address = address.rstrip("/") or default_url(protocol)
+    return protocol, address
 
 
 def connect(protocol: Protocol, url: str | None = None, aio: bool = False):

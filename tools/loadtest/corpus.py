@@ -9,9 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tools import settings
-
-DEFAULT_CORPUS = settings.LOADTESTS_DIR / "corpus.txt"
+DEFAULT_CORPUS = Path(__file__).with_name("corpus.txt")  # package data: found wherever tools is installed
 DEFAULT_SIZE = 1000
 DEFAULT_SEED = 20261128
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -21,9 +19,9 @@ from pathlib import Path
 import yaml
 from prometheus_api_client import PrometheusConnect
 
-from tools import settings
-from tools.processes import die_with_parent
-from tools.runtime import free_port
+from tools import processes, settings
+from tools.errors import MonitoringError, ProcessError
+from tools.processes import Child, free_port, spawn
 
 PROMETHEUS_BINARY = "prometheus"
 PROMTOOL_BINARY = "promtool"
@@ -32,7 +30,7 @@ READY_TIMEOUT_S = 30.0
 FIRST_SCRAPE_TIMEOUT_S = 30.0
 
 
-class PrometheusError(Exception):
+class PrometheusError(MonitoringError):
     """Prometheus or promtool is missing, did not start, or did not scrape in time."""
 
 
@@ -71,7 +69,7 @@ class Prometheus:
         self.targets, self.rule_files, self.interval = list(targets), list(rule_files), interval
         self.address = f"{host}:{port or free_port(host)}"
         self.workdir: Path | None = None
-        self.process: subprocess.Popen | None = None
+        self.child: Child | None = None
 
     @property
     def url(self) -> str:
@@ -82,34 +80,25 @@ class Prometheus:
         self.workdir = Path(tempfile.mkdtemp(prefix="prometheus-"))
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config(self.targets, self.rule_files, self.interval)))
-        with (self.workdir / "prometheus.log").open("wb") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                [executable, f"--config.file={config_path}", f"--web.listen-address={self.address}",
-                 f"--storage.tsdb.path={self.workdir / 'data'}", "--log.level=warn"],
-                stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-                preexec_fn=die_with_parent)
+        self.child = spawn("prometheus", [executable, f"--config.file={config_path}",
+                                          f"--web.listen-address={self.address}",
+                                          f"--storage.tsdb.path={self.workdir / 'data'}", "--log.level=warn"],
+                           log=self.workdir / "prometheus.log")
         try:
-            self._wait_ready(timeout)
+            self.child.wait_until(self._ready, timeout, f"readiness at {self.url}")
+        except ProcessError as exc:
+            self.stop()
+            raise PrometheusError(str(exc)) from None
         except BaseException:
             self.stop()
             raise
         return self
 
-    def log_text(self) -> str:
-        log = self.workdir / "prometheus.log" if self.workdir else None
-        return log.read_text(errors="replace") if log and log.exists() else ""
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise PrometheusError(f"prometheus exited with code {self.process.returncode}: {self.log_text()}")
-            with contextlib.suppress(urllib.error.URLError, OSError), \
-                    urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return
-            time.sleep(0.1)
-        raise PrometheusError(f"prometheus was not ready at {self.url} after {timeout:.0f} s")
+    def _ready(self) -> bool:
+        with contextlib.suppress(urllib.error.URLError, OSError), \
+                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+            return response.status == 200
+        return False
 
     def api(self, path: str) -> dict | list:
         """The `data` of a GET on the HTTP API, e.g. `rules` or `alerts`."""
@@ -122,22 +111,18 @@ class Prometheus:
     def wait_for_targets(self, timeout: float = FIRST_SCRAPE_TIMEOUT_S) -> None:
         """Block until every job has been scraped successfully once (`up == 1`)."""
         client, jobs = self.client(), {t.job for t in self.targets}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            scraped = {s["metric"]["job"] for s in client.custom_query("up == 1")}
-            if jobs <= scraped:
-                return
-            time.sleep(0.2)
-        raise PrometheusError(f"no successful scrape of {sorted(jobs - scraped)} after {timeout:.0f} s")
+
+        def scraped() -> bool:
+            return jobs <= {s["metric"]["job"] for s in client.custom_query("up == 1")}
+
+        try:
+            self.child.wait_until(scraped, timeout, f"successful scrape of {sorted(jobs)}")
+        except ProcessError as exc:
+            raise PrometheusError(str(exc)) from None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.child is not None:
+            self.child.stop(timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
@@ -158,5 +143,4 @@ def running_prometheus(targets: Sequence[ScrapeTarget], rule_files: Sequence[Pat
 
 def promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run promtool (e.g. `check rules FILE`, `test rules FILE`); output in the result, never raises on failure."""
-    return subprocess.run([binary(PROMTOOL_BINARY), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+    return processes.run("promtool", [binary(PROMTOOL_BINARY), *args], cwd=cwd, timeout=120)

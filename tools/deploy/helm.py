@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import difflib
 import hashlib
+import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +23,8 @@ import yaml
 from pyhelm3 import Client, ReleaseRevision
 from pyhelm3 import errors as helm_errors
 
-from tools import settings
+from tools import processes, settings
+from tools.errors import DeployError, UsageError
 from tools.validation.run import run_validation
 
 # pyhelm3 logs every failed helm call; our DeployError already says it once, clearly.
@@ -30,31 +33,37 @@ logging.getLogger("pyhelm3").addHandler(logging.NullHandler())
 T = TypeVar("T")
 
 
-class DeployError(Exception):
-    """A deployment step failed; the message is meant for the user as is."""
-
-
 @dataclass
 class Target:
     """Which release, where, and with which helm."""
 
     release: str = settings.DEFAULT_RELEASE
-    namespace: str = settings.DEFAULT_NAMESPACE
+    namespace: str | None = None  # None: the kube context's namespace, as helm does
     helm: Path | None = None
     kubeconfig: Path | None = None
     kube_context: str | None = None
     timeout: str = settings.DEFAULT_DEPLOY_TIMEOUT
     chart: Path = field(default=settings.CHART_DIR)
+    create_namespace: bool = False  # opt-in, as with helm
 
 
 @dataclass(frozen=True)
 class RevisionInfo:
-    """One line of a release's history."""
+    """One revision of a release, as `status` and `history` report it."""
 
     revision: int
     status: str
     updated: str
     description: str
+    namespace: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, revision: ReleaseRevision) -> RevisionInfo:
+        return cls(revision.revision, revision.status.value, revision.updated.isoformat(timespec="seconds"),
+                   revision.description or "", revision.release.namespace)
 
 
 def find_helm(explicit: Path | None = None) -> Path:
@@ -107,40 +116,38 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def parse_set(assignment: str) -> dict:
-    """`a.b=c` as a nested dict; the value is read as YAML (numbers, booleans, [lists]) like helm's --set."""
-    key, sep, raw = assignment.partition("=")
-    if not sep or not key.strip() or any(not part for part in key.split(".")):
-        raise DeployError(f"--set {assignment!r} is not of the form key.path=value")
-    if "[" in key:
-        raise DeployError(f"--set {assignment!r}: list indices are not supported; use --values FILE for lists")
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError as exc:
-        raise DeployError(f"--set {assignment!r}: the value is not valid YAML ({exc.problem})") from None
-    for part in reversed(key.strip().split(".")):
-        value = {part: value}
-    return value
+# A chart with no values of its own whose one template prints the values helm computed: helm itself reads the
+# user's -f, --set and --set-string, so every value means exactly what it means to helm (types, commas, lists,
+# escapes, leading zeros), and the result is handed to the real chart as one values file.
+_ECHO_CHART = {
+    "Chart.yaml": "apiVersion: v2\nname: values-echo\nversion: 0.0.0\n",
+    "templates/values.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: values\n"
+                             "data:\n  values.json: {{ toJson .Values | quote }}\n",
+}
+HELM_VALUES_TIMEOUT_S = 60.0
 
 
-def load_values(files: list[Path], assignments: list[str]) -> dict:
-    """Values files merged in order, then --set assignments on top (as helm does)."""
-    values: dict = {}
+def load_values(target: Target, files: list[Path], assignments: list[str] = (),
+                string_assignments: list[str] = ()) -> dict:
+    """The values helm makes of `-f FILE... --set ... --set-string ...` (in helm's order: files, then --set)."""
     for path in files:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise DeployError(f"cannot read values file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise DeployError(f"values file {path} is not valid YAML: {exc}") from None
-        if loaded is None:
-            continue
-        if not isinstance(loaded, dict):
-            raise DeployError(f"values file {path} must hold a mapping, not a {type(loaded).__name__}")
-        values = _merge(values, loaded)
-    for assignment in assignments:
-        values = _merge(values, parse_set(assignment))
-    return values
+        if not Path(path).is_file():
+            raise UsageError(f"values file {path} does not exist")
+    if not (files or assignments or string_assignments):
+        return {}
+    with tempfile.TemporaryDirectory(prefix="values-echo-") as chart:
+        for name, text in _ECHO_CHART.items():
+            (Path(chart) / name).parent.mkdir(parents=True, exist_ok=True)
+            (Path(chart) / name).write_text(text)
+        argv = [find_helm(target.helm), "template", "values", chart,
+                *[arg for path in files for arg in ("--values", Path(path).resolve())],
+                *[arg for value in assignments for arg in ("--set", value)],
+                *[arg for value in string_assignments for arg in ("--set-string", value)]]
+        done = processes.run("helm template", argv, timeout=HELM_VALUES_TIMEOUT_S)
+    if done.returncode != 0:
+        raise UsageError(f"helm refused the values: {done.stderr.strip().removeprefix('Error: ')}")
+    rendered = next(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+    return json.loads(rendered["data"]["values.json"]) or {}
 
 
 def repository_checksum(repository: Path) -> str:
@@ -172,7 +179,7 @@ def install_or_upgrade(target: Target, values: dict, *, dry_run: bool = False) -
         client = make_client(target)
         chart = await client.get_chart(target.chart)
         return await client.install_or_upgrade_release(
-            target.release, chart, values, namespace=target.namespace, create_namespace=True,
+            target.release, chart, values, namespace=target.namespace, create_namespace=target.create_namespace,
             atomic=not dry_run, wait=not dry_run, dry_run=dry_run, timeout=target.timeout)
     return _run(target, run())
 
@@ -213,17 +220,18 @@ def diff(target: Target, values: dict) -> str:
     return "".join(lines)
 
 
-def current_revision(target: Target) -> ReleaseRevision:
-    async def run() -> ReleaseRevision:
-        return await make_client(target).get_current_revision(target.release, namespace=target.namespace)
+def status(target: Target) -> RevisionInfo:
+    """The release's current revision."""
+    async def run() -> RevisionInfo:
+        return RevisionInfo.of(await make_client(target).get_current_revision(target.release,
+                                                                              namespace=target.namespace))
     return _run(target, run())
 
 
 def history(target: Target) -> list[RevisionInfo]:
     async def run() -> list[RevisionInfo]:
         current = await make_client(target).get_current_revision(target.release, namespace=target.namespace)
-        return [RevisionInfo(r.revision, r.status.value, r.updated.isoformat(timespec="seconds"), r.description or "")
-                for r in await current.release.history()]
+        return [RevisionInfo.of(revision) for revision in await current.release.history()]
     return _run(target, run())
 
 

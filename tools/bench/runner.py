@@ -18,9 +18,9 @@ import itertools
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -31,26 +31,27 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from tools import client, corpus, runtime, settings
-from tools.embedding_pipeline import EmbeddingPipeline
-from tools.processes import die_with_parent
+from tools import processes, settings
+from tools.bench.pipeline import EmbeddingPipeline
+from tools.errors import BenchmarkError, ProcessError
+from tools.loadtest import corpus
+from tools.processes import spawn
+from tools.serving import client, runtime
 
 CEILING, TRITON, FASTAPI, PYTRITON = "ceiling", "triton", "fastapi", "pytriton"
 CASE_TITLES = {CEILING: "in-process ceiling", TRITON: "Triton embed ensemble (as shipped)",
                FASTAPI: "FastAPI microservice", PYTRITON: "PyTriton @batch"}
 TARGET_RATIO = 0.85
 SERVICE_READY_TIMEOUT_S = 120.0
-FASTAPI_SERVICE = settings.LOADTESTS_DIR / "fastapi_service.py"
-PYTRITON_SERVICE = settings.LOADTESTS_DIR / "pytriton_service.py"
-PYTRITON_MODEL = "embed_pytriton"  # as loadtests/pytriton_service.py binds it
+# Children of the benchmark, run as `python -m <module>`.
+CEILING_SERVICE = "tools.bench.runner"
+FASTAPI_SERVICE = "tools.bench.fastapi_service"
+PYTRITON_SERVICE = "tools.bench.pytriton_service"
+PYTRITON_MODEL = "embed_pytriton"  # as tools.bench.pytriton_service binds it
 
 Progress = Callable[[str], None]
 Sender = Callable[[str], Awaitable[None]]
 SenderFactory = Callable[[], contextlib.AbstractAsyncContextManager[Sender]]
-
-
-class BenchmarkError(Exception):
-    """A case could not be run; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -131,29 +132,24 @@ def measure_ceiling(texts: list[str], batch: int, callers: int, intra_threads: i
 def ceiling_process() -> Iterator[Callable[[int, int, int, BenchConfig], Point]]:
     """Measure the ceiling in a child process of its own session, as every server runs: with the kernel's
     autogroup scheduling each session gets its own share of a busy machine, so this keeps the comparison fair."""
-    process = subprocess.Popen([sys.executable, "-m", "tools.benchmark"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True, cwd=settings.PROJECT_ROOT, start_new_session=True,
-                               preexec_fn=die_with_parent)
+    child = spawn("the ceiling process", [sys.executable, "-m", CEILING_SERVICE], stdin=subprocess.PIPE,
+                  stdout=subprocess.PIPE, text=True)
 
     def measure(batch: int, callers: int, threads: int, config: BenchConfig) -> Point:
         request = {"batch": batch, "callers": callers, "threads": threads, "seconds": config.seconds,
                    "warmup_s": config.warmup_s, "texts": config.texts}
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-        answer = process.stdout.readline()
+        child.process.stdin.write(json.dumps(request) + "\n")
+        child.process.stdin.flush()
+        answer = child.process.stdout.readline()
         if not answer:
-            raise BenchmarkError(f"the ceiling process exited with code {process.wait()}")
+            raise BenchmarkError(f"the ceiling process exited with code {child.wait()}")
         return Point(**json.loads(answer))
 
     try:
         yield measure
     finally:
-        process.stdin.close()
-        try:
-            process.wait(runtime.STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        child.process.stdin.close()
+        child.stop(runtime.STOP_TIMEOUT_S)
 
 
 def serve_ceiling_requests() -> None:
@@ -258,29 +254,18 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def service_process(name: str, cmd: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[None]:
-    """Start a service in its own process group, wait until `ready_url` answers 200, always stop the group."""
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{name}-{os.getpid()}.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                               cwd=settings.PROJECT_ROOT, start_new_session=True, preexec_fn=die_with_parent)
+def service_process(name: str, module: str, args: list[str], ready_url: str,
+                    env: dict[str, str] | None = None) -> Iterator[None]:
+    """Run `python -m module args` as a supervised child until `ready_url` answers 200; always stop its group."""
+    log = Path(tempfile.gettempdir()) / f"bench-{name}-{os.getpid()}.log"
+    log.unlink(missing_ok=True)
     try:
-        deadline = time.monotonic() + SERVICE_READY_TIMEOUT_S
-        while not _answers(ready_url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(Path(log.name).read_text(errors="replace").splitlines()[-10:])
-                raise BenchmarkError(f"the {name} service did not get ready at {ready_url}; log {log.name}:\n{tail}")
-            time.sleep(0.3)
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(runtime.STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+        with processes.running(f"the {name} service", [sys.executable, "-m", module, *args], log=log, env=env,
+                               ready=lambda: _answers(ready_url), timeout=SERVICE_READY_TIMEOUT_S,
+                               waiting_for=f"an answer at {ready_url}", grace=runtime.STOP_TIMEOUT_S):
+            yield
+    except ProcessError as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -299,21 +284,21 @@ def triton_target(config: BenchConfig) -> Iterator[Target]:
 
 @contextlib.contextmanager
 def fastapi_target(config: BenchConfig) -> Iterator[Target]:
-    port = runtime.free_port()
+    port = processes.free_port()
     base = f"http://{settings.DEFAULT_HOST}:{port}"
-    cmd = [sys.executable, str(FASTAPI_SERVICE), "--port", str(port), "--threads", str(config.server_threads)]
-    with service_process(FASTAPI, cmd, f"{base}/health"):
+    args = ["--port", str(port), "--threads", str(config.server_threads)]
+    with service_process(FASTAPI, FASTAPI_SERVICE, args, f"{base}/health"):
         yield Target(lambda: fastapi_sender(base), str(config.server_threads))
 
 
 @contextlib.contextmanager
 def pytriton_target(config: BenchConfig) -> Iterator[Target]:
-    http, grpc, metrics = (runtime.free_port() for _ in range(3))
-    cmd = [sys.executable, str(PYTRITON_SERVICE), "--http-port", str(http), "--grpc-port", str(grpc),
-           "--metrics-port", str(metrics), "--threads", str(config.server_threads)]
+    http, grpc, metrics = (processes.free_port() for _ in range(3))
+    args = ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+            "--threads", str(config.server_threads)]
     ready = f"http://{settings.DEFAULT_HOST}:{http}/v2/models/{PYTRITON_MODEL}/ready"
     # PyTriton's Python-backend stub needs this interpreter's libpython, as ours does (see runtime.stub_environment).
-    with service_process(PYTRITON, cmd, ready, env=runtime.stub_environment()):
+    with service_process(PYTRITON, PYTRITON_SERVICE, args, ready, env=runtime.stub_environment()):
         url = f"{settings.DEFAULT_HOST}:{grpc}"
         yield Target(lambda: triton_sender(url, PYTRITON_MODEL), str(config.server_threads))
 

@@ -9,7 +9,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tools import client, settings
+from tools import settings
+from tools.serving import client
 
 # What `tools serve` sends once the server is ready: a paraphrase pair and an unrelated sentence.
 SMOKE_TEXTS = ("A man is playing a guitar.", "Someone is strumming a guitar.", "The stock market fell sharply today.")

@@ -8,29 +8,26 @@ the `python3` it needs, and start the server on loopback with explicit model con
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tools import settings
-from tools.processes import die_with_parent
+from tools.errors import ProcessError, ServingError
+from tools.processes import Child, free_port, spawn
 
 READY_TIMEOUT_S = 120.0
 # Triton waits this long on SIGTERM for in-flight requests *and* open client connections (an idle keep-alive
@@ -44,19 +41,15 @@ STOP_TIMEOUT_S = EXIT_TIMEOUT_S + 15.0
 SHM_DIR = Path("/dev/shm")
 
 
-class RuntimeError_(Exception):
-    """Base for runtime failures that the CLI prints as one clear message."""
-
-
-class TritonNotFoundError(RuntimeError_):
+class TritonNotFoundError(ServingError):
     pass
 
 
-class PortInUseError(RuntimeError_):
+class PortInUseError(ServingError):
     pass
 
 
-class ServerStartError(RuntimeError_):
+class ServerStartError(ServingError):
     """The server exited or never became ready; carries what Triton said."""
 
     def __init__(self, message: str, model_errors: dict[str, str] | None = None, log_tail: str = ""):
@@ -143,21 +136,6 @@ def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def free_port(host: str = settings.DEFAULT_HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def check_port_free(host: str, port: int, purpose: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -240,9 +218,8 @@ class TritonServer:
         self.control_key = opts.control_key or os.environ.get(settings.CONTROL_KEY_ENV) \
             or secrets.token_urlsafe(24)
         self.shm_prefix = f"triton_toolkit_{os.getpid()}_{secrets.token_hex(4)}_"
-        self.process: subprocess.Popen | None = None
+        self.child: Child | None = None
         self.log_path: Path | None = None
-        self._log_file = None
 
     # -- addresses -------------------------------------------------------------------------------
     @property
@@ -274,6 +251,10 @@ class TritonServer:
         return path
 
     # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self.child.process if self.child else None
+
     def start(self, timeout: float = READY_TIMEOUT_S) -> TritonServer:
         repository = Path(self.opts.repository)
         if not repository.is_dir():
@@ -285,12 +266,9 @@ class TritonServer:
         backend_dir = prepare_backends() if is_wheel_binary(binary) else None
         cmd = build_command(binary, self.opts, backend_dir, self.control_key, self.shm_prefix)
         fd, log_name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+        os.close(fd)
         self.log_path = Path(log_name)
-        self._log_file = os.fdopen(fd, "wb")
-        self.process = subprocess.Popen(
-            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=stub_environment(), start_new_session=True, preexec_fn=die_with_parent,
-        )
+        self.child = spawn("tritonserver", cmd, log=self.log_path, env=stub_environment())
         try:
             self.wait_ready(timeout)
         except BaseException:
@@ -303,72 +281,65 @@ class TritonServer:
             return ""
         return self.log_path.read_text(errors="replace")
 
-    def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 2.0):
-        req = urllib.request.Request(f"http://{self.http_url}{path}", data=body, method=method,
-                                     headers=self.control_headers)
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read()
+    def client(self, timeout: float = 2.0) -> httpclient.InferenceServerClient:
+        """An HTTP client of this server; pass `control_headers` to its repository calls."""
+        return httpclient.InferenceServerClient(self.http_url, connection_timeout=timeout, network_timeout=timeout)
 
     def is_ready(self) -> bool:
         try:
-            return self._http("GET", "/v2/health/ready")[0] == 200
-        except (urllib.error.URLError, OSError):
+            with contextlib.closing(self.client()) as connection:
+                return connection.is_server_ready()
+        except (InferenceServerException, OSError):
             return False
 
     def repository_index(self) -> list[dict]:
         """Triton's view of every model: name, version, state, reason."""
-        return json.loads(self._http("POST", "/v2/repository/index", b"{}")[1])
+        with contextlib.closing(self.client()) as connection:
+            return connection.get_model_repository_index(headers=self.control_headers)
+
+    def load_model(self, name: str, config: str | None = None, timeout: float = READY_TIMEOUT_S) -> None:
+        """Load (or reload, optionally with a JSON config override) one model; ServingError with Triton's refusal."""
+        try:
+            with contextlib.closing(self.client(timeout)) as connection:
+                connection.load_model(name, headers=self.control_headers, config=config)
+        except InferenceServerException as exc:
+            raise ServingError(exc.message() or str(exc)) from None
+        except OSError as exc:
+            raise ServingError(f"no answer from the server while loading {name} ({exc})") from None
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = self.log_text()
-                errors = parse_load_errors(log)
+        try:
+            self.child.wait_until(self.is_ready, timeout, "server readiness")
+        except ProcessError:
+            log = self.log_text()
+            errors = parse_load_errors(log)
+            if not self.child.running():
                 detail = "; ".join(f"{m}: {e}" for m, e in errors.items()) or _tail(log)
                 raise ServerStartError(
-                    f"tritonserver exited with code {self.process.returncode} while loading: {detail}",
-                    errors, _tail(log))
-            if self.is_ready():
-                return
-            time.sleep(0.1)
-        log = self.log_text()
-        waiting = ""
-        with contextlib.suppress(Exception):
-            waiting = ", ".join(f"{m['name']} ({m.get('state', '?')})" for m in self.repository_index()
-                                if m.get("state") != "READY")
-        raise ServerStartError(
-            f"tritonserver was not ready after {timeout:.0f} s"
-            + (f"; still waiting for: {waiting}" if waiting else ""), parse_load_errors(log), _tail(log))
+                    f"tritonserver exited with code {self.child.returncode} while loading: {detail}",
+                    errors, _tail(log)) from None
+            waiting = ""
+            with contextlib.suppress(Exception):
+                waiting = ", ".join(f"{m['name']} ({m.get('state', '?')})" for m in self.repository_index()
+                                    if m.get("state") != "READY")
+            raise ServerStartError(
+                f"tritonserver was not ready after {timeout:.0f} s"
+                + (f"; still waiting for: {waiting}" if waiting else ""), errors, _tail(log)) from None
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM the server's process group, SIGKILL what lingers, wait for every stub, remove shm regions."""
-        if self.process is not None:
+        """Stop the server's process group (its stubs too), wait for every stub, remove its shm regions."""
+        if self.child is not None:
             stubs = []
-            if self.process.poll() is None:
-                with contextlib.suppress(psutil.Error):
-                    stubs = psutil.Process(self.process.pid).children(recursive=True)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.process.pid, signal.SIGKILL)
-                    self.process.wait()
-            # Stubs are in the server's process group; make sure none outlive it.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                stubs = psutil.Process(self.child.pid).children(recursive=True)
+            self.child.stop(timeout)
             psutil.wait_procs(stubs, timeout=5)
         for region in SHM_DIR.glob(f"{self.shm_prefix}*"):
             with contextlib.suppress(OSError):
                 region.unlink()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
 
     def __enter__(self) -> TritonServer:
-        return self.start() if self.process is None else self
+        return self.start() if self.child is None else self
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -14,7 +14,7 @@ from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
 from tools import settings
-from tools.embedding_pipeline import EmbeddingPipeline
+from tools.bench.pipeline import EmbeddingPipeline
 
 MODEL_NAME = "embed_pytriton"
 MAX_BATCH_SIZE = 64

@@ -61,3 +61,18 @@ def embed_in_process(texts: Sequence[str], max_length: int | None = None) -> np.
         rows.append(load("pooling").mean_pool(encoder.encode(batch.input_ids, batch.attention_mask),
                                               batch.attention_mask)[0])
     return np.stack(rows)
+
+
+class EmbeddingPipeline:
+    """texts -> unit-length [n, 384] float32 for a whole batch; ONNX Runtime uses `threads` intra-op threads.
+
+    The benchmark's ceiling, its FastAPI service and its PyTriton binding all call this, so they compute exactly
+    what the `embed` ensemble computes."""
+
+    def __init__(self, threads: int):
+        self.tokenizer, self.encoder = reference_pipeline(None, threads)
+        self.mean_pool = load("pooling").mean_pool
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        batch = self.tokenizer(texts)
+        return self.mean_pool(self.encoder.encode(batch.input_ids, batch.attention_mask), batch.attention_mask)

@@ -1,0 +1,168 @@
+"""`tools deploy <verb>`: the chart through helm (pyhelm3), with helm's verbs and helm's meaning of each flag.
+
+Data goes to stdout (a diff, JSON, a history table), progress and summaries to stderr, so
+`tools deploy diff > plan.diff` holds only the diff.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from tools import settings
+from tools.cli import options
+from tools.cli.app import app, console
+
+deploy_app = typer.Typer(no_args_is_help=True, help="Deploy the chart with helm: upgrade (or install), diff, status, "
+                                                    "history, rollback, uninstall.")
+app.add_typer(deploy_app, name="deploy")
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+def _target(release: str, namespace: str | None, helm: Path | None, kubeconfig: Path | None,
+            kube_context: str | None, timeout: str, chart: Path = settings.CHART_DIR, create_namespace: bool = False):
+    from tools.deploy import helm as deployment
+
+    return deployment.Target(release=release, namespace=namespace, helm=helm, kubeconfig=kubeconfig,
+                             kube_context=kube_context, timeout=timeout, chart=chart,
+                             create_namespace=create_namespace)
+
+
+def _where(release: str, namespace: str | None) -> str:
+    return f"release {release} in namespace {namespace or '(the kube context default)'}"
+
+
+# Options every verb takes, spelled as helm spells them.
+RELEASE = typer.Option(settings.DEFAULT_RELEASE, "--release", help="Helm release name.")
+NAMESPACE = typer.Option(None, "--namespace", "-n", envvar=settings.NAMESPACE_ENV, show_default=False,
+                         help="Namespace (default: the kube context's, as helm does).")
+HELM = typer.Option(None, "--helm", envvar=settings.HELM_ENV, show_default=False,
+                    help="helm binary (default: PATH, then the project's cached helm).")
+KUBECONFIG = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", show_default=False)
+KUBE_CONTEXT = typer.Option(None, "--kube-context", show_default=False)
+TIMEOUT = typer.Option(settings.DEFAULT_DEPLOY_TIMEOUT, "--timeout", help="How long helm waits for pods (e.g. 5m).")
+OUTPUT = typer.Option(Output.TABLE, "--output", "-o", case_sensitive=False, help="Output format.")
+
+
+@deploy_app.command()
+def upgrade(
+    chart: Path = typer.Option(settings.CHART_DIR, "--chart", show_default=False,
+                               help="Chart folder (default: ./charts/triton-embeddings)."),
+    values: list[Path] = typer.Option([], "--values", "-f", help="Values file (repeatable)."),
+    set_values: list[str] = typer.Option([], "--set", help="key.path=value, as helm reads it (repeatable)."),
+    set_string: list[str] = typer.Option([], "--set-string", help="key.path=value, always a string (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Render against the cluster, change nothing."),
+    create_namespace: bool = typer.Option(False, "--create-namespace", help="Create the namespace if missing."),
+    repository: Path = options.repository_option("Model repository to validate and deploy "
+                                                 "(default: ./model_repository)."),
+    release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
+    kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
+) -> None:
+    """Validate the repository, then install or upgrade the release (atomic: a failed rollout rolls back)."""
+    from tools.deploy import helm as deployment
+
+    target = _target(release, namespace, helm, kubeconfig, kube_context, timeout, chart, create_namespace)
+    user_values = deployment.load_values(target, values, set_values, set_string)
+    deployment.check_repository(repository)
+    planned = deployment.values_for(repository, user_values)
+    verb = "rendering" if dry_run else "installing/upgrading"
+    with console.status(f"{verb} {_where(release, namespace)}; waiting up to {timeout} for pods to be ready..."):
+        done = deployment.install_or_upgrade(target, planned, dry_run=dry_run)
+    console.print(f"[green]{'dry run ok' if dry_run else 'deployed'}[/] {_where(release, namespace)}: "
+                  f"revision {done.revision} ({done.status.value})")
+
+
+@deploy_app.command()
+def diff(
+    chart: Path = typer.Option(settings.CHART_DIR, "--chart", show_default=False,
+                               help="Chart folder (default: ./charts/triton-embeddings)."),
+    values: list[Path] = typer.Option([], "--values", "-f", help="Values file (repeatable)."),
+    set_values: list[str] = typer.Option([], "--set", help="key.path=value, as helm reads it (repeatable)."),
+    set_string: list[str] = typer.Option([], "--set-string", help="key.path=value, always a string (repeatable)."),
+    repository: Path = options.repository_option("Model repository to validate and deploy "
+                                                 "(default: ./model_repository)."),
+    release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
+    kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
+) -> None:
+    """Print (stdout) the unified diff an upgrade would apply; change nothing."""
+    from tools.deploy import helm as deployment
+
+    target = _target(release, namespace, helm, kubeconfig, kube_context, timeout, chart)
+    user_values = deployment.load_values(target, values, set_values, set_string)
+    deployment.check_repository(repository)
+    changes = deployment.diff(target, deployment.values_for(repository, user_values))
+    typer.echo(changes, nl=False)
+    console.print("no changes" if not changes else f"{changes.count('+++ ')} object(s) would change")
+
+
+@deploy_app.command()
+def status(
+    output: Output = OUTPUT,
+    release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
+    kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT,
+) -> None:
+    """Show the release's current revision."""
+    from tools.deploy import helm as deployment
+
+    current = deployment.status(_target(release, namespace, helm, kubeconfig, kube_context,
+                                        settings.DEFAULT_DEPLOY_TIMEOUT))
+    if output is Output.JSON:
+        typer.echo(json.dumps(current.as_dict()))
+    else:
+        typer.echo(f"{_where(release, current.namespace)}: revision {current.revision} {current.status} "
+                   f"(updated {current.updated})")
+
+
+@deploy_app.command()
+def history(
+    output: Output = OUTPUT,
+    release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
+    kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT,
+) -> None:
+    """List the release's revisions."""
+    from tools.deploy import helm as deployment
+
+    rows = deployment.history(_target(release, namespace, helm, kubeconfig, kube_context,
+                                      settings.DEFAULT_DEPLOY_TIMEOUT))
+    if output is Output.JSON:
+        typer.echo(json.dumps([row.as_dict() for row in rows]))
+        return
+    typer.echo(f"{'REVISION':>8}  {'STATUS':<16} {'UPDATED':<25} DESCRIPTION")
+    for row in rows:
+        typer.echo(f"{row.revision:>8}  {row.status:<16} {row.updated:<25} {row.description}")
+
+
+@deploy_app.command()
+def rollback(
+    revision: int | None = typer.Argument(None, help="Revision to return to (default: the previous one)."),
+    release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
+    kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
+) -> None:
+    """Roll the release back and wait for its pods."""
+    from tools.deploy import helm as deployment
+
+    target = _target(release, namespace, helm, kubeconfig, kube_context, timeout)
+    with console.status(f"rolling back {_where(release, namespace)}; waiting up to {timeout} for pods..."):
+        done = deployment.rollback(target, revision)
+    console.print(f"[green]rolled back[/] {_where(release, namespace)}: now revision {done.revision} "
+                  f"({done.status.value})")
+
+
+@deploy_app.command()
+def uninstall(
+    release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
+    kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
+) -> None:
+    """Remove the release."""
+    from tools.deploy import helm as deployment
+
+    with console.status(f"uninstalling {_where(release, namespace)}..."):
+        deployment.uninstall(_target(release, namespace, helm, kubeconfig, kube_context, timeout))
+    console.print(f"uninstalled {_where(release, namespace)}")

@@ -1,0 +1,69 @@
+"""`tools loadtest`: Locust against a model, Triton's own view beside the client's, an SLO gate."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tools import settings
+from tools.cli import options
+from tools.cli.app import app, console
+from tools.errors import UsageError
+
+
+@app.command("loadtest")
+def loadtest_command(
+    model: str = options.model_option("Model or ensemble to load."),
+    model_version: str = options.model_version_option(),
+    url: str | None = options.url_option(),
+    protocol: settings.Protocol | None = options.protocol_option(),
+    metrics_url: str | None = typer.Option(None, envvar=settings.METRICS_URL_ENV, show_default=False,
+                                           help="Triton's metrics URL (default: port "
+                                                f"{settings.DEFAULT_METRICS_PORT} of the server's host when the server "
+                                                "is on its default ports)."),
+    users: int = typer.Option(16, help="Concurrent users (the peak, for step and spike shapes)."),
+    spawn_rate: float = typer.Option(0.0, help="Users started per second (0: all at once)."),
+    duration: str = typer.Option("60s", "--duration", "-t", help="Run length, e.g. 30s, 2m, 1h30m."),
+    shape: str = typer.Option("constant", help="constant, step, spike or rate (open loop, needs --rate)."),
+    rate: float = typer.Option(0.0, help="Requests/s for the rate shape."),
+    texts_per_request: int = typer.Option(1, help="Texts per request (client-side batch)."),
+    corpus: Path | None = typer.Option(None, help="Text file, one text per line (default: the built-in corpus).",
+                                       show_default=False),
+    serve: bool = typer.Option(False, help="Start a local server on free loopback ports for the run."),
+    repository: Path = options.repository_option("Repository to serve with --serve (default: ./model_repository)."),
+    slo: str | None = typer.Option(None, help="Fail (exit 1) if broken, e.g. p99=50ms,errors=0.1%,rps=100."),
+    out: Path = typer.Option(Path("results/loadtest"), help="Folder for summary.json/.csv, timeline.png, raw files."),
+    web: bool = typer.Option(False, help="Open Locust's web UI on 127.0.0.1 instead of a headless run."),
+    web_port: int = typer.Option(8089, help="Port of the web UI."),
+) -> None:
+    """Load-test a model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO."""
+    from tools.loadtest import corpus as corpus_texts
+    from tools.loadtest import runner
+    from tools.serving import client
+
+    protocol, address = client.resolve(url, protocol)
+    try:
+        config = runner.LoadTestConfig(
+            url=address, protocol=protocol, model=model, model_version=model_version, users=users,
+            spawn_rate=spawn_rate, duration_s=runner.parse_duration(duration), shape=shape, request_rate=rate,
+            texts_per_request=texts_per_request, corpus=corpus or corpus_texts.DEFAULT_CORPUS,
+            metrics_url=metrics_url or runner.default_metrics_url(address, protocol))
+        targets = runner.parse_slo(slo) if slo else []
+        config.check()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with runner.local_server(config, repository) if serve else contextlib.nullcontext(config) as config:
+        if web:
+            console.print(f"Locust web UI: http://{settings.DEFAULT_HOST}:{web_port} (Ctrl-C to stop)")
+            return runner.run_web(config, web_port)
+        runner.check_target(config)
+        with console.status(f"load-testing {config.model} over {config.protocol}...") as status:
+            result = runner.run(config, out, targets,
+                                on_progress=lambda p: status.update(p.describe(config.duration_s)))
+    runner.render(result, Console())
+    console.print("wrote " + ", ".join(str(path) for path in result.files.values()))
+    if result.slo_broken:
+        raise runner.LoadTestError("the run broke the SLO")

@@ -1,0 +1,41 @@
+"""Options several commands share, spelled and documented once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tools import settings
+
+# Defaults are shown as what they mean, never as a path of the machine that wrote the help.
+REPOSITORY_HELP = "Model repository (default: ./model_repository)."
+
+
+def repository_argument(help: str = REPOSITORY_HELP) -> Path:
+    return typer.Argument(settings.MODEL_REPOSITORY, help=help, show_default=False)
+
+
+def repository_option(help: str = REPOSITORY_HELP) -> Path:
+    return typer.Option(settings.MODEL_REPOSITORY, "--repository", help=help, show_default=False)
+
+
+def url_option() -> str | None:
+    return typer.Option(None, "--url", envvar=settings.URL_ENV, show_default=False,
+                        help="A running server: host:port, http://host:port or grpc://host:port "
+                             "(default: this machine's default port of the protocol).")
+
+
+def protocol_option() -> settings.Protocol | None:
+    return typer.Option(None, "--protocol", case_sensitive=False, show_default=False,
+                        help=f"Protocol to call the server with (default: the URL's scheme, else "
+                             f"{settings.DEFAULT_PROTOCOL}).")
+
+
+def model_option(help: str = "Model to call.") -> str:
+    return typer.Option(settings.EMBED_MODEL, "--model", "-m", help=help)
+
+
+def model_version_option() -> str:
+    return typer.Option("", "--model-version", show_default=False,
+                        help="Model version (default: the server's choice by the version policy).")

@@ -1,0 +1,91 @@
+"""`tools serve` and `tools infer`: run the repository on a local tritonserver, call a running one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tools import settings
+from tools.cli import options
+from tools.cli.app import app, console
+from tools.errors import ServingError, ValidationError
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops `serve` the way Ctrl-C does: through the same clean shutdown."""
+    raise KeyboardInterrupt
+
+
+@app.command()
+def serve(
+    repository: Path = options.repository_argument("Model repository to serve (default: ./model_repository)."),
+    host: str = typer.Option(settings.DEFAULT_HOST, help="Address to bind (all three endpoints)."),
+    http_port: int = typer.Option(settings.DEFAULT_HTTP_PORT),
+    grpc_port: int = typer.Option(settings.DEFAULT_GRPC_PORT),
+    metrics_port: int = typer.Option(settings.DEFAULT_METRICS_PORT),
+    tritonserver: Path | None = typer.Option(None, envvar=settings.TRITONSERVER_ENV, show_default=False,
+                                             help="tritonserver binary (default: the nvidia-pytriton wheel's)."),
+    timeout: float = typer.Option(120.0, help="Seconds to wait for every model to load."),
+    exit_after_smoke: bool = typer.Option(False, help="Stop after the smoke request (for scripts)."),
+) -> None:
+    """Start Triton on the repository locally, wait for readiness, send a smoke request, serve until Ctrl-C."""
+    from tools.serving import infer, runtime
+    from tools.validation.run import check_before_serving
+
+    if not check_before_serving(repository, console):
+        raise ValidationError(f"{repository} has configuration errors (listed above); not starting tritonserver")
+    opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
+                                 metrics_port=metrics_port, tritonserver=tritonserver)
+    server = runtime.TritonServer(opts)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        started = time.monotonic()
+        with console.status("starting tritonserver and loading models..."):
+            server.start(timeout)
+        console.print(f"[green]ready[/] in {time.monotonic() - started:.1f} s — "
+                      f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
+        console.print(f"log: {server.log_path}")
+        key_source = f"${settings.CONTROL_KEY_ENV}" if os.environ.get(settings.CONTROL_KEY_ENV) \
+            else server.write_control_key()
+        console.print(f"model-control API: send header {settings.CONTROL_KEY_HEADER} with the key in {key_source}")
+        infer.smoke(server.http_url, server.grpc_url, Console())
+        if exit_after_smoke:
+            return
+        console.print("serving; Ctrl-C to stop")
+        while server.child.running():
+            time.sleep(0.5)
+        raise ServingError(f"tritonserver exited with code {server.child.returncode}; log: {server.log_path}")
+    except runtime.ServerStartError as exc:
+        for model, message in exc.model_errors.items():
+            console.print(f"  [red]{model}[/]: {message}", highlight=False, markup=False)
+        raise
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        server.stop()
+
+
+@app.command("infer")
+def infer_command(
+    texts: list[str] = typer.Argument(..., help="One or more texts to embed."),
+    url: str | None = options.url_option(),
+    protocol: settings.Protocol | None = options.protocol_option(),
+    model: str = options.model_option(),
+    model_version: str = options.model_version_option(),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (embeddings, similarity) to stdout."),
+) -> None:
+    """Embed texts on a running server; print the embeddings' shape and their cosine similarity matrix."""
+    from tools.serving import client, infer
+
+    protocol, address = client.resolve(url, protocol)
+    result = infer.run(texts, protocol, address, model, model_version)
+    if as_json:
+        typer.echo(json.dumps(result.as_json()))
+    else:
+        infer.render(result, Console())

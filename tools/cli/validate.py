@@ -1,0 +1,24 @@
+"""`tools validate`: check a model repository offline (and optionally on a real server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tools.cli import options
+from tools.cli.app import app
+from tools.validation import Target
+from tools.validation.run import OutputFormat, run_validation
+
+
+@app.command()
+def validate(
+    repository: Path = options.repository_argument("Model repository to check (default: ./model_repository)."),
+    output_format: OutputFormat = typer.Option(OutputFormat.HUMAN, "--format", help="Report format."),
+    strict: bool = typer.Option(False, help="Exit 1 on warnings too."),
+    target: Target = typer.Option(Target.CPU, help="Hardware the repository will be served on."),
+    server: bool = typer.Option(False, help="Also load every model in a real tritonserver and report refusals."),
+) -> None:
+    """Check a model repository offline (exit 0 clean, 1 findings, 2 usage error)."""
+    raise typer.Exit(run_validation(repository, output_format, strict, target, server))
