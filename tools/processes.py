@@ -75,7 +75,8 @@ class Child:
             if ready():
                 return
             if time.monotonic() > deadline:
-                raise ProcessError(f"{self.name}: no {waiting_for} after {timeout:.0f} s{self._tail_note()}")
+                raise ProcessError(f"{self.name}: gave up waiting for {waiting_for} after {timeout:.0f} s"
+                                   f"{self._tail_note()}")
             time.sleep(POLL_INTERVAL_S)
 
     def wait(self, timeout: float | None = None) -> int:
