@@ -1,3 +1,5 @@
-"""Ops tooling for the Triton model repository: validate, serve, infer, load-test, deploy."""
+"""Ops tooling for a Triton model repository: validate, serve, infer, load-test, benchmark, deploy."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("triton-model-toolkit")  # one source: pyproject.toml, through the installed metadata

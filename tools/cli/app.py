@@ -3,23 +3,18 @@ code (1: the job found a problem, 2: usage), the way helm and ruff report."""
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from tools import __version__
 from tools.errors import ToolsError
 
 COMMAND_ORDER = ("serve", "infer", "validate", "loadtest", "bench", "deploy", "dashboards")
 # Progress and summaries go to stderr; data (JSON, diffs, tables a script reads) to stdout.
 console = Console(stderr=True)
-
-
-def version() -> str:
-    return importlib.metadata.version("triton-model-toolkit")
 
 
 def report(exc: ToolsError) -> typer.Exit:
@@ -50,7 +45,7 @@ app = typer.Typer(cls=ToolsGroup, no_args_is_help=True, pretty_exceptions_enable
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"tools {version()}")
+        typer.echo(f"tools {__version__}")
         raise typer.Exit()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -31,6 +30,10 @@ def serve(
     metrics_port: int = typer.Option(settings.DEFAULT_METRICS_PORT),
     tritonserver: Path | None = typer.Option(None, envvar=settings.TRITONSERVER_ENV, show_default=False,
                                              help="tritonserver binary (default: the nvidia-pytriton wheel's)."),
+    control_key: str | None = typer.Option(None, envvar=settings.CONTROL_KEY_ENV, show_default=False,
+                                           help=f"Secret of the model-control API (header "
+                                                f"{settings.CONTROL_KEY_HEADER}); default: a new one per run, "
+                                                "left in a file only you can read."),
     timeout: float = typer.Option(120.0, help="Seconds to wait for every model to load."),
     exit_after_smoke: bool = typer.Option(False, help="Stop after the smoke request (for scripts)."),
 ) -> None:
@@ -41,7 +44,7 @@ def serve(
     if not check_before_serving(repository, console):
         raise ValidationError(f"{repository} has configuration errors (listed above); not starting tritonserver")
     opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
-                                 metrics_port=metrics_port, tritonserver=tritonserver)
+                                 metrics_port=metrics_port, tritonserver=tritonserver, control_key=control_key)
     server = runtime.TritonServer(opts)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -51,8 +54,7 @@ def serve(
         console.print(f"[green]ready[/] in {time.monotonic() - started:.1f} s — "
                       f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
         console.print(f"log: {server.log_path}")
-        key_source = f"${settings.CONTROL_KEY_ENV}" if os.environ.get(settings.CONTROL_KEY_ENV) \
-            else server.write_control_key()
+        key_source = "the key you gave" if control_key else server.write_control_key()
         console.print(f"model-control API: send header {settings.CONTROL_KEY_HEADER} with the key in {key_source}")
         infer.smoke(server.http_url, server.grpc_url, Console())
         if exit_after_smoke:

@@ -157,7 +157,7 @@ class ServerOptions:
     metrics_port: int = settings.DEFAULT_METRICS_PORT
     tritonserver: Path | None = None
     models: list[str] = field(default_factory=lambda: ["*"])
-    control_key: str | None = None  # None: taken from $TRITON_CONTROL_KEY, else generated
+    control_key: str | None = None  # None: a new secret per server
     log_verbose: int = 0
     exit_timeout: int = EXIT_TIMEOUT_S
     extra_args: list[str] = field(default_factory=list)
@@ -215,8 +215,7 @@ class TritonServer:
 
     def __init__(self, opts: ServerOptions):
         self.opts = opts
-        self.control_key = opts.control_key or os.environ.get(settings.CONTROL_KEY_ENV) \
-            or secrets.token_urlsafe(24)
+        self.control_key = opts.control_key or secrets.token_urlsafe(24)
         self.shm_prefix = f"triton_toolkit_{os.getpid()}_{secrets.token_hex(4)}_"
         self.child: Child | None = None
         self.log_path: Path | None = None

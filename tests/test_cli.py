@@ -1,0 +1,80 @@
+"""The CLI behaves like the tools its users know: --version, -h, completion, environment variables shown in --help,
+fixed choices checked, and every failure one line with the same exit codes (0 ok, 1 problem found, 2 usage)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from tools import __version__, processes, settings
+from tools.cli import app
+
+runner = CliRunner()
+
+
+def _plain(text: str) -> str:
+    """Help text without rich's box drawing and colour codes, whitespace folded."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m|[│╭╮╰╯─]", " ", text).split())
+
+
+def test_version_and_short_help():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"tools {__version__}"
+    assert runner.invoke(app, ["-h"]).exit_code == 0
+
+
+def test_shell_completion_is_offered():
+    assert "--install-completion" in _plain(runner.invoke(app, ["--help"]).stdout)
+
+
+@pytest.mark.parametrize(("command", "variables"), [
+    (["infer"], [settings.URL_ENV]),
+    (["loadtest"], [settings.URL_ENV, settings.METRICS_URL_ENV]),
+    (["serve"], [settings.TRITONSERVER_ENV, settings.CONTROL_KEY_ENV]),
+    (["deploy", "upgrade"], [settings.NAMESPACE_ENV, settings.HELM_ENV, "KUBECONFIG"]),
+    (["deploy", "status"], [settings.NAMESPACE_ENV]),
+])
+def test_help_names_the_environment_variables_a_command_reads(command, variables):
+    help_text = _plain(runner.invoke(app, [*command, "--help"], terminal_width=200).stdout)
+    for variable in variables:
+        assert f"env var: {variable}" in help_text, (command, variable)
+
+
+@pytest.mark.parametrize("command", [["serve"], ["validate"], ["loadtest"], ["bench"], ["dashboards"],
+                                     ["deploy", "upgrade"], ["deploy", "diff"]])
+def test_help_shows_no_path_of_this_checkout(command):
+    help_text = runner.invoke(app, [*command, "--help"], terminal_width=200).stdout
+    assert "/work/" not in help_text and "/home/" not in help_text and "site-packages" not in help_text
+
+
+@pytest.mark.parametrize("args", [
+    ["infer", "--protocol", "htp", "hello"],
+    ["validate", "--format", "xml"],
+    ["deploy", "status", "-o", "yaml"],
+])
+def test_a_typo_in_a_fixed_choice_is_a_usage_error(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_a_problem_is_one_line_and_exit_1():
+    port = processes.free_port()  # nothing listens there
+    result = runner.invoke(app, ["infer", "--url", f"127.0.0.1:{port}", "hello"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_usage_error_of_the_tools_is_one_line_and_exit_2(tmp_path):
+    result = runner.invoke(app, ["infer", "--url", "grpc://127.0.0.1:1", "--protocol", "http", "hello"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    result = runner.invoke(app, ["validate", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "is not a directory" in result.stderr
+
+
+def test_the_url_comes_from_the_environment_when_not_given():
+    port = processes.free_port()
+    result = runner.invoke(app, ["infer", "hello"], env={settings.URL_ENV: f"grpc://127.0.0.1:{port}"})
+    assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.stderr
