@@ -48,8 +48,11 @@ def _codes(value: object, where: str) -> set[str]:
 def find_pyproject(start: Path) -> Path | None:
     for folder in [start.resolve(), *start.resolve().parents]:
         candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a folder we may not search (the unreadable repository itself) holds no settings for us
+            continue
     return None
 
 
