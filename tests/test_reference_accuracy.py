@@ -69,7 +69,7 @@ def expected(reference) -> np.ndarray:
 
 
 def test_the_text_set_covers_truncation_and_a_single_character(reference):
-    assert reference.max_length == pipeline.configured_max_length(paths.REPOSITORY) == 128
+    assert reference.max_length == pipeline.configured_max_length(paths.REPOSITORY)
     passage = reference.tokenizer.encode(PASSAGE)
     assert len(passage.ids) == reference.max_length and passage.overflowing  # really cut at 128 tokens
     assert reference.tokenize([TEXTS["one character"]]).input_ids.tolist() == [[101, 1037, 102]]  # [CLS] a [SEP]
