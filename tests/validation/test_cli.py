@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from tests.support import paths
 from tests.validation.corpus import ADD, DOUBLE, MODEL_PY, Spec, base_spec
-from tools import settings
+from tools import processes, settings
 from tools.cli import app
+from tools.repository import load_repository
+from tools.validation import DEFAULT_CORES
 from tools.validation.run import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE
 
 runner = CliRunner()
@@ -23,6 +25,21 @@ def validate(*args: str):
     result = runner.invoke(app, ["validate", *map(str, args)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
+
+
+def findings(*args: str) -> list[dict]:
+    result = validate(*args, "--format", "json")
+    assert result.exit_code in (EXIT_CLEAN, EXIT_FINDINGS), result.output
+    return json.loads(result.stdout)["findings"]
+
+
+def run_cli(argv: list[str], cwd: Path, honour_permissions: bool = False):
+    """`python -m tools ...` as a child process. With `honour_permissions`, root runs it without the two capabilities
+    that let it read anything (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so that mode 000 means what it says."""
+    command = [sys.executable, *argv]
+    if honour_permissions and os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    return processes.run("validate", command, timeout=300, cwd=cwd)
 
 
 @pytest.fixture
@@ -42,13 +59,23 @@ def warned_repo(tmp_path):
     return root
 
 
+@pytest.fixture
+def single_instance_repo(tmp_path):
+    """A repository whose only finding, on a multi-core target, is W502: the Python model "double" has one instance."""
+    root = tmp_path / "repo"
+    spec = base_spec("")
+    spec.edit("double", lambda c: setattr(c.instance_group[0], "count", 1))
+    spec.write(root)
+    return root
+
+
 def test_project_repository_has_no_errors():
     result = validate(paths.REPOSITORY)
     assert result.exit_code == EXIT_CLEAN, result.output
-    assert "0 error(s)" in result.output or "clean" in result.output
+    assert not [f for f in findings(paths.REPOSITORY) if f["severity"] == "error"]
 
 
-def test_exit_codes(clean_repo, warned_repo, tmp_path):
+def test_exit_code_is_0_when_clean_1_on_findings_2_on_usage_errors(clean_repo, warned_repo, tmp_path):
     assert validate(clean_repo).exit_code == EXIT_CLEAN
     assert validate(warned_repo).exit_code == EXIT_CLEAN
     assert validate(warned_repo, "--strict").exit_code == EXIT_FINDINGS
@@ -59,7 +86,7 @@ def test_exit_codes(clean_repo, warned_repo, tmp_path):
     assert validate(clean_repo, "--target", "tpu").exit_code == EXIT_USAGE
 
 
-def test_gpu_target_accepts_gpu_instances(tmp_path):
+def test_gpu_instances_are_an_error_on_a_cpu_target_only(tmp_path):
     root = tmp_path / "repo"
     spec = base_spec("")
     spec.edit("double", lambda c: setattr(c.instance_group[0], "kind", c.instance_group[0].KIND_GPU))
@@ -68,7 +95,7 @@ def test_gpu_target_accepts_gpu_instances(tmp_path):
     assert validate(root, "--target", "gpu").exit_code == EXIT_CLEAN
 
 
-def test_json_report(warned_repo):
+def test_json_report_gives_code_severity_model_file_and_line(warned_repo):
     report = json.loads(validate(warned_repo, "--format", "json").stdout)
     assert report["summary"] == {"errors": 0, "warnings": 1}
     (finding,) = report["findings"]
@@ -76,7 +103,7 @@ def test_json_report(warned_repo):
     assert finding["file"].endswith("double/config.pbtxt") and finding["line"] > 0
 
 
-def test_sarif_report(tmp_path):
+def test_sarif_report_links_each_result_to_its_rule_and_config_line(tmp_path):
     root = tmp_path / "repo"
     spec = base_spec("")
     spec.edit("pipe", lambda c: c.ensemble_scheduling.step[0].input_map.__setitem__("IN", "nowhere"))
@@ -106,7 +133,7 @@ def test_human_report_groups_by_model_and_names_the_step(tmp_path):
 
 @pytest.mark.parametrize("breakage", ["binary_files", "symlink_loops", "directories_as_files", "empty_files",
                                       "deep_nesting", "huge_numbers"])
-def test_broken_input_never_gives_a_traceback(tmp_path, breakage):
+def test_broken_input_is_a_finding_never_a_traceback(tmp_path, breakage):
     root = tmp_path / "repo"
     spec = base_spec("")
     if breakage == "binary_files":
@@ -137,7 +164,7 @@ def test_broken_input_never_gives_a_traceback(tmp_path, breakage):
         assert "Traceback" not in result.output
 
 
-def test_repository_path_that_is_a_file_or_a_loop(tmp_path):
+def test_repository_path_that_is_a_file_or_a_loop_is_a_usage_error(tmp_path):
     (tmp_path / "file").write_text("x")
     os.symlink(tmp_path / "loop", tmp_path / "loop")
     for path in (tmp_path / "file", tmp_path / "loop"):
@@ -145,14 +172,77 @@ def test_repository_path_that_is_a_file_or_a_loop(tmp_path):
         assert result.exit_code == EXIT_USAGE and "not a directory" in result.output
 
 
-def test_unlistable_repository_is_reported(tmp_path, clean_repo):
-    # We run as root here, so permissions cannot make a folder unreadable: a dangling symlink
-    # named like a model folder is the closest real case; it must not break the run.
+def test_unlistable_model_folder_is_an_error_finding(clean_repo):
+    (clean_repo / "double").chmod(0)
+    try:
+        completed = run_cli(["-m", "tools", "validate", "repo", "--format", "json"], clean_repo.parent,
+                            honour_permissions=True)
+    finally:
+        (clean_repo / "double").chmod(0o755)
+    assert completed.returncode == EXIT_FINDINGS, completed.stderr
+    reported = {f["code"]: f for f in json.loads(completed.stdout)["findings"] if f["model"] == "double"}
+    assert "cannot list repo/double: Permission denied" in reported["E102"]["message"]
+
+
+def test_unlistable_repository_is_a_usage_error_for_the_cli_and_a_finding_for_callers(clean_repo):
+    """The command refuses it up front (exit 2); callers of run_validation (deploy) get finding E104, exit 1."""
+    library = ("from pathlib import Path; from tools.validation.run import OutputFormat, run_validation; "
+               "raise SystemExit(run_validation(Path('repo'), OutputFormat.JSON))")
+    clean_repo.chmod(0)
+    try:
+        command = run_cli(["-m", "tools", "validate", "repo"], clean_repo.parent, honour_permissions=True)
+        called = run_cli(["-c", library], clean_repo.parent, honour_permissions=True)
+    finally:
+        clean_repo.chmod(0o755)
+    assert command.returncode == EXIT_USAGE and "'repo' is not readable" in command.stderr
+    assert "Traceback" not in command.stderr + called.stderr
+    assert called.returncode == EXIT_FINDINGS, called.stderr
+    (finding,) = json.loads(called.stdout)["findings"]
+    assert finding["code"] == "E104" and "cannot list repo: Permission denied" in finding["message"]
+
+
+def test_a_dangling_symlink_in_the_repository_is_not_a_model(tmp_path, clean_repo):
     os.symlink(tmp_path / "nowhere", clean_repo / "dangling")
     assert validate(clean_repo).exit_code == EXIT_CLEAN
+    assert findings(clean_repo) == []
+    assert set(load_repository(clean_repo).models) == {"double", "add", "pipe"}
 
 
-def test_warnings_silenced_in_pyproject(tmp_path, warned_repo):
+def test_target_cores_decide_w502(single_instance_repo):
+    assert findings(single_instance_repo, "--cores", "1") == []
+    (warning,) = findings(single_instance_repo, "--cores", "8")
+    assert warning["code"] == "W502" and warning["model"] == "double" and "8-core target" in warning["message"]
+    (default,) = findings(single_instance_repo)
+    assert f"{DEFAULT_CORES}-core target" in default["message"]
+    for bad in ("0", "-2", "two"):
+        result = validate(single_instance_repo, "--cores", bad)
+        assert result.exit_code == EXIT_USAGE and "--cores" in result.output
+
+
+def test_target_cores_from_pyproject_unless_the_command_line_gives_them(tmp_path, single_instance_repo):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text("[tool.tools-validate]\ncores = 1\n")
+    assert findings(single_instance_repo) == []
+    assert "3-core target" in findings(single_instance_repo, "--cores", "3")[0]["message"]
+    for bad in ("0", '"4"', "true"):
+        pyproject.write_text(f"[tool.tools-validate]\ncores = {bad}\n")
+        result = validate(single_instance_repo)
+        assert result.exit_code == EXIT_USAGE and "cores must be a whole number" in result.output
+
+
+@pytest.mark.parametrize("machine_cores", [1, 64])
+def test_default_verdict_does_not_depend_on_the_machine(single_instance_repo, monkeypatch, machine_cores):
+    """os.cpu_count() patched both after import (in process) and before anything of the project is imported."""
+    monkeypatch.setattr(os, "cpu_count", lambda: machine_cores)
+    assert findings(single_instance_repo) == findings(single_instance_repo, "--cores", str(DEFAULT_CORES)) != []
+    fresh = (f"import os; os.cpu_count = lambda: {machine_cores}; from tools.cli import app; "
+             f"app(['validate', 'repo', '--format', 'json'])")
+    completed = run_cli(["-c", fresh], single_instance_repo.parent)
+    (warning,) = json.loads(completed.stdout)["findings"]
+    assert warning["code"] == "W502" and f"{DEFAULT_CORES}-core target" in warning["message"]
+
+
+def test_warnings_silenced_in_pyproject_everywhere_or_for_their_model_only(tmp_path, warned_repo):
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[tool.tools-validate]\nignore = ["W501"]\n')
     assert validate(warned_repo, "--strict").exit_code == EXIT_CLEAN
@@ -189,8 +279,7 @@ def test_server_mode_reports_what_triton_refuses(tmp_path):
     spec.files["no_class/1/model.py"] = "import numpy\n"
     spec.write(root)
     assert MODEL_PY in (root / "good" / "1" / "model.py").read_text()
-    completed = subprocess.run([sys.executable, "-m", "tools", "validate", str(root), "--server", "--format",
-                                "json"], capture_output=True, text=True, timeout=300)
+    completed = run_cli(["-m", "tools", "validate", str(root), "--server", "--format", "json"], tmp_path)
     assert completed.returncode == EXIT_FINDINGS, completed.stderr
     server = {f["model"]: f["message"] for f in json.loads(completed.stdout)["findings"] if f["code"] == "E901"}
     assert set(server) == {"negative", "no_class"}

@@ -8,7 +8,7 @@ import typer
 
 from tools.cli import options
 from tools.cli.app import app
-from tools.validation import Target
+from tools.validation import DEFAULT_CORES, Target
 from tools.validation.run import OutputFormat, run_validation
 
 
@@ -19,6 +19,11 @@ def validate(
     strict: bool = typer.Option(False, help="Exit 1 on warnings too."),
     target: Target = typer.Option(Target.CPU, help="Hardware the repository will be served on."),
     server: bool = typer.Option(False, help="Also load every model in a real tritonserver and report refusals."),
+    cores: int | None = typer.Option(
+        None, "--cores", min=1, show_default=False,
+        help=f"CPU cores of one server on the target, for W502 (single-instance Python models). Default: `cores` "
+             f"in the tool.tools-validate table of pyproject.toml, else {DEFAULT_CORES} (the chart's CPU limit); never "
+             f"the cores of the machine running the check, so every machine gives the same verdict."),
 ) -> None:
     """Check a model repository offline (exit 0 clean, 1 findings, 2 usage error)."""
-    raise typer.Exit(run_validation(repository, output_format, strict, target, server))
+    raise typer.Exit(run_validation(repository, output_format, strict, target, server, cores=cores))

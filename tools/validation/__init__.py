@@ -11,14 +11,14 @@ from pathlib import Path
 from tools.errors import ValidationError
 from tools.repository import CONFIG_FILE, ConfigFile, ModelConfig, Repository, parse_config_text, replace_config
 from tools.validation import ensembles, layout, production, semantics, syntax
-from tools.validation.context import Context, Options, Target
+from tools.validation.context import DEFAULT_CORES, Context, Options, Target
 from tools.validation.findings import RULES, Finding, Severity, has_errors
 from tools.validation.suppress import SettingsError, Silenced, load_silenced
 
 RULE_MODULES = (syntax, layout, semantics, ensembles, production)
 
-__all__ = ["RULES", "ConfigRejectedError", "Finding", "Options", "SettingsError", "Severity", "Target",
-           "blocking_errors", "has_errors", "load_silenced", "validate", "write_config"]
+__all__ = ["DEFAULT_CORES", "RULES", "ConfigRejectedError", "Finding", "Options", "SettingsError", "Severity",
+           "Target", "blocking_errors", "has_errors", "load_silenced", "validate", "write_config"]
 
 
 def _sort_key(finding: Finding) -> tuple:

@@ -11,8 +11,10 @@ from rich.markup import escape
 
 from tools.repository import Repository, load_repository
 from tools.validation import Options, SettingsError, Target, has_errors, load_silenced, validate
+from tools.validation.context import DEFAULT_CORES
 from tools.validation.findings import Finding, Severity
 from tools.validation.reporters import print_human, to_json, to_sarif
+from tools.validation.suppress import load_cores
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -33,21 +35,28 @@ def _print_error(console: Console, message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def check_offline(path: Path, target: Target = Target.CPU) -> tuple[Repository, list[Finding]]:
-    """Load the repository and run every offline rule, honouring silencing (raises SettingsError)."""
+def check_offline(path: Path, target: Target = Target.CPU,
+                  cores: int | None = None) -> tuple[Repository, list[Finding]]:
+    """Load the repository and run every offline rule, honouring silencing (raises SettingsError).
+
+    The target's cores are `cores` if given, else pyproject.toml's `cores`, else DEFAULT_CORES: never this machine's.
+    """
     repository = load_repository(path)
-    return repository, validate(repository, Options(target=target), load_silenced(repository))
+    if cores is None:
+        cores = load_cores(repository) or DEFAULT_CORES
+    return repository, validate(repository, Options(target=target, cores=cores), load_silenced(repository))
 
 
 def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: bool = False,
-                   target: Target = Target.CPU, server: bool = False, console: Console | None = None) -> int:
+                   target: Target = Target.CPU, server: bool = False, console: Console | None = None,
+                   cores: int | None = None) -> int:
     """Validate the repository at `path` and print the report; returns the process exit code."""
     console = console or Console(stderr=True)
     if not path.is_dir():
         _print_error(console, f"{path} is not a directory (expected a Triton model repository)")
         return EXIT_USAGE
     try:
-        repository, findings = check_offline(path, target)
+        repository, findings = check_offline(path, target, cores)
     except SettingsError as exc:
         _print_error(console, str(exc))
         return EXIT_USAGE
