@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Coroutine
@@ -105,8 +106,9 @@ def _explain(exc: helm_errors.Error, target: Target) -> DeployError:
                            f"{f' (context {target.kube_context})' if target.kube_context else ''}: {detail}")
     if isinstance(exc, helm_errors.ReleaseNotFoundError):
         return DeployError(f"release {target.release!r} not found in {_where(target)}")
-    if "namespaces" in detail and "not found" in detail and not target.create_namespace:
-        return DeployError(f"{_where(target)} does not exist (pass --create-namespace to create it): {detail}")
+    missing = re.search(r'namespaces "([^"]+)" not found', detail)
+    if missing:  # helm names the namespace even when it came from the kube context
+        return DeployError(f"namespace {missing[1]!r} does not exist (pass --create-namespace to create it)")
     return DeployError(detail)
 
 
