@@ -1,8 +1,8 @@
 """`tools deploy` without a cluster: values mean exactly what they mean to helm, input is checked before any cluster
 call, and every failure is one line `error: ...` (exit 1: a problem found; exit 2: usage), never a traceback.
 
-Real: the helm v3.19 binary (values, rendering) and the `tools` CLI as a child process. No cluster runs here; the
-cluster tier is tests/deploy.
+Real: the helm v3.19 binary (values, rendering) and the `tools` CLI, in process and as a child process. No cluster
+runs here; the cluster tier is tests/deploy.
 """
 
 from __future__ import annotations
