@@ -25,11 +25,16 @@ def build_kubernetes_binaries() -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            helm_binary: Path) -> Iterator[Cluster]:
-    """A fresh control plane for the session; the build's progress goes straight to the terminal."""
+def kube_binaries(request: pytest.FixtureRequest) -> None:
+    """etcd, kube-apiserver and kube-controller-manager are on this machine (built once; the build's progress goes
+    straight to the terminal)."""
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         build_kubernetes_binaries()
+
+
+@pytest.fixture(scope="session")
+def cluster(kube_binaries: None, tmp_path_factory: pytest.TempPathFactory, helm_binary: Path) -> Iterator[Cluster]:
+    """A fresh control plane for the session."""
     with running_cluster(Path(tmp_path_factory.mktemp("kube"))) as started:
         yield started

@@ -12,7 +12,6 @@ import contextlib
 import json
 import secrets
 import ssl
-import subprocess
 import threading
 import time
 import urllib.error
@@ -22,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools import settings
-from tools.processes import Child, free_port, spawn
+from tools.errors import ProcessError
+from tools.processes import Child, free_port, run, spawn
 
 NEVER_READY_TAG = "never-ready"
 START_TIMEOUT_S = 60.0
@@ -136,12 +136,14 @@ def _safely(check: Callable[[], bool]) -> Callable[[], bool]:
     return ready
 
 
-def write_kubeconfig(path: Path, server: str, token: str) -> Path:
+def write_kubeconfig(path: Path, server: str, token: str, namespace: str | None = None) -> Path:
+    """A kubeconfig for the cluster; `namespace` becomes its context's namespace (helm's default namespace)."""
+    context = {"cluster": "test", "user": "admin", **({"namespace": namespace} if namespace else {})}
     path.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "test",
         "clusters": [{"name": "test", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
         "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+        "contexts": [{"name": "test", "context": context}],
     }))
     path.chmod(0o600)
     return path
@@ -154,7 +156,9 @@ def running_cluster(workdir: Path, bin_dir: Path = settings.KUBE_TEST_BIN_DIR) -
     etcd_port, peer_port, api_port = free_port(host), free_port(host), free_port(host)
     token = secrets.token_urlsafe(24)
     (workdir / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
-    subprocess.run(["openssl", "genrsa", "-out", str(workdir / "sa.key"), "2048"], check=True, capture_output=True)
+    key = run("openssl", ["openssl", "genrsa", "-out", workdir / "sa.key", "2048"], timeout=START_TIMEOUT_S)
+    if key.returncode != 0:
+        raise ProcessError(f"openssl genrsa failed ({key.returncode}): {key.stderr.strip()}")
     server = f"https://{host}:{api_port}"
     kubeconfig = write_kubeconfig(workdir / "kubeconfig", server, token)
     api = KubeAPI(server, token)

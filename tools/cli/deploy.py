@@ -39,33 +39,44 @@ def _where(release: str, namespace: str | None) -> str:
     return f"release {release} in namespace {namespace or '(the kube context default)'}"
 
 
-# Options every verb takes, spelled as helm spells them.
+# Options every verb takes, spelled as helm spells them; defaults are described, never shown as a local path.
 RELEASE = typer.Option(settings.DEFAULT_RELEASE, "--release", help="Helm release name.")
 NAMESPACE = typer.Option(None, "--namespace", "-n", envvar=settings.NAMESPACE_ENV, show_default=False,
-                         help="Namespace (default: the kube context's, as helm does).")
+                         help="Namespace (default: the kube context's namespace, as helm does).")
 HELM = typer.Option(None, "--helm", envvar=settings.HELM_ENV, show_default=False,
-                    help="helm binary (default: PATH, then the project's cached helm).")
-KUBECONFIG = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", show_default=False)
-KUBE_CONTEXT = typer.Option(None, "--kube-context", show_default=False)
-TIMEOUT = typer.Option(settings.DEFAULT_DEPLOY_TIMEOUT, "--timeout", help="How long helm waits for pods (e.g. 5m).")
+                    help="helm binary (default: helm on PATH, then the one scripts/install-helm.sh installed).")
+KUBECONFIG = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", show_default=False,
+                          help="Kubeconfig file (default: ~/.kube/config).")
+KUBE_CONTEXT = typer.Option(None, "--kube-context", show_default=False,
+                            help="Kubeconfig context (default: its current context).")
+TIMEOUT = typer.Option(settings.DEFAULT_DEPLOY_TIMEOUT, "--timeout",
+                       help="How long helm waits for the pods (a Go duration: 90s, 5m).")
 OUTPUT = typer.Option(Output.TABLE, "--output", "-o", case_sensitive=False, help="Output format.")
+CHART = typer.Option(settings.CHART_DIR, "--chart", show_default=False,
+                     help=f"Chart folder (default: ./{settings.CHART_DIR.as_posix()}).")
+VALUES = typer.Option([], "--values", "-f", metavar="FILE", show_default=False,
+                      help="Values file (repeatable; later files win).")
+SET = typer.Option([], "--set", metavar="KEY=VALUE", show_default=False,
+                   help="Value as helm's --set reads it: a.b=1,c=2, list={x,y}, list[0]=x, a=x\\,y (an escaped comma), "
+                        "a=null (removes a key). Repeatable; wins over --values.")
+SET_STRING = typer.Option([], "--set-string", metavar="KEY=VALUE", show_default=False,
+                          help="Like --set, but the value is always a string (repeatable).")
+REPOSITORY = options.repository_option(f"Model repository to validate; its digest rolls the pods when it changes "
+                                       f"(default: ./{settings.MODEL_REPOSITORY.as_posix()}).")
 
 
 @deploy_app.command()
 def upgrade(
-    chart: Path = typer.Option(settings.CHART_DIR, "--chart", show_default=False,
-                               help="Chart folder (default: ./charts/triton-embeddings)."),
-    values: list[Path] = typer.Option([], "--values", "-f", help="Values file (repeatable)."),
-    set_values: list[str] = typer.Option([], "--set", help="key.path=value, as helm reads it (repeatable)."),
-    set_string: list[str] = typer.Option([], "--set-string", help="key.path=value, always a string (repeatable)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Render against the cluster, change nothing."),
-    create_namespace: bool = typer.Option(False, "--create-namespace", help="Create the namespace if missing."),
-    repository: Path = options.repository_option("Model repository to validate and deploy "
-                                                 "(default: ./model_repository)."),
+    chart: Path = CHART, values: list[Path] = VALUES, set_values: list[str] = SET, set_string: list[str] = SET_STRING,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Render the release against the cluster; change nothing."),
+    create_namespace: bool = typer.Option(False, "--create-namespace",
+                                          help="Create the namespace if it does not exist (without it: an error)."),
+    repository: Path = REPOSITORY,
     release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
     kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
 ) -> None:
-    """Validate the repository, then install or upgrade the release (atomic: a failed rollout rolls back)."""
+    """Validate the repository, then install or upgrade the release and wait for its pods (atomic: a rollout that
+    does not become ready in --timeout is rolled back)."""
     from tools.deploy import helm as deployment
 
     target = _target(release, namespace, helm, kubeconfig, kube_context, timeout, chart, create_namespace)
@@ -75,23 +86,18 @@ def upgrade(
     verb = "rendering" if dry_run else "installing/upgrading"
     with console.status(f"{verb} {_where(release, namespace)}; waiting up to {timeout} for pods to be ready..."):
         done = deployment.install_or_upgrade(target, planned, dry_run=dry_run)
-    console.print(f"[green]{'dry run ok' if dry_run else 'deployed'}[/] {_where(release, namespace)}: "
+    console.print(f"[green]{'dry run ok' if dry_run else 'deployed'}[/] {_where(release, done.release.namespace)}: "
                   f"revision {done.revision} ({done.status.value})")
 
 
 @deploy_app.command()
 def diff(
-    chart: Path = typer.Option(settings.CHART_DIR, "--chart", show_default=False,
-                               help="Chart folder (default: ./charts/triton-embeddings)."),
-    values: list[Path] = typer.Option([], "--values", "-f", help="Values file (repeatable)."),
-    set_values: list[str] = typer.Option([], "--set", help="key.path=value, as helm reads it (repeatable)."),
-    set_string: list[str] = typer.Option([], "--set-string", help="key.path=value, always a string (repeatable)."),
-    repository: Path = options.repository_option("Model repository to validate and deploy "
-                                                 "(default: ./model_repository)."),
+    chart: Path = CHART, values: list[Path] = VALUES, set_values: list[str] = SET, set_string: list[str] = SET_STRING,
+    repository: Path = REPOSITORY,
     release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
     kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
 ) -> None:
-    """Print (stdout) the unified diff an upgrade would apply; change nothing."""
+    """Print on stdout the unified diff an upgrade would apply (Secret values hidden); change nothing."""
     from tools.deploy import helm as deployment
 
     target = _target(release, namespace, helm, kubeconfig, kube_context, timeout, chart)
@@ -108,7 +114,7 @@ def status(
     release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
     kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT,
 ) -> None:
-    """Show the release's current revision."""
+    """Show the release's current revision: number, status, namespace, time."""
     from tools.deploy import helm as deployment
 
     current = deployment.status(_target(release, namespace, helm, kubeconfig, kube_context,
@@ -126,7 +132,7 @@ def history(
     release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
     kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT,
 ) -> None:
-    """List the release's revisions."""
+    """List the release's revisions, oldest first."""
     from tools.deploy import helm as deployment
 
     rows = deployment.history(_target(release, namespace, helm, kubeconfig, kube_context,
@@ -141,17 +147,18 @@ def history(
 
 @deploy_app.command()
 def rollback(
-    revision: int | None = typer.Argument(None, help="Revision to return to (default: the previous one)."),
+    revision: int | None = typer.Argument(None, metavar="REVISION", show_default=False,
+                                          help="Revision to return to (default: the previous one)."),
     release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
     kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
 ) -> None:
-    """Roll the release back and wait for its pods."""
+    """Roll the release back to a revision and wait for its pods."""
     from tools.deploy import helm as deployment
 
     target = _target(release, namespace, helm, kubeconfig, kube_context, timeout)
     with console.status(f"rolling back {_where(release, namespace)}; waiting up to {timeout} for pods..."):
         done = deployment.rollback(target, revision)
-    console.print(f"[green]rolled back[/] {_where(release, namespace)}: now revision {done.revision} "
+    console.print(f"[green]rolled back[/] {_where(release, done.release.namespace)}: now revision {done.revision} "
                   f"({done.status.value})")
 
 
@@ -160,7 +167,7 @@ def uninstall(
     release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
     kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
 ) -> None:
-    """Remove the release."""
+    """Remove the release and wait for its objects to be deleted."""
     from tools.deploy import helm as deployment
 
     with console.status(f"uninstalling {_where(release, namespace)}..."):

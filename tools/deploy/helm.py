@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Coroutine
@@ -22,10 +23,11 @@ from typing import Any, TypeVar
 import yaml
 from pyhelm3 import Client, ReleaseRevision
 from pyhelm3 import errors as helm_errors
+from rich.console import Console
 
 from tools import processes, settings
 from tools.errors import DeployError, UsageError
-from tools.validation.run import run_validation
+from tools.validation.run import check_before_serving
 
 # pyhelm3 logs every failed helm call; our DeployError already says it once, clearly.
 logging.getLogger("pyhelm3").addHandler(logging.NullHandler())
@@ -86,15 +88,27 @@ def make_client(target: Target) -> Client:
                   kubecontext=target.kube_context, default_timeout=target.timeout)
 
 
+def _one_line(text: str) -> str:
+    """helm's message on one line, without its `Error:` prefix."""
+    return " ".join(text.split()).removeprefix("Error: ")
+
+
+def _where(target: Target) -> str:
+    return f"namespace {target.namespace!r}" if target.namespace else "the kube context's namespace"
+
+
 def _explain(exc: helm_errors.Error, target: Target) -> DeployError:
-    detail = str(exc).strip().removeprefix("Error: ").strip()
+    detail = _one_line(str(exc))
     unreachable = any(sign in detail.lower() for sign in ("cluster unreachable", "connection refused"))
     if unreachable or isinstance(exc, helm_errors.ConnectionError):
         where = target.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         return DeployError(f"no Kubernetes cluster reachable with kubeconfig {where}"
                            f"{f' (context {target.kube_context})' if target.kube_context else ''}: {detail}")
     if isinstance(exc, helm_errors.ReleaseNotFoundError):
-        return DeployError(f"release {target.release!r} not found in namespace {target.namespace!r}")
+        return DeployError(f"release {target.release!r} not found in {_where(target)}")
+    missing = re.search(r'namespaces "([^"]+)" not found', detail)
+    if missing:  # helm names the namespace even when it came from the kube context
+        return DeployError(f"namespace {missing[1]!r} does not exist (pass --create-namespace to create it)")
     return DeployError(detail)
 
 
@@ -145,7 +159,7 @@ def load_values(target: Target, files: list[Path], assignments: list[str] = (),
                 *[arg for value in string_assignments for arg in ("--set-string", value)]]
         done = processes.run("helm template", argv, timeout=HELM_VALUES_TIMEOUT_S)
     if done.returncode != 0:
-        raise UsageError(f"helm refused the values: {done.stderr.strip().removeprefix('Error: ')}")
+        raise UsageError(f"helm refused the values: {_one_line(done.stderr)}")
     rendered = next(doc for doc in yaml.safe_load_all(done.stdout) if doc)
     return json.loads(rendered["data"]["values.json"]) or {}
 
@@ -165,8 +179,11 @@ def values_for(repository: Path, values: dict) -> dict:
 
 
 def check_repository(repository: Path) -> None:
-    """Run `tools validate` on the repository (its report is printed) and refuse one with errors."""
-    if run_validation(repository) != 0:
+    """Refuse a repository `tools validate` finds errors in; they are printed on stderr, so stdout keeps only data
+    (a diff, JSON)."""
+    if not repository.is_dir():
+        raise UsageError(f"{repository} is not a directory (expected a Triton model repository)")
+    if not check_before_serving(repository, Console(stderr=True)):
         raise DeployError(f"tools validate rejected {repository}: fix the findings above; nothing was deployed")
 
 
