@@ -3,6 +3,7 @@ whose starter is SIGKILLed does not outlive it."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,8 @@ from tests.support import paths
 from tools.monitoring.prometheus import Prometheus, PrometheusError, ScrapeTarget, promtool
 from tools.processes import Child, free_port, spawn
 
-# A starter that serves its own /metrics, runs Prometheus on it until the first scrape, prints its pid and waits.
+# A starter that serves its own /metrics, runs Prometheus on it until the first scrape, prints its pid and folder,
+# and waits.
 PROMETHEUS_STARTER = """\
 import time
 from prometheus_client import start_http_server
@@ -22,7 +24,7 @@ from tools.processes import free_port
 port = free_port()
 start_http_server(port, addr="127.0.0.1")
 with running_prometheus([ScrapeTarget(job="starter", address=f"127.0.0.1:{port}")]) as prometheus:
-    print(prometheus.child.pid, flush=True)
+    print(prometheus.child.pid, prometheus.workdir, flush=True)
     time.sleep(600)
 """
 
@@ -57,7 +59,8 @@ def test_a_target_that_never_answers_is_named_and_the_server_cleaned_up():
 
 
 def test_prometheus_does_not_outlive_a_starter_killed_by_sigkill():
-    starter, (prometheus_pid,) = start_starter(PROMETHEUS_STARTER)
+    """The process goes; its temporary folder stays (nobody is left to remove it), so the test removes it."""
+    starter, (prometheus_pid, workdir) = start_starter(PROMETHEUS_STARTER)
     try:
         prometheus = psutil.Process(int(prometheus_pid))
         assert prometheus.name() == "prometheus" and prometheus.is_running()
@@ -65,6 +68,7 @@ def test_prometheus_does_not_outlive_a_starter_killed_by_sigkill():
         assert not alive, f"left running: {alive}"
     finally:
         starter.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_promtool_reports_a_broken_rule_file(tmp_path):
