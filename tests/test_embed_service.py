@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.request
+from collections import Counter
 
 import numpy as np
 import psutil
@@ -14,7 +16,6 @@ import tritonclient.http as httpclient
 
 from tools import settings
 from tools.bench import pipeline as model_logic
-from tools.monitoring import scrape as triton_metrics
 from tools.serving import client, runtime
 
 TEXTS = ["A man is playing a guitar.", "Someone is strumming a guitar.", "The stock market fell sharply today.",
@@ -61,7 +62,7 @@ def test_a_paraphrase_scores_higher_than_an_unrelated_pair(connection):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_asyncio_clients_get_the_same_answers_concurrently(server, protocol):
+def test_concurrent_requests_from_asyncio_clients_get_the_reference_answers(server, protocol):
     async def run():
         aio = client.connect(protocol, _url(server, protocol), aio=True)
         try:
@@ -131,26 +132,46 @@ def test_bad_input_is_refused_by_name_and_nothing_restarts(server, stub_pids, co
     assert client.embed(connection, TEXTS[:1]).shape == (1, settings.EMBEDDING_DIM)
 
 
+def _executions_by_batch_size(server, model: str) -> Counter[int]:
+    """Triton's count of the model's executions per batch size (rows in the batch), since the server started."""
+    with contextlib.closing(server.client()) as connection:
+        versions = connection.get_inference_statistics(model)["model_stats"]
+    return Counter({stats["batch_size"]: stats["compute_infer"]["count"]
+                    for version in versions for stats in version["batch_stats"]})
+
+
 def test_a_bad_request_fails_alone_in_a_batch_of_good_ones(server):
-    """Requests sent together reach the tokenizer in batches (its metrics say so); only the bad one fails."""
+    """Both tokenizer instances are kept busy while the burst arrives, so its requests queue and run together.
+    Every good request has 2 texts and the bad one 1: the only execution with an odd number of rows holds the bad
+    request, and if it has 3 rows or more it held good requests too. Only the bad request fails."""
+    good = [[TEXTS[i % len(TEXTS)], TEXTS[(i + 1) % len(TEXTS)]] for i in range(12)]
+    blocker = ["lorem ipsum dolor sit amet " * 400] * 64  # about half a second of tokenizing per instance
 
     async def run():
         aio = client.connect(client.Protocol.GRPC, server.grpc_url, aio=True)
         try:
-            sends = [client.embed_async(aio, [text]) for text in TEXTS * 4]
+            blockers = [asyncio.ensure_future(aio.infer(settings.TOKENIZER_MODEL, [client.text_input(aio, blocker)]))
+                        for _ in range(2)]
+            await asyncio.sleep(0.2)
+            sends = [client.embed_async(aio, texts) for texts in good]
             sends.insert(5, client.embed_async(aio, [b"\xc3\x28"]))
-            return await asyncio.gather(*sends, return_exceptions=True)
+            answers = await asyncio.gather(*sends, return_exceptions=True)
+            await asyncio.gather(*blockers)
+            return answers
         finally:
             await aio.close()
 
-    before = triton_metrics.scrape(server.metrics_url)
+    before = _executions_by_batch_size(server, settings.TOKENIZER_MODEL)
     answers = asyncio.run(run())
-    figures = {f.model: f for f in triton_metrics.model_figures(before, triton_metrics.scrape(server.metrics_url))}
-    assert figures[settings.TOKENIZER_MODEL].avg_batch > 1  # the tokenizer did batch these requests
+    executed = _executions_by_batch_size(server, settings.TOKENIZER_MODEL) - before
+    assert sum(size * count for size, count in executed.items()) == 2 * 64 + 2 * len(good) + 1, executed
+    odd = [size for size, count in executed.items() for _ in range(count) if size % 2]
+    assert len(odd) == 1 and odd[0] >= 3, f"the bad request ran alone: executions by batch size {dict(executed)}"
     failed = answers.pop(5)
     assert isinstance(failed, client.EmbeddingError) and "text 0 is not valid UTF-8" in str(failed)
     assert all(isinstance(answer, np.ndarray) for answer in answers)
-    np.testing.assert_allclose(np.concatenate(answers), model_logic.embed_in_process(TEXTS * 4), atol=1e-4)
+    expected = model_logic.embed_in_process([text for texts in good for text in texts])
+    np.testing.assert_allclose(np.concatenate(answers), expected, atol=1e-4)
 
 
 def _encode_directly(c, version: str, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

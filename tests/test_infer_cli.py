@@ -1,9 +1,9 @@
-"""`tools infer` against a real server (human and --json output), and `tools serve`'s smoke request."""
+"""`tools infer` against a real server (human and --json output; every way to name it), its usage and connection
+errors, and `tools serve`'s smoke request."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support import paths
-from tools import settings
+from tools import processes, settings
 from tools.bench import pipeline as model_logic
 from tools.cli import app
 from tools.serving import client, infer, runtime
@@ -25,13 +25,34 @@ def server():
         yield started
 
 
+def one_line_error(output: str) -> str:
+    """The CLI's whole report of a failure: exactly one line, `error: ...`, and no traceback."""
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    return lines[0]
+
+
+# How a user may name the server: (URL form, whether --protocol is given, whether the URL comes from $TRITON_URL).
+URL_FORMS = {
+    "host:port --protocol": ("{address}", True, False),
+    "scheme://host:port": ("{protocol}://{address}", False, False),
+    "TRITON_URL=scheme://host:port": ("{protocol}://{address}", False, True),
+}
+
+
+@pytest.mark.parametrize("form", URL_FORMS)
 @pytest.mark.parametrize("protocol", list(client.Protocol))
-def test_infer_json_gives_embeddings_and_similarity(server, protocol):
-    url = server.http_url if protocol == client.Protocol.HTTP else server.grpc_url
-    result = CliRunner().invoke(app, ["infer", *TEXTS, "--protocol", str(protocol), "--url", url, "--json"])
+def test_infer_json_gives_embeddings_and_similarity_over_the_protocol_the_url_names(server, protocol, form):
+    address = server.http_url if protocol == client.Protocol.HTTP else server.grpc_url
+    template, with_option, from_env = URL_FORMS[form]
+    url = template.format(protocol=protocol, address=address)
+    args = ["infer", *TEXTS, "--json", *(["--protocol", str(protocol)] if with_option else [])]
+    env = {settings.URL_ENV: url if from_env else None}  # None: unset for the run
+    result = CliRunner().invoke(app, args if from_env else [*args, "--url", url], env=env)
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
-    assert answer["shape"] == [3, settings.EMBEDDING_DIM] and answer["protocol"] == str(protocol)
+    assert answer["shape"] == [3, settings.EMBEDDING_DIM]
+    assert (answer["protocol"], answer["url"]) == (str(protocol), address)
     np.testing.assert_allclose(answer["embeddings"], model_logic.embed_in_process(TEXTS), atol=1e-4)
     similarity = np.array(answer["similarity"])
     np.testing.assert_allclose(np.diag(similarity), 1.0, atol=1e-5)
@@ -45,25 +66,46 @@ def test_infer_prints_shape_and_similarity_matrix_for_people(server):
     assert "cosine similarity" in result.stdout and "1.000" in result.stdout
 
 
-def test_infer_names_a_refused_text_and_exits_1_without_traceback(server):
-    result = CliRunner().invoke(app, ["infer", "fine", "", "--protocol", "grpc", "--url", server.grpc_url])
+def test_infer_names_a_refused_text_and_exits_1_on_one_line(server):
+    result = CliRunner().invoke(app, ["infer", "fine", "", "--url", f"grpc://{server.grpc_url}"])
     assert result.exit_code == 1
-    assert "text 1 is empty" in result.output and "Traceback" not in result.output
+    assert "text 1 is empty" in one_line_error(result.output)
 
 
 @pytest.mark.parametrize("protocol", list(client.Protocol))
-def test_infer_without_a_server_says_it_cannot_reach_it(protocol):
-    url = f"127.0.0.1:{runtime.free_port()}"
-    result = CliRunner().invoke(app, ["infer", "hello", "--url", url, "--protocol", str(protocol)])
-    assert result.exit_code == 1 and "cannot reach the server" in result.output
-    assert "Traceback" not in result.output
+def test_infer_without_a_server_says_on_one_line_it_cannot_reach_it(protocol):
+    url = f"{protocol}://127.0.0.1:{processes.free_port()}"
+    result = CliRunner().invoke(app, ["infer", "hello", "--url", url])
+    assert result.exit_code == 1
+    assert "cannot reach the server" in one_line_error(result.output)
+
+
+@pytest.mark.parametrize(("url", "protocol", "message"), [
+    ("grpc://127.0.0.1:8001", "http", "is grpc but --protocol is http"),
+    ("http://127.0.0.1:8000", "grpc", "is http but --protocol is grpc"),
+    ("ftp://127.0.0.1:8000", None, "unknown scheme 'ftp'"),
+])
+def test_a_url_that_contradicts_the_protocol_is_a_usage_error_before_any_connection(url, protocol, message):
+    args = ["infer", "hello", "--url", url, *(["--protocol", protocol] if protocol else [])]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert message in one_line_error(result.output)
+
+
+def test_resolve_reads_every_url_form_and_defaults_to_the_local_port_of_the_protocol():
+    assert client.resolve("example:9000") == (settings.DEFAULT_PROTOCOL, "example:9000")
+    assert client.resolve("GRPC://example:9001/") == (client.Protocol.GRPC, "example:9001")
+    assert client.resolve("example:9001", client.Protocol.GRPC) == (client.Protocol.GRPC, "example:9001")
+    assert client.resolve(None, client.Protocol.GRPC) == (client.Protocol.GRPC,
+                                                          f"{settings.DEFAULT_HOST}:{settings.DEFAULT_GRPC_PORT}")
+    assert client.resolve("http://") == (client.Protocol.HTTP, f"{settings.DEFAULT_HOST}:{settings.DEFAULT_HTTP_PORT}")
 
 
 def test_serve_answers_the_smoke_request_over_both_protocols_and_exits():
-    ports = [str(runtime.free_port()) for _ in range(3)]
+    ports = [str(processes.free_port()) for _ in range(3)]
     command = [sys.executable, "-m", "tools", "serve", "--http-port", ports[0], "--grpc-port", ports[1],
                "--metrics-port", ports[2], "--exit-after-smoke"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=paths.PROJECT_ROOT)
+    done = processes.run("tools serve", command, timeout=180, cwd=paths.PROJECT_ROOT)
     assert done.returncode == 0, done.stderr
     assert f"HTTP 127.0.0.1:{ports[0]}" in done.stderr and f"gRPC 127.0.0.1:{ports[1]}" in done.stderr
     assert done.stdout.count(f"embeddings ({len(infer.SMOKE_TEXTS)}, {settings.EMBEDDING_DIM})") == 2

@@ -2,35 +2,65 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 from typer.testing import CliRunner
 
 from tests.support import paths
 from tests.support.models import write_echo_model
 from tools import settings
 from tools.cli import app
+from tools.processes import Child, spawn
+from tools.serving import client, runtime
+
+# A starter that runs a server, prints its pid, shm prefix and stub pids, then waits to be killed.
+SERVER_STARTER = """\
+import sys, time
+import psutil
 from tools.serving import runtime
+server = runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=sys.argv[1])).start()
+stubs = [c.pid for c in psutil.Process(server.process.pid).children(recursive=True)]
+print(server.process.pid, server.shm_prefix, *stubs, flush=True)
+time.sleep(600)
+"""
 
 
-def _post(url: str, headers: dict[str, str] | None = None) -> int:
-    request = urllib.request.Request(url, data=b"{}", method="POST", headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+def index_status(url: str, headers: dict[str, str] | None = None) -> str:
+    """The HTTP status Triton gives the repository index, through tritonclient, with or without the control key."""
+    with contextlib.closing(httpclient.InferenceServerClient(url)) as connection:
+        try:
+            connection.get_model_repository_index(headers=headers)
+        except InferenceServerException as exc:
+            return exc.status()
+    return "200"
+
+
+def start_starter(code: str, *args: str) -> tuple[Child, list[str]]:
+    """Run `code` in a Python child of this test and read the first line it prints (its report of what it started)."""
+    starter = spawn("starter", [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True,
+                    cwd=paths.PROJECT_ROOT)
+    return starter, starter.process.stdout.readline().split()
+
+
+def sigkill_and_wait_gone(starter: Child, pids: list[int], timeout: float = 60.0) -> list[psutil.Process]:
+    """SIGKILL the starter alone (no finally, no atexit runs in it); what of `pids` still runs after `timeout`."""
+    family = [psutil.Process(pid) for pid in pids]
+    starter.process.kill()
+    starter.wait(10)
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    return alive
 
 
 def test_command_binds_every_endpoint_to_the_host_and_restricts_model_control():
@@ -58,8 +88,10 @@ def test_busy_port_is_named_before_anything_starts(echo_repository: Path):
         port = busy.getsockname()[1]
         opts = runtime.ServerOptions.on_free_ports(repository=echo_repository)
         opts.grpc_port = port
+        server = runtime.TritonServer(opts)
         with pytest.raises(runtime.PortInUseError, match=f"grpc port 127.0.0.1:{port} is busy"):
-            runtime.TritonServer(opts).start()
+            server.start()
+    assert server.child is None, "nothing was spawned"
 
 
 def test_cli_reports_a_busy_port_without_a_traceback(echo_repository: Path):
@@ -69,6 +101,7 @@ def test_cli_reports_a_busy_port_without_a_traceback(echo_repository: Path):
         port = busy.getsockname()[1]
         result = CliRunner().invoke(app, ["serve", str(echo_repository), "--http-port", str(port)])
     assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("error: ")
     assert f"http port 127.0.0.1:{port} is busy" in result.output
     assert "Traceback" not in result.output
 
@@ -80,10 +113,14 @@ def test_missing_binary_is_a_clear_error(tmp_path: Path):
 
 def test_server_serves_guards_model_control_and_leaves_nothing_behind(echo_repository: Path):
     with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=echo_repository)) as server:
-        index_url = f"http://{server.http_url}/v2/repository/index"
-        assert _post(index_url) == 403, "model control must need the secret header"
-        assert _post(index_url, server.control_headers) == 200
+        assert index_status(server.http_url) == "403", "model control must need the secret header"
+        assert index_status(server.http_url, server.control_headers) == "200"
         assert [m["state"] for m in server.repository_index()] == ["READY"]
+        assert client.model_ready(server.http_url, "echo") and not client.model_ready(server.http_url, "nope")
+        tensor = httpclient.InferInput("X", [1, 2], "FP32")
+        tensor.set_data_from_numpy(np.array([[1.5, -2.0]], np.float32))
+        with contextlib.closing(server.client()) as connection:
+            np.testing.assert_array_equal(connection.infer("echo", [tensor]).as_numpy("Y"), [[1.5, -2.0]])
         family = [server.process.pid] + [c.pid for c in psutil.Process(server.process.pid).children(recursive=True)]
         assert len(family) >= 2, "the Python model runs in a stub process"
         shm_prefix = server.shm_prefix
@@ -96,6 +133,7 @@ def test_server_serves_guards_model_control_and_leaves_nothing_behind(echo_repos
     assert server.process.returncode >= 0, "Triton exited by itself on SIGTERM, not by our SIGKILL"
     assert not [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert not list(runtime.SHM_DIR.glob(f"{shm_prefix}*"))
+    assert not client.model_ready(server.http_url, "echo"), "a stopped server is not ready"
 
 
 def test_a_model_that_fails_to_load_is_named_with_tritons_message(tmp_path: Path):
@@ -104,7 +142,7 @@ def test_a_model_that_fails_to_load_is_named_with_tritons_message(tmp_path: Path
     write_echo_model(repository, "broken", model_source="raise ImportError('no such dependency: frobnicate')\n")
     with pytest.raises(runtime.ServerStartError) as info:
         runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=repository)).start(timeout=60)
-    assert "broken" in info.value.model_errors
+    assert set(info.value.model_errors) == {"broken"}
     assert "frobnicate" in info.value.model_errors["broken"]
 
 
@@ -116,41 +154,38 @@ def test_serve_guards_model_control_with_a_private_key_and_stops_cleanly_on_sigt
     with stderr_path.open("w") as stderr:
         env = {**os.environ, "TRITON_TOOLKIT_CACHE": str(tmp_path / "cache")}
         env.pop(settings.CONTROL_KEY_ENV, None)
-        serve = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=paths.PROJECT_ROOT,
-                                 env=env)
+        serve = spawn("tools serve", command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=paths.PROJECT_ROOT,
+                      env=env)
         try:
-            deadline = time.monotonic() + 180
-            while "serving; Ctrl-C to stop" not in stderr_path.read_text() and serve.poll() is None:
-                assert time.monotonic() < deadline, stderr_path.read_text()
-                time.sleep(0.2)
+            serve.wait_until(lambda: "serving; Ctrl-C to stop" in stderr_path.read_text(), 180, "serving")
             key_file = tmp_path / "cache" / "control-key"
             assert str(key_file) in stderr_path.read_text() and key_file.stat().st_mode & 0o077 == 0
-            index_url = f"http://127.0.0.1:{ports[0]}/v2/repository/index"
-            assert _post(index_url) == 403
-            assert _post(index_url, {settings.CONTROL_KEY_HEADER: key_file.read_text()}) == 200
+            http_url = f"127.0.0.1:{ports[0]}"
+            assert index_status(http_url) == "403"
+            assert index_status(http_url, {settings.CONTROL_KEY_HEADER: key_file.read_text()}) == "200"
             family = psutil.Process(serve.pid).children(recursive=True)
             assert any(p.name() == "tritonserver" for p in family), stderr_path.read_text()
-            serve.send_signal(signal.SIGTERM)
+            serve.process.terminate()
             assert serve.wait(timeout=60) == 0, stderr_path.read_text()
         finally:
-            serve.kill()
+            serve.stop()
     assert "stopping" in stderr_path.read_text()
     _, alive = psutil.wait_procs(family, timeout=5)
     assert not alive, f"left running: {alive}"
 
 
-def test_the_server_does_not_outlive_a_starter_killed_by_sigkill(echo_repository: Path):
-    starter = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
-         "from tools.serving import runtime\n"
-         "server = runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=sys.argv[1])).start()\n"
-         "print(server.process.pid, flush=True)\n"
-         "time.sleep(600)\n", str(echo_repository)],
-        stdout=subprocess.PIPE, text=True, cwd=paths.PROJECT_ROOT)
+def test_no_server_stub_or_shared_memory_outlives_a_starter_killed_by_sigkill(echo_repository: Path):
+    """The kernel SIGTERMs the orphaned server; it shuts down by itself, its stubs exit with it, and the Python
+    backend unlinks the stubs' /dev/shm regions on the way out: nothing is left for anyone to clean."""
+    starter, (server_pid, shm_prefix, *stub_pids) = start_starter(SERVER_STARTER, str(echo_repository))
     try:
-        server = psutil.Process(int(starter.stdout.readline()))
-        starter.kill()  # no finally, no atexit: only the kernel can stop the server now
-        server.wait(timeout=60)
+        assert stub_pids, "the echo model runs in a stub process"
+        assert list(runtime.SHM_DIR.glob(f"{shm_prefix}*")), "the stub's shared memory is under the prefix"
+        alive = sigkill_and_wait_gone(starter, [int(server_pid), *map(int, stub_pids)])
+        assert not alive, f"left running: {alive}"
+        deadline = time.monotonic() + 10  # the last stub unlinks its region as it exits
+        while list(runtime.SHM_DIR.glob(f"{shm_prefix}*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not list(runtime.SHM_DIR.glob(f"{shm_prefix}*"))
     finally:
-        starter.kill()
-        starter.wait()
+        starter.stop()

@@ -1,11 +1,48 @@
-"""tools.monitoring.prometheus: a Prometheus that cannot scrape says which job it waited for, and leaves nothing."""
+"""tools.monitoring.prometheus: a Prometheus that cannot scrape says which job it waited for and leaves nothing; one
+whose starter is SIGKILLed does not outlive it."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
+import psutil
 import pytest
 
+from tests.support import paths
 from tools.monitoring.prometheus import Prometheus, PrometheusError, ScrapeTarget, promtool
-from tools.serving.runtime import free_port
+from tools.processes import Child, free_port, spawn
+
+# A starter that serves its own /metrics, runs Prometheus on it until the first scrape, prints its pid and folder,
+# and waits.
+PROMETHEUS_STARTER = """\
+import time
+from prometheus_client import start_http_server
+from tools.monitoring.prometheus import ScrapeTarget, running_prometheus
+from tools.processes import free_port
+port = free_port()
+start_http_server(port, addr="127.0.0.1")
+with running_prometheus([ScrapeTarget(job="starter", address=f"127.0.0.1:{port}")]) as prometheus:
+    print(prometheus.child.pid, prometheus.workdir, flush=True)
+    time.sleep(600)
+"""
+
+
+def start_starter(code: str, *args: str) -> tuple[Child, list[str]]:
+    """Run `code` in a Python child of this test and read the first line it prints (its report of what it started)."""
+    starter = spawn("starter", [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True,
+                    cwd=paths.PROJECT_ROOT)
+    return starter, starter.process.stdout.readline().split()
+
+
+def sigkill_and_wait_gone(starter: Child, pids: list[int], timeout: float = 60.0) -> list[psutil.Process]:
+    """SIGKILL the starter alone (no finally, no atexit runs in it); what of `pids` still runs after `timeout`."""
+    family = [psutil.Process(pid) for pid in pids]
+    starter.process.kill()
+    starter.wait(10)
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    return alive
 
 
 def test_a_target_that_never_answers_is_named_and_the_server_cleaned_up():
@@ -19,6 +56,19 @@ def test_a_target_that_never_answers_is_named_and_the_server_cleaned_up():
         prometheus.stop()
     assert prometheus.child.returncode is not None
     assert not workdir.exists()
+
+
+def test_prometheus_does_not_outlive_a_starter_killed_by_sigkill():
+    """The process goes; its temporary folder stays (nobody is left to remove it), so the test removes it."""
+    starter, (prometheus_pid, workdir) = start_starter(PROMETHEUS_STARTER)
+    try:
+        prometheus = psutil.Process(int(prometheus_pid))
+        assert prometheus.name() == "prometheus" and prometheus.is_running()
+        alive = sigkill_and_wait_gone(starter, [prometheus.pid])
+        assert not alive, f"left running: {alive}"
+    finally:
+        starter.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_promtool_reports_a_broken_rule_file(tmp_path):

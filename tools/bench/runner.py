@@ -254,15 +254,15 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def service_process(name: str, module: str, args: list[str], ready_url: str,
+def service_process(name: str, module: str, args: list[str], ready: Callable[[], bool], waiting_for: str,
                     env: dict[str, str] | None = None) -> Iterator[None]:
-    """Run `python -m module args` as a supervised child until `ready_url` answers 200; always stop its group."""
+    """Run `python -m module args` as a supervised child until `ready()` holds; always stop its group."""
     log = Path(tempfile.gettempdir()) / f"bench-{name}-{os.getpid()}.log"
     log.unlink(missing_ok=True)
     try:
         with processes.running(f"the {name} service", [sys.executable, "-m", module, *args], log=log, env=env,
-                               ready=lambda: _answers(ready_url), timeout=SERVICE_READY_TIMEOUT_S,
-                               waiting_for=f"an answer at {ready_url}", grace=runtime.STOP_TIMEOUT_S):
+                               ready=ready, timeout=SERVICE_READY_TIMEOUT_S, waiting_for=waiting_for,
+                               grace=runtime.STOP_TIMEOUT_S):
             yield
     except ProcessError as exc:
         raise BenchmarkError(str(exc)) from None
@@ -287,7 +287,7 @@ def fastapi_target(config: BenchConfig) -> Iterator[Target]:
     port = processes.free_port()
     base = f"http://{settings.DEFAULT_HOST}:{port}"
     args = ["--port", str(port), "--threads", str(config.server_threads)]
-    with service_process(FASTAPI, FASTAPI_SERVICE, args, f"{base}/health"):
+    with service_process(FASTAPI, FASTAPI_SERVICE, args, lambda: _answers(f"{base}/health"), f"an answer at {base}"):
         yield Target(lambda: fastapi_sender(base), str(config.server_threads))
 
 
@@ -296,9 +296,10 @@ def pytriton_target(config: BenchConfig) -> Iterator[Target]:
     http, grpc, metrics = (processes.free_port() for _ in range(3))
     args = ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
             "--threads", str(config.server_threads)]
-    ready = f"http://{settings.DEFAULT_HOST}:{http}/v2/models/{PYTRITON_MODEL}/ready"
+    address = f"{settings.DEFAULT_HOST}:{http}"
     # PyTriton's Python-backend stub needs this interpreter's libpython, as ours does (see runtime.stub_environment).
-    with service_process(PYTRITON, PYTRITON_SERVICE, args, ready, env=runtime.stub_environment()):
+    with service_process(PYTRITON, PYTRITON_SERVICE, args, lambda: client.model_ready(address, PYTRITON_MODEL),
+                         f"{PYTRITON_MODEL} ready at {address}", env=runtime.stub_environment()):
         url = f"{settings.DEFAULT_HOST}:{grpc}"
         yield Target(lambda: triton_sender(url, PYTRITON_MODEL), str(config.server_threads))
 

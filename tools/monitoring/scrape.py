@@ -6,16 +6,13 @@ scrapes (before and after a run) and the difference of both the sum and the requ
 
 from __future__ import annotations
 
-import re
 import urllib.request
 from dataclasses import asdict, dataclass
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tools.errors import MonitoringError
 from tools.monitoring import metrics
-
-# One sample line of the Prometheus text format: name, optional {labels}, value (timestamps are not used by Triton).
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
-_LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]
@@ -26,17 +23,17 @@ class MetricsUnavailableError(MonitoringError):
 
 
 def parse(text: str) -> Samples:
-    """(metric name, sorted labels) -> value for every sample line; comments and blank lines are skipped."""
+    """(metric name, sorted unescaped labels) -> value for every sample, read by prometheus_client's own parser.
+
+    That parser names a counter's samples `<family>_total` (the OpenMetrics way); Triton's counters carry no such
+    suffix, so counter samples are keyed by their family's name: the name Triton exposes and PromQL queries.
+    ValueError if the text is not the Prometheus text format.
+    """
     samples: Samples = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        labels = tuple(sorted((m["key"], m["value"]) for m in _LABEL.finditer(match["labels"] or "")))
-        try:
-            samples[(match["name"], labels)] = float(match["value"])
-        except ValueError:
-            continue
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = family.name if family.type == "counter" else sample.name
+            samples[(name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
 
 

@@ -6,6 +6,7 @@ tritonclient requests themselves.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,6 +65,16 @@ def connect(protocol: Protocol, url: str | None = None, aio: bool = False):
     if protocol == Protocol.HTTP:
         return (httpaio if aio else httpclient).InferenceServerClient(url)
     return (grpcaio if aio else grpcclient).InferenceServerClient(url)
+
+
+def model_ready(url: str, model: str, timeout: float = 2.0) -> bool:
+    """Whether the server at host:port answers over HTTP that `model` is ready; False while it cannot be reached."""
+    try:
+        connection = httpclient.InferenceServerClient(url, connection_timeout=timeout, network_timeout=timeout)
+        with contextlib.closing(connection):
+            return connection.is_model_ready(model)
+    except (InferenceServerException, OSError):
+        return False
 
 
 def text_input(client, texts: Sequence[Text], name: str = settings.EMBED_INPUT):

@@ -306,9 +306,19 @@ class TritonServer:
         except OSError as exc:
             raise ServingError(f"no answer from the server while loading {name} ({exc})") from None
 
-    def wait_ready(self, timeout: float) -> None:
+    def _metrics_listening(self) -> bool:
+        """Triton opens its metrics port a little after it reports ready over HTTP."""
         try:
-            self.child.wait_until(self.is_ready, timeout, "server readiness")
+            with socket.create_connection((self._client_host, self.opts.metrics_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until the server is ready and its metrics endpoint listens; ServerStartError with Triton's reasons."""
+        try:
+            self.child.wait_until(lambda: self.is_ready() and self._metrics_listening(), timeout,
+                                  "server readiness")
         except ProcessError:
             log = self.log_text()
             errors = parse_load_errors(log)
