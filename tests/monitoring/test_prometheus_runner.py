@@ -6,12 +6,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.support import paths
-from tools.monitoring.prometheus import Prometheus, PrometheusError, ScrapeTarget, promtool
+from tools.monitoring.prometheus import Prometheus, PrometheusError, ScrapeTarget, promtool, remove_stale_workdirs
 from tools.processes import Child, free_port, spawn
 
 # A starter that serves its own /metrics, runs Prometheus on it until the first scrape, prints its pid and folder,
@@ -59,13 +60,15 @@ def test_a_target_that_never_answers_is_named_and_the_server_cleaned_up():
 
 
 def test_prometheus_does_not_outlive_a_starter_killed_by_sigkill():
-    """The process goes; its temporary folder stays (nobody is left to remove it), so the test removes it."""
+    """The process goes; its folder stays (nobody is left to remove it) until the next start sweeps it away."""
     starter, (prometheus_pid, workdir) = start_starter(PROMETHEUS_STARTER)
     try:
         prometheus = psutil.Process(int(prometheus_pid))
         assert prometheus.name() == "prometheus" and prometheus.is_running()
         alive = sigkill_and_wait_gone(starter, [prometheus.pid])
         assert not alive, f"left running: {alive}"
+        assert Path(workdir).is_dir()
+        assert Path(workdir) in remove_stale_workdirs() and not Path(workdir).exists()
     finally:
         starter.stop()
         shutil.rmtree(workdir, ignore_errors=True)

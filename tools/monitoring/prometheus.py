@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import yaml
 from prometheus_api_client import PrometheusConnect
 
@@ -28,6 +30,7 @@ PROMTOOL_BINARY = "promtool"
 INSTALL_HINT = "run scripts/install-prometheus.sh"
 READY_TIMEOUT_S = 30.0
 FIRST_SCRAPE_TIMEOUT_S = 30.0
+WORKDIR_PREFIX = "prometheus-toolkit-"  # + the starter's pid: what `remove_stale_workdirs` goes by
 
 
 class PrometheusError(MonitoringError):
@@ -42,6 +45,18 @@ class ScrapeTarget:
     address: str  # host:port
     labels: dict[str, str] = field(default_factory=dict)
     metrics_path: str = "/metrics"
+
+
+def remove_stale_workdirs(parent: Path | None = None) -> list[Path]:
+    """Remove the folders (config, data, log) of Prometheus runs whose starter died without cleaning up, e.g. by
+    SIGKILL: each folder is named after its starter's pid. Returns what was removed."""
+    removed = []
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*-*"):
+        pid = folder.name.removeprefix(WORKDIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def binary(name: str) -> str:
@@ -77,7 +92,8 @@ class Prometheus:
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> Prometheus:
         executable = binary(PROMETHEUS_BINARY)
-        self.workdir = Path(tempfile.mkdtemp(prefix="prometheus-"))
+        remove_stale_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config(self.targets, self.rule_files, self.interval)))
         self.child = spawn("prometheus", [executable, f"--config.file={config_path}",
