@@ -39,9 +39,9 @@ def serve(
 ) -> None:
     """Start Triton on the repository locally, wait for readiness, send a smoke request, serve until Ctrl-C."""
     from tools.serving import infer, runtime
-    from tools.validation.run import check_before_serving
+    from tools.validation.run import refuse_errors
 
-    if not check_before_serving(repository, console):
+    if not refuse_errors(repository, console):
         raise ValidationError(f"{repository} has configuration errors (listed above); not starting tritonserver")
     opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
                                  metrics_port=metrics_port, tritonserver=tritonserver, control_key=control_key)

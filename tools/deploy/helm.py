@@ -27,7 +27,7 @@ from rich.console import Console
 
 from tools import processes, settings
 from tools.errors import DeployError, UsageError
-from tools.validation.run import check_before_serving
+from tools.validation.run import refuse_errors
 
 # pyhelm3 logs every failed helm call; our DeployError already says it once, clearly.
 logging.getLogger("pyhelm3").addHandler(logging.NullHandler())
@@ -183,7 +183,7 @@ def check_repository(repository: Path) -> None:
     (a diff, JSON)."""
     if not repository.is_dir():
         raise UsageError(f"{repository} is not a directory (expected a Triton model repository)")
-    if not check_before_serving(repository, Console(stderr=True)):
+    if not refuse_errors(repository, Console(stderr=True)):
         raise DeployError(f"tools validate rejected {repository}: fix the findings above; nothing was deployed")
 
 

@@ -72,7 +72,7 @@ def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: b
     return exit_code(findings, strict)
 
 
-def check_before_serving(path: Path, console: Console, target: Target = Target.CPU) -> bool:
+def refuse_errors(path: Path, console: Console, target: Target = Target.CPU) -> bool:
     """The offline gate in front of `tools serve`: print the errors (warnings only counted); True when none."""
     if not path.is_dir():
         return True  # the server start reports a missing repository in its own words
