@@ -73,7 +73,8 @@ def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: b
 
 
 def refuse_errors(path: Path, console: Console, target: Target = Target.CPU) -> bool:
-    """The offline gate in front of `tools serve`: print the errors (warnings only counted); True when none."""
+    """The offline gate in front of `tools serve` and `tools deploy`: print the errors (warnings only counted) on
+    `console`; True when none."""
     if not path.is_dir():
         return True  # the server start reports a missing repository in its own words
     try:
