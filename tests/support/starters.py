@@ -5,6 +5,7 @@ listened on to be free again."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import queue
@@ -43,14 +44,24 @@ class Aftermath:
     """What a starter's SIGKILL left behind: `left` and `bound` are empty when everything went with it."""
 
     pids: list[int]  # what the starter reported
-    ports: set[int]  # what those processes listened on
+    listening: set[tuple[str, int]]  # the (address, port) those processes listened on
     left: list[int]  # still running after VANISH_TIMEOUT_S
-    bound: set[int]  # still not free after that
+    bound: set[int]  # ports still not free after that
+
+    @property
+    def ports(self) -> set[int]:
+        return {port for _, port in self.listening}
+
+    @property
+    def loopback_only(self) -> bool:
+        """Every socket listened on loopback (gRPC's IPv6 sockets show 127.0.0.1 as ::ffff:127.0.0.1)."""
+        addresses = (ipaddress.ip_address(address) for address, _ in self.listening)
+        return all((getattr(address, "ipv4_mapped", None) or address).is_loopback for address in addresses)
 
 
-def _listening_ports(process: psutil.Process) -> set[int]:
+def _listening(process: psutil.Process) -> set[tuple[str, int]]:
     try:
-        return {c.laddr.port for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        return {(c.laddr.ip, c.laddr.port) for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN}
     except psutil.Error:
         return set()
 
@@ -94,12 +105,12 @@ def kill_starter(script: str, *args: str, ready_timeout_s: float = 180.0) -> Aft
         for pid in pids:
             with contextlib.suppress(psutil.NoSuchProcess):
                 watched.append(psutil.Process(pid))
-        ports = set().union(*(_listening_ports(process) for process in watched))
+        listening = set().union(*(_listening(process) for process in watched))
         starter.process.kill()  # SIGKILL: no handler, no cleanup in the starter
         starter.wait(10)
         until = time.monotonic() + VANISH_TIMEOUT_S
         while (left := [process.pid for process in watched if _alive(process)]) and time.monotonic() < until:
             time.sleep(0.2)
-        return Aftermath(pids, ports, left, {port for port in ports if not port_free(port)})
+        return Aftermath(pids, listening, left, {port for _, port in listening if not port_free(port)})
     finally:
         starter.stop()

@@ -45,12 +45,13 @@ def _add_options(parser) -> None:
     group.add_argument("--summary-file", default="", help="Where to write Locust's totals and percentiles as JSON.")
 
 
-
 def _entry_summary(entry: stats.StatsEntry) -> dict:
     """Locust's own figures for one stats entry: counts, rate, and percentiles from its response-time histogram."""
+    start = entry.stats.start_time or 0.0
     return {"name": entry.name, "method": entry.method, "num_requests": entry.num_requests,
             "num_failures": entry.num_failures, "total_rps": entry.total_rps,
-            "elapsed_s": (entry.last_request_timestamp or entry.start_time) - entry.start_time,
+            # The window Locust divides by for total_rps: from the test's start to the last request.
+            "elapsed_s": (entry.stats.last_request_timestamp or start) - start,
             "max_response_time": entry.max_response_time,
             "percentiles": {str(p): entry.get_response_time_percentile(p / 100) for p in PERCENTILES}}
 
