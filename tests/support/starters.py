@@ -76,7 +76,7 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _alive(process: psutil.Process) -> bool:
+def alive(process: psutil.Process) -> bool:
     """Running and not a zombie (a zombie holds no port or memory; only its new parent's wait is missing)."""
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
@@ -109,7 +109,7 @@ def kill_starter(script: str, *args: str, ready_timeout_s: float = 180.0) -> Aft
         starter.process.kill()  # SIGKILL: no handler, no cleanup in the starter
         starter.wait(10)
         until = time.monotonic() + VANISH_TIMEOUT_S
-        while (left := [process.pid for process in watched if _alive(process)]) and time.monotonic() < until:
+        while (left := [process.pid for process in watched if alive(process)]) and time.monotonic() < until:
             time.sleep(0.2)
         return Aftermath(pids, listening, left, {port for _, port in listening if not port_free(port)})
     finally:
