@@ -1,49 +1,89 @@
-"""The benchmark: its verdict arithmetic alone, then a real end-to-end `--quick` run of all four cases."""
+"""The benchmark: its verdict arithmetic alone, each service dying with its starter, then a real end-to-end `--quick`
+run of all four cases."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
+from tests.support import starters
+from tools.bench import report
 from tools.bench import runner as benchmark
+from tools.bench.cases import Case
 from tools.cli import app
 
 
-def _point(case: str, concurrency: int, rate: float, p99: float) -> benchmark.Point:
+def _point(case: Case, concurrency: int, rate: float, p99: float) -> benchmark.Point:
     return benchmark.Point(case, concurrency, "2", rate, p99 / 2, p99, 100, 0.1)
 
 
 def test_verdicts_compare_with_the_ceiling_and_at_equal_or_lower_p99():
     result = benchmark.BenchResult(benchmark.BenchConfig.quick(), {}, [
-        _point(benchmark.CEILING, 32, 100, 300), _point(benchmark.CEILING, 1, 60, 20),
-        _point(benchmark.TRITON, 4, 70, 40), _point(benchmark.TRITON, 16, 90, 200),
-        _point(benchmark.FASTAPI, 16, 60, 150), _point(benchmark.PYTRITON, 16, 80, 120)])
-    assert result.ceiling == 100 and result.best(benchmark.TRITON).concurrency == 16
+        _point(Case.CEILING, 32, 100, 300), _point(Case.CEILING, 1, 60, 20),
+        _point(Case.TRITON, 4, 70, 40), _point(Case.TRITON, 16, 90, 200),
+        _point(Case.FASTAPI, 16, 60, 150), _point(Case.PYTRITON, 16, 80, 120)])
+    assert result.ceiling == 100 and result.best(Case.TRITON).concurrency == 16
     met, fastapi, pytriton = result.verdicts()
     assert met.endswith(": met") and "0.90 x ceiling" in met
     assert "beaten at 4 in flight" in fastapi  # 70/s at p99 40 ms beats 60/s at 150 ms
     assert "NOT beaten" in pytriton  # 90/s only at p99 200 ms > 120 ms
 
 
+SERVICE_STARTER = """
+import sys
+import time
+
+from tests.support.starters import report_children
+from tools.bench import runner
+
+config = runner.BenchConfig.quick()
+services = {"ceiling": runner.ceiling_process, "fastapi": lambda: runner.fastapi_target(config),
+            "pytriton": lambda: runner.pytriton_target(config)}
+with services[sys.argv[1]]():
+    report_children()
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("case", [Case.CEILING, Case.FASTAPI, Case.PYTRITON])
+def test_a_benchmark_service_dies_with_its_starter(case):
+    aftermath = starters.kill_starter(SERVICE_STARTER, case.value)
+    assert aftermath.pids, "the starter had no child"
+    if case != Case.CEILING:  # the ceiling process listens on nothing; the servers, on loopback only
+        assert aftermath.ports and aftermath.loopback_only, aftermath
+    assert aftermath.left == [] and aftermath.bound == set()
+
+
 def test_quick_run_measures_all_four_cases_end_to_end(tmp_path):
     outcome = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path)])
     assert outcome.exit_code == 0, outcome.output
-    report = json.loads((tmp_path / "bench.json").read_text())
-    by_case = {point["case"]: point for point in report["points"]}
-    assert set(by_case) == set(benchmark.CASE_TITLES)
+    summary = json.loads((tmp_path / "bench.json").read_text())
+    by_case = {point["case"]: point for point in summary["points"]}
+    assert set(by_case) == set(Case)
     assert all(point["sentences_per_s"] > 0 and point["p99_ms"] >= point["p50_ms"] > 0 for point in by_case.values())
-    assert by_case[benchmark.CEILING]["ratio_to_ceiling"] == 1.0 and by_case[benchmark.CEILING]["loadgen_cpu"] is None
-    assert all(by_case[case]["loadgen_cpu"] is not None for case in (benchmark.TRITON, benchmark.FASTAPI,
-                                                                      benchmark.PYTRITON))
-    assert {"cpu_model", "logical_cores", "physical_cores"} <= report["machine"].keys()
-    assert len(report["verdicts"]) == 3
+    assert by_case[Case.CEILING]["ratio_to_ceiling"] == 1.0 and by_case[Case.CEILING]["loadgen_cpu"] is None
+    assert all(by_case[case]["loadgen_cpu"] is not None for case in (Case.TRITON, Case.FASTAPI, Case.PYTRITON))
+    assert {"cpu_model", "logical_cores", "physical_cores"} <= summary["machine"].keys()
+    assert len(summary["verdicts"]) == 3
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| in-process ceiling | 8 |" in (tmp_path / "bench.md").read_text()
-    assert "x ceiling" in outcome.output
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| in-process ceiling | 8 |" in markdown and markdown.count("\n| ") == 1 + len(Case)
+    assert "x ceiling" in outcome.output and str(tmp_path / "bench.md") in outcome.output
 
 
-def test_bad_options_exit_2_with_a_message(tmp_path):
-    for args in (["--case", "gpu"], ["--server-threads", "0"]):
-        outcome = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), *args])
-        assert outcome.exit_code == 2 and "error:" in outcome.output and "Traceback" not in outcome.output
+def test_only_the_cases_asked_for_run_and_are_reported(tmp_path):
+    outcome = CliRunner().invoke(app, ["bench", "--quick", "--case", "ceiling", "--out", str(tmp_path)])
+    assert outcome.exit_code == 0, outcome.output
+    summary = json.loads((tmp_path / "bench.json").read_text())
+    assert {point["case"] for point in summary["points"]} == {Case.CEILING}
+    assert summary["verdicts"] == [] and report.COLUMNS[0] in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [(["--case", "gpu"], "'gpu' is not one of"),
+                                               (["--server-threads", "0"], "--server-threads must be at least 1")])
+def test_bad_options_exit_2_with_a_message(args, message, tmp_path):
+    outcome = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), *args], env={"COLUMNS": "200"})
+    assert outcome.exit_code == 2 and message in outcome.output and "Traceback" not in outcome.output, outcome.output
+    assert not (tmp_path / "bench.json").exists()

@@ -6,7 +6,8 @@
 4. PyTriton binding the same pipeline as one @batch callable.
 
 Server cases get one text per request from an asyncio load generator in this process, at several concurrencies;
-the load generator's own CPU use is measured, since it shares the cores with the servers.
+the load generator's own CPU use is measured, since it shares the cores with the servers. The tables, files and
+plot of a run are `tools.bench.report`'s.
 """
 
 from __future__ import annotations
@@ -32,15 +33,13 @@ import numpy as np
 import psutil
 
 from tools import processes, settings
+from tools.bench.cases import CASE_TITLES, Case
 from tools.bench.pipeline import EmbeddingPipeline
 from tools.errors import BenchmarkError, ProcessError
 from tools.loadtest import corpus
 from tools.processes import spawn
 from tools.serving import client, runtime
 
-CEILING, TRITON, FASTAPI, PYTRITON = "ceiling", "triton", "fastapi", "pytriton"
-CASE_TITLES = {CEILING: "in-process ceiling", TRITON: "Triton embed ensemble (as shipped)",
-               FASTAPI: "FastAPI microservice", PYTRITON: "PyTriton @batch"}
 TARGET_RATIO = 0.85
 SERVICE_READY_TIMEOUT_S = 120.0
 # Children of the benchmark, run as `python -m <module>`.
@@ -81,7 +80,7 @@ class Point:
     """One measurement: for the ceiling `concurrency` is the batch size and `threads` reads callers x ONNX Runtime
     threads ("2x1"); loadgen_cpu is in cores (None in-process)."""
 
-    case: str
+    case: Case
     concurrency: int
     threads: str
     sentences_per_s: float
@@ -91,7 +90,7 @@ class Point:
     loadgen_cpu: float | None
 
 
-def _latency_point(case: str, concurrency: int, threads: str, latencies_s: list[float], sentences: int,
+def _latency_point(case: Case, concurrency: int, threads: str, latencies_s: list[float], sentences: int,
                    elapsed_s: float, loadgen_cpu: float | None) -> Point:
     if not latencies_s:
         raise BenchmarkError(f"{case} at {concurrency}: no request completed in {elapsed_s:.1f} s")
@@ -124,7 +123,7 @@ def measure_ceiling(texts: list[str], batch: int, callers: int, intra_threads: i
         results = list(pool.map(loop, range(callers), [start + config.seconds] * callers))
         elapsed = time.perf_counter() - start
     label = f"{callers}x{intra_threads}" if callers > 1 else str(intra_threads)
-    return _latency_point(CEILING, batch, label, [t for lat, _ in results for t in lat],
+    return _latency_point(Case.CEILING, batch, label, [t for lat, _ in results for t in lat],
                           sum(n for _, n in results), elapsed, None)
 
 
@@ -201,7 +200,7 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-def measure_served(case: str, make_sender: SenderFactory, texts: list[str], concurrency: int, threads: str,
+def measure_served(case: Case, make_sender: SenderFactory, texts: list[str], concurrency: int, threads: str,
                    config: BenchConfig) -> Point:
     """One point of a served case: `concurrency` requests in flight for `config.seconds`."""
 
@@ -287,7 +286,8 @@ def fastapi_target(config: BenchConfig) -> Iterator[Target]:
     port = processes.free_port()
     base = f"http://{settings.DEFAULT_HOST}:{port}"
     args = ["--port", str(port), "--threads", str(config.server_threads)]
-    with service_process(FASTAPI, FASTAPI_SERVICE, args, lambda: _answers(f"{base}/health"), f"an answer at {base}"):
+    with service_process(Case.FASTAPI, FASTAPI_SERVICE, args, lambda: _answers(f"{base}/health"),
+                         f"an answer at {base}"):
         yield Target(lambda: fastapi_sender(base), str(config.server_threads))
 
 
@@ -298,13 +298,13 @@ def pytriton_target(config: BenchConfig) -> Iterator[Target]:
             "--threads", str(config.server_threads)]
     address = f"{settings.DEFAULT_HOST}:{http}"
     # PyTriton's Python-backend stub needs this interpreter's libpython, as ours does (see runtime.stub_environment).
-    with service_process(PYTRITON, PYTRITON_SERVICE, args, lambda: client.model_ready(address, PYTRITON_MODEL),
+    with service_process(Case.PYTRITON, PYTRITON_SERVICE, args, lambda: client.model_ready(address, PYTRITON_MODEL),
                          f"{PYTRITON_MODEL} ready at {address}", env=runtime.stub_environment()):
         url = f"{settings.DEFAULT_HOST}:{grpc}"
         yield Target(lambda: triton_sender(url, PYTRITON_MODEL), str(config.server_threads))
 
 
-TARGETS = {TRITON: triton_target, FASTAPI: fastapi_target, PYTRITON: pytriton_target}
+TARGETS = {Case.TRITON: triton_target, Case.FASTAPI: fastapi_target, Case.PYTRITON: pytriton_target}
 
 
 # -- the whole run and its report ---------------------------------------------------------------------------------
@@ -323,17 +323,16 @@ class BenchResult:
     machine: dict[str, object]
     points: list[Point]  # medians over the rounds
     rounds: list[Point] = field(default_factory=list)  # every single measurement
-    files: dict[str, Path] = field(default_factory=dict)
 
-    def case_points(self, case: str) -> list[Point]:
+    def case_points(self, case: Case) -> list[Point]:
         return [p for p in self.points if p.case == case]
 
-    def best(self, case: str) -> Point | None:
+    def best(self, case: Case) -> Point | None:
         return max(self.case_points(case), key=lambda p: p.sentences_per_s, default=None)
 
     @property
     def ceiling(self) -> float:
-        best = self.best(CEILING)
+        best = self.best(Case.CEILING)
         return best.sentences_per_s if best else 0.0
 
     def ratio(self, point: Point) -> float:
@@ -341,17 +340,17 @@ class BenchResult:
 
     def verdicts(self) -> list[str]:
         """The issue's targets, each stated with the figures that decide it."""
-        triton = self.best(TRITON)
+        triton = self.best(Case.TRITON)
         if triton is None:
             return []
         lines = [f"Triton best {triton.sentences_per_s:.1f}/s at {triton.concurrency} in flight = "
                  f"{self.ratio(triton):.2f} x ceiling (target {TARGET_RATIO}): "
                  f"{'met' if self.ratio(triton) >= TARGET_RATIO else 'NOT met'}"]
-        for other in (FASTAPI, PYTRITON):
+        for other in (Case.FASTAPI, Case.PYTRITON):
             rival = self.best(other)
             if rival is None:
                 continue
-            beating = [p for p in self.case_points(TRITON)
+            beating = [p for p in self.case_points(Case.TRITON)
                        if p.sentences_per_s > rival.sentences_per_s and p.p99_ms <= rival.p99_ms]
             lines.append(f"vs {CASE_TITLES[other]} (best {rival.sentences_per_s:.1f}/s, p99 {rival.p99_ms:.0f} ms): "
                          + (f"beaten at {beating[0].concurrency} in flight ({beating[0].sentences_per_s:.1f}/s, "
@@ -366,7 +365,7 @@ class BenchResult:
 
 def combine(points: list[Point]) -> list[Point]:
     """One point per (case, concurrency, threads): the median over rounds of each figure."""
-    groups: dict[tuple[str, int, str], list[Point]] = {}
+    groups: dict[tuple[Case, int, str], list[Point]] = {}
     for point in points:
         groups.setdefault((point.case, point.concurrency, point.threads), []).append(point)
 
@@ -380,7 +379,7 @@ def combine(points: list[Point]) -> list[Point]:
             for (case, concurrency, threads), group in groups.items()]
 
 
-def run(config: BenchConfig, out_dir: Path, cases: tuple[str, ...] = tuple(CASE_TITLES),
+def run(config: BenchConfig, cases: tuple[Case, ...] = tuple(Case),
         progress: Progress = lambda _: None) -> BenchResult:
     """Start every served case at once, then measure all points round-robin for `config.rounds` rounds, so a
     noisy neighbour on the machine slows every case alike; each figure is the median over the rounds."""
@@ -388,7 +387,7 @@ def run(config: BenchConfig, out_dir: Path, cases: tuple[str, ...] = tuple(CASE_
     started_load = os.getloadavg()[0]
     rounds: list[Point] = []
     with contextlib.ExitStack() as stack:
-        ceiling = stack.enter_context(ceiling_process()) if CEILING in cases else None
+        ceiling = stack.enter_context(ceiling_process()) if Case.CEILING in cases else None
         targets = {}
         for case in (c for c in TARGETS if c in cases):
             progress(f"starting {CASE_TITLES[case]}")
@@ -405,78 +404,7 @@ def run(config: BenchConfig, out_dir: Path, cases: tuple[str, ...] = tuple(CASE_
                                                  config))
     info = {**machine(), "load_average_1m_at_start": round(started_load, 2),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
-    result = BenchResult(config, info, combine(rounds), rounds)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result.files = {"json": out_dir / "bench.json", "plot": out_dir / "bench.png", "markdown": out_dir / "bench.md"}
-    result.files["json"].write_text(json.dumps(result.as_dict(), indent=2))
-    result.files["markdown"].write_text(markdown(result))
-    plot(result, result.files["plot"])
-    return result
-
-
-def plot(result: BenchResult, path: Path) -> None:
-    """Sentences/s and p99 against concurrency for each served case, with the ceiling and the target line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for case in (TRITON, FASTAPI, PYTRITON):
-        points = result.case_points(case)
-        if points:
-            xs = [p.concurrency for p in points]
-            left.plot(xs, [p.sentences_per_s for p in points], marker="o", label=CASE_TITLES[case])
-            right.plot(xs, [p.p99_ms for p in points], marker="o", label=CASE_TITLES[case])
-    if result.ceiling:
-        left.axhline(result.ceiling, color="black", linestyle="--", label="in-process ceiling")
-        left.axhline(TARGET_RATIO * result.ceiling, color="gray", linestyle=":", label=f"{TARGET_RATIO} x ceiling")
-    for axis, label in ((left, "sentences/s"), (right, "p99 latency (ms)")):
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("requests in flight (one text each)")
-        axis.set_ylabel(label)
-        axis.legend(fontsize=8)
-    info = result.machine
-    figure.suptitle(f"{info['cpu_model']}, {info['logical_cores']} cores: same pipeline, four ways")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-COLUMNS = ("case", "in flight / batch", "threads", "sentences/s", "x ceiling", "p50 ms", "p99 ms",
-           "load-gen CPU (cores)")
-
-
-def _cells(result: BenchResult, point: Point) -> list[str]:
-    return [CASE_TITLES[point.case], str(point.concurrency), point.threads, f"{point.sentences_per_s:.1f}",
-            f"{result.ratio(point):.2f}", f"{point.p50_ms:.1f}", f"{point.p99_ms:.1f}",
-            "-" if point.loadgen_cpu is None else f"{point.loadgen_cpu:.2f}"]
-
-
-def markdown(result: BenchResult) -> str:
-    """The table and verdicts as Markdown (for a README or a pull request)."""
-    info = result.machine
-    lines = [f"{info['cpu_model']}, {info['logical_cores']} logical / {info['physical_cores']} physical cores; "
-             f"load average {info.get('load_average_1m_at_start', '?')} at start, "
-             f"{info.get('load_average_1m_at_end', '?')} at end; medians of {result.config.rounds} round(s).", "",
-             "| " + " | ".join(COLUMNS) + " |", "|---" + "|--:" * (len(COLUMNS) - 1) + "|"]
-    lines += ["| " + " | ".join(_cells(result, point)) + " |" for point in result.points]
-    return "\n".join([*lines, "", *(f"- {line}" for line in result.verdicts())]) + "\n"
-
-
-def render(result: BenchResult, console) -> None:
-    from rich.table import Table
-
-    info = result.machine
-    table = Table(title=f"{info['cpu_model']} ({info['logical_cores']} logical / {info['physical_cores']} physical "
-                        f"cores); ratios to the ceiling of {result.ceiling:.1f} sentences/s")
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column == "case" else "right")
-    for point in result.points:
-        table.add_row(*_cells(result, point))
-    console.print(table)
-    for line in result.verdicts():
-        console.print(line, highlight=False)
+    return BenchResult(config, info, combine(rounds), rounds)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from rich.console import Console
 from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console
-from tools.errors import UsageError
+from tools.errors import LoadTestError, UsageError
+from tools.loadtest.profiles import Shape
 
 
 @app.command("loadtest")
@@ -26,8 +27,11 @@ def loadtest_command(
                                                 "is on its default ports)."),
     users: int = typer.Option(16, help="Concurrent users (the peak, for step and spike shapes)."),
     spawn_rate: float = typer.Option(0.0, help="Users started per second (0: all at once)."),
-    duration: str = typer.Option("60s", "--duration", "-t", help="Run length, e.g. 30s, 2m, 1h30m."),
-    shape: str = typer.Option("constant", help="constant, step, spike or rate (open loop, needs --rate)."),
+    duration: str = typer.Option("60s", "--duration", "-t",
+                                 help="Run length, as Locust's -t reads it: 20 (seconds), 20s, 3m, 2h, 1h30m."),
+    shape: Shape = typer.Option(Shape.CONSTANT, case_sensitive=False,
+                                help="How users come and go: constant, a step ramp, a mid-run spike, or an open-loop "
+                                     "request rate (needs --rate)."),
     rate: float = typer.Option(0.0, help="Requests/s for the rate shape."),
     texts_per_request: int = typer.Option(1, help="Texts per request (client-side batch)."),
     corpus: Path | None = typer.Option(None, help="Text file, one text per line (default: the built-in corpus).",
@@ -41,7 +45,7 @@ def loadtest_command(
 ) -> None:
     """Load-test a model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO."""
     from tools.loadtest import corpus as corpus_texts
-    from tools.loadtest import runner
+    from tools.loadtest import report, runner
     from tools.serving import client
 
     protocol, address = client.resolve(url, protocol)
@@ -63,7 +67,8 @@ def loadtest_command(
         with console.status(f"load-testing {config.model} over {config.protocol}...") as status:
             result = runner.run(config, out, targets,
                                 on_progress=lambda p: status.update(p.describe(config.duration_s)))
-    runner.render(result, Console())
-    console.print("wrote " + ", ".join(str(path) for path in result.files.values()))
+    files = report.write(result, out)
+    report.render(result, Console())
+    console.print("wrote " + ", ".join(str(path) for path in files.values()))
     if result.slo_broken:
-        raise runner.LoadTestError("the run broke the SLO")
+        raise LoadTestError("the run broke the SLO")

@@ -2,11 +2,13 @@
 
 Each request is one or more texts from the corpus and is reported to Locust with its real latency, response
 size and error. `tools loadtest` hands this file (package data) to Locust; `tools loadtest --web` opens Locust's UI.
+With --summary-file, Locust's own totals and percentiles are written there as it quits, for `tools loadtest` to read.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import random
 import time
@@ -17,6 +19,8 @@ from locust import User, events, stats, task
 from tools import settings
 from tools.loadtest import corpus, shapes
 from tools.loadtest import profiles as load_profiles
+from tools.loadtest.profiles import Shape
+from tools.loadtest.runner import PERCENTILES
 from tools.serving import client
 
 # Without gevent's gRPC integration every gRPC call blocks the whole Locust process: users would serialise.
@@ -26,7 +30,7 @@ stats.CSV_STATS_FLUSH_INTERVAL_SEC = 1
 
 _shape_name = os.environ.get(settings.LOADTEST_SHAPE_ENV)
 if _shape_name:
-    ActiveShape = shapes.BY_PROFILE[_shape_name]
+    ActiveShape = shapes.BY_PROFILE[Shape(_shape_name)]
 
 
 @events.init_command_line_parser.add_listener
@@ -38,6 +42,34 @@ def _add_options(parser) -> None:
     group.add_argument("--texts-per-request", type=int, default=1)
     group.add_argument("--request-rate", type=float, default=0.0,
                        help="Open loop: requests/s for all users together (0: each user sends back to back).")
+    group.add_argument("--summary-file", default="", help="Where to write Locust's totals and percentiles as JSON.")
+
+
+def _entry_summary(entry: stats.StatsEntry) -> dict:
+    """Locust's own figures for one stats entry: counts, rate, and percentiles from its response-time histogram."""
+    start = entry.stats.start_time or 0.0
+    return {"name": entry.name, "method": entry.method, "num_requests": entry.num_requests,
+            "num_failures": entry.num_failures, "total_rps": entry.total_rps,
+            # The window Locust divides by for total_rps: from the test's start to the last request.
+            "elapsed_s": (entry.stats.last_request_timestamp or start) - start,
+            "max_response_time": entry.max_response_time,
+            "percentiles": {str(p): entry.get_response_time_percentile(p / 100) for p in PERCENTILES}}
+
+
+@events.quitting.add_listener
+def _write_summary(environment, **_) -> None:
+    """Fired as Locust quits, after its users stopped: the totals are final. Written whole, then renamed, so a reader
+    never sees half a file."""
+    path = environment.parsed_options.summary_file
+    if not path:
+        return
+    summary = {"total": _entry_summary(environment.stats.total),
+               "entries": [_entry_summary(entry) for entry in environment.stats.entries.values()],
+               "errors": {error.to_name(): error.occurrences for error in environment.stats.errors.values()}}
+    partial = f"{path}.partial"
+    with open(partial, "w") as handle:
+        json.dump(summary, handle, indent=2)
+    os.replace(partial, path)
 
 
 @functools.cache

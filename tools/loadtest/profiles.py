@@ -3,29 +3,41 @@ without importing Locust (whose gevent monkey-patching must not leak into other 
 
 from __future__ import annotations
 
+import enum
 import math
 
-CONSTANT, STEP, SPIKE, RATE = "constant", "step", "spike", "rate"
-PROFILES = (CONSTANT, STEP, SPIKE, RATE)
+
+class Shape(enum.StrEnum):
+    """How the user count moves over a run (`tools loadtest --shape`)."""
+
+    CONSTANT = "constant"  # -u users throughout
+    STEP = "step"  # a staircase up to -u users
+    SPIKE = "spike"  # a baseline, a burst to -u users mid-run, the baseline again
+    RATE = "rate"  # open loop: a fixed pool pacing itself to a request rate
+
+
 STEPS = 4  # a step ramp climbs in this many equal stairs
 SPIKE_WINDOW = (0.4, 0.6)  # the spike holds the peak over this fraction of the run
 SPIKE_BASELINE = 0.25  # users outside the spike, as a fraction of the peak
 
 
-def users_at(profile: str, elapsed_s: float, users: int, duration_s: float) -> int | None:
+def users_at(shape: Shape, elapsed_s: float, users: int, duration_s: float) -> int | None:
     """How many users should run `elapsed_s` into the run; None once the run is over."""
     if elapsed_s >= duration_s:
         return None
-    if profile in (CONSTANT, RATE):  # RATE: a fixed pool; each user paces itself (see `pacing_interval`)
+    if shape in (Shape.CONSTANT, Shape.RATE):  # RATE: a fixed pool; each user paces itself (see `pacing_interval`)
         return users
     fraction = elapsed_s / duration_s
-    if profile == STEP:
+    if shape == Shape.STEP:
         stair = math.floor(fraction * STEPS) + 1
         return max(1, math.ceil(users * stair / STEPS))
-    if profile == SPIKE:
-        start, end = SPIKE_WINDOW
-        return users if start <= fraction < end else max(1, math.ceil(users * SPIKE_BASELINE))
-    raise ValueError(f"unknown load profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    start, end = SPIKE_WINDOW
+    return users if start <= fraction < end else spike_baseline(users)
+
+
+def spike_baseline(users: int) -> int:
+    """Users outside the spike."""
+    return max(1, math.ceil(users * SPIKE_BASELINE))
 
 
 def pacing_interval(rate_per_s: float, users: int) -> float:

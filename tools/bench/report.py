@@ -1,0 +1,85 @@
+"""How a benchmark is shown and kept: a rich table on the console; bench.json, a Markdown table and a PNG on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tools.bench.cases import CASE_TITLES, Case
+from tools.bench.runner import TARGET_RATIO, BenchResult, Point
+
+COLUMNS = ("case", "in flight / batch", "threads", "sentences/s", "x ceiling", "p50 ms", "p99 ms",
+           "load-gen CPU (cores)")
+
+
+def write(result: BenchResult, out_dir: Path) -> dict[str, Path]:
+    """bench.json (every figure, every round, the machine), bench.md (the table and verdicts), bench.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / "bench.json", "plot": out_dir / "bench.png", "markdown": out_dir / "bench.md"}
+    files["json"].write_text(json.dumps(result.as_dict(), indent=2))
+    files["markdown"].write_text(markdown(result))
+    plot(result, files["plot"])
+    return files
+
+
+def plot(result: BenchResult, path: Path) -> None:
+    """Sentences/s and p99 against concurrency for each served case, with the ceiling and the target line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for case in (Case.TRITON, Case.FASTAPI, Case.PYTRITON):
+        points = result.case_points(case)
+        if points:
+            xs = [p.concurrency for p in points]
+            left.plot(xs, [p.sentences_per_s for p in points], marker="o", label=CASE_TITLES[case])
+            right.plot(xs, [p.p99_ms for p in points], marker="o", label=CASE_TITLES[case])
+    if result.ceiling:
+        left.axhline(result.ceiling, color="black", linestyle="--", label="in-process ceiling")
+        left.axhline(TARGET_RATIO * result.ceiling, color="gray", linestyle=":", label=f"{TARGET_RATIO} x ceiling")
+    for axis, label in ((left, "sentences/s"), (right, "p99 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("requests in flight (one text each)")
+        axis.set_ylabel(label)
+        if axis.get_legend_handles_labels()[0]:  # a run of the ceiling alone draws no curve
+            axis.legend(fontsize=8)
+    info = result.machine
+    figure.suptitle(f"{info['cpu_model']}, {info['logical_cores']} cores: same pipeline, four ways")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _cells(result: BenchResult, point: Point) -> list[str]:
+    return [CASE_TITLES[point.case], str(point.concurrency), point.threads, f"{point.sentences_per_s:.1f}",
+            f"{result.ratio(point):.2f}", f"{point.p50_ms:.1f}", f"{point.p99_ms:.1f}",
+            "-" if point.loadgen_cpu is None else f"{point.loadgen_cpu:.2f}"]
+
+
+def markdown(result: BenchResult) -> str:
+    """The table and verdicts as Markdown (for a README or a pull request)."""
+    info = result.machine
+    lines = [f"{info['cpu_model']}, {info['logical_cores']} logical / {info['physical_cores']} physical cores; "
+             f"load average {info.get('load_average_1m_at_start', '?')} at start, "
+             f"{info.get('load_average_1m_at_end', '?')} at end; medians of {result.config.rounds} round(s).", "",
+             "| " + " | ".join(COLUMNS) + " |", "|---" + "|--:" * (len(COLUMNS) - 1) + "|"]
+    lines += ["| " + " | ".join(_cells(result, point)) + " |" for point in result.points]
+    return "\n".join([*lines, "", *(f"- {line}" for line in result.verdicts())]) + "\n"
+
+
+def render(result: BenchResult, console) -> None:
+    """The table and verdicts as rich output."""
+    from rich.table import Table
+
+    info = result.machine
+    table = Table(title=f"{info['cpu_model']} ({info['logical_cores']} logical / {info['physical_cores']} physical "
+                        f"cores); ratios to the ceiling of {result.ceiling:.1f} sentences/s")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for point in result.points:
+        table.add_row(*_cells(result, point))
+    console.print(table)
+    for line in result.verdicts():
+        console.print(line, highlight=False)

@@ -1,0 +1,96 @@
+"""How a load test is shown and kept: rich tables on the console, summary.json/.csv and a timeline PNG on disk."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from tools.loadtest.runner import LATENCY_KEYS, PERCENTILES, LoadTestResult
+
+SUMMARY_FIELDS = ("model", "protocol", "shape", "users", "requests", "failures", "throughput_rps",
+                  *(f"{k}_ms" for k in LATENCY_KEYS))
+
+
+def summary_row(result: LoadTestResult) -> dict[str, object]:
+    client = result.client
+    return {"model": result.config.model, "protocol": result.config.protocol, "shape": result.config.shape,
+            "users": result.config.users, "requests": client.requests, "failures": client.failures,
+            "throughput_rps": round(client.throughput_rps, 2),
+            **{f"{k}_ms": client.latency_ms[k] for k in LATENCY_KEYS}}
+
+
+def write(result: LoadTestResult, out_dir: Path) -> dict[str, Path]:
+    """summary.json (both views, SLO verdict, per-second history), summary.csv (one row), timeline.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / "summary.json", "csv": out_dir / "summary.csv", "plot": out_dir / "timeline.png"}
+    files["json"].write_text(json.dumps(result.as_dict(), indent=2))
+    with files["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS)
+        writer.writeheader()
+        writer.writerow(summary_row(result))
+    plot_timeline(result, files["plot"])
+    return files
+
+
+def plot_timeline(result: LoadTestResult, path: Path) -> None:
+    """Throughput (with users) and latency percentiles over the run, one point per second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = result.history
+    start = history[0]["timestamp"] if history else 0
+    seconds = [(row["timestamp"] or 0) - start for row in history]
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    top.plot(seconds, [row["rps"] for row in history], label="requests/s", color="tab:blue")
+    top.plot(seconds, [row["failures_per_s"] for row in history], label="failures/s", color="tab:red")
+    top.set_ylabel("requests/s")
+    users_axis = top.twinx()
+    users_axis.step(seconds, [row["users"] for row in history], where="post", color="tab:gray", alpha=0.6,
+                    label="users")
+    users_axis.set_ylabel("users")
+    top.legend(loc="upper left")
+    for p in PERCENTILES:
+        bottom.plot(seconds, [row[f"p{p}_ms"] for row in history], label=f"p{p}")
+    bottom.set_ylabel("latency (ms, last 10 s)")
+    bottom.set_xlabel("seconds")
+    bottom.legend(loc="upper left")
+    config = result.config
+    figure.suptitle(f"{config.model} over {config.protocol}: {config.shape}, {config.users} users")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def render(result: LoadTestResult, console) -> None:
+    """The client's view, Triton's per-model view beside it, and the SLO verdict, as rich tables."""
+    from rich.table import Table
+
+    client = result.client
+    table = Table(title=f"client view: {result.config.model} over {result.config.protocol}, "
+                        f"{result.config.shape} shape, {result.config.users} users")
+    for column in ("requests", "failures", "req/s", *(f"{k} ms" for k in LATENCY_KEYS)):
+        table.add_column(column, justify="right")
+    table.add_row(str(client.requests), f"{client.failures} ({client.error_rate:.2%})", f"{client.throughput_rps:.1f}",
+                  *(f"{client.latency_ms[k]:g}" for k in LATENCY_KEYS))
+    console.print(table)
+    for message, count in client.errors.items():
+        console.print(f"  [red]{count} x[/] {message}", highlight=False)
+    if result.triton:
+        triton = Table(title="Triton's view (per request: request = queue + compute + waiting on other steps)")
+        for column in ("model", "version", "requests", "failures", "request ms", "queue ms", "compute ms",
+                       "avg batch"):
+            triton.add_column(column, justify="left" if column == "model" else "right")
+        for figures in result.triton:
+            triton.add_row(figures.model, figures.version, str(figures.requests), str(figures.failures),
+                           f"{figures.request_ms:.2f}", f"{figures.queue_ms:.2f}", f"{figures.compute_ms:.2f}",
+                           f"{figures.avg_batch:.2f}")
+        console.print(triton)
+    else:
+        console.print(f"[yellow]Triton's view unavailable:[/] {result.triton_note}", highlight=False)
+    for target in result.slo:
+        console.print(f"SLO {target.describe()}", highlight=False)
+    for broken in result.slo_broken:
+        console.print(f"[bold red]SLO broken:[/] {broken}", highlight=False)
