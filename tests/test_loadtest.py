@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from tests.support import paths, starters
 from tools import processes, settings
 from tools.cli import app
+from tools.errors import UsageError
 from tools.loadtest import corpus, report
 from tools.loadtest import runner as loadtest
 from tools.loadtest.profiles import Shape, pacing_interval, spike_baseline, users_at
@@ -36,7 +37,7 @@ def test_durations_are_read_by_locusts_parser_without_importing_locust_here():
 
 @pytest.mark.parametrize("text", ["", "soon", "-5s", "0s", "3 days", "500ms", "2m30x"])
 def test_bad_durations_are_refused_naming_the_accepted_forms(text):
-    with pytest.raises(ValueError, match=r"invalid duration .* 20, 20s, 3m, 2h, 1h30m"):
+    with pytest.raises(UsageError, match=r"invalid duration .* 20, 20s, 3m, 2h, 1h30m"):
         loadtest.parse_duration(text)
 
 
@@ -47,7 +48,7 @@ def test_slos_parse_with_units():
 
 @pytest.mark.parametrize("text", ["", "p99", "p98=5ms", "errors=5ms", "p99=fast", "rps=3%"])
 def test_bad_slos_are_refused_with_a_hint(text):
-    with pytest.raises(ValueError, match="SLO"):
+    with pytest.raises(UsageError, match="SLO"):
         loadtest.parse_slo(text)
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console
-from tools.errors import LoadTestError, UsageError
+from tools.errors import LoadTestError
 from tools.loadtest.profiles import Shape
 
 
@@ -49,16 +49,13 @@ def loadtest_command(
     from tools.serving import client
 
     protocol, address = client.resolve(url, protocol)
-    try:
-        config = runner.LoadTestConfig(
-            url=address, protocol=protocol, model=model, model_version=model_version, users=users,
-            spawn_rate=spawn_rate, duration_s=runner.parse_duration(duration), shape=shape, request_rate=rate,
-            texts_per_request=texts_per_request, corpus=corpus or corpus_texts.DEFAULT_CORPUS,
-            metrics_url=metrics_url or runner.default_metrics_url(address, protocol))
-        targets = runner.parse_slo(slo) if slo else []
-        config.check()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    config = runner.LoadTestConfig(
+        url=address, protocol=protocol, model=model, model_version=model_version, users=users,
+        spawn_rate=spawn_rate, duration_s=runner.parse_duration(duration), shape=shape, request_rate=rate,
+        texts_per_request=texts_per_request, corpus=corpus or corpus_texts.DEFAULT_CORPUS,
+        metrics_url=metrics_url or runner.default_metrics_url(address, protocol))
+    targets = runner.parse_slo(slo) if slo else []
+    config.check()
     with runner.local_server(config, repository) if serve else contextlib.nullcontext(config) as config:
         if web:
             console.print(f"Locust web UI: http://{settings.DEFAULT_HOST}:{web_port} (Ctrl-C to stop)")

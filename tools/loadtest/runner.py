@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tools import settings
-from tools.errors import LoadTestError
+from tools.errors import LoadTestError, UsageError
 from tools.loadtest import corpus as corpus_texts
 from tools.loadtest.profiles import Shape
 from tools.monitoring import metrics
@@ -64,7 +64,7 @@ def parse_duration(text: str) -> int:
     except ValueError:
         seconds = 0
     if seconds <= 0:
-        raise ValueError(f"invalid duration {text!r}: use a positive time span such as {DURATION_FORMS}")
+        raise UsageError(f"invalid duration {text!r}: use a positive time span such as {DURATION_FORMS}")
     return seconds
 
 
@@ -94,7 +94,7 @@ def parse_slo(text: str) -> list[SloTarget]:
     for term in filter(str.strip, text.split(",")):
         match = _SLO_TERM.match(term)
         if match is None:
-            raise ValueError(f"invalid SLO term {term.strip()!r}: use e.g. p99=50ms,errors=0.1%,rps=100")
+            raise UsageError(f"invalid SLO term {term.strip()!r}: use e.g. p99=50ms,errors=0.1%,rps=100")
         key, number, unit = match["key"], float(match["number"]), match["unit"]
         if key in LATENCY_KEYS and unit in (None, *_LATENCY_UNITS_MS):
             targets.append(SloTarget(key, number * _LATENCY_UNITS_MS[unit or "ms"]))
@@ -103,10 +103,10 @@ def parse_slo(text: str) -> list[SloTarget]:
         elif key == "rps" and unit is None:
             targets.append(SloTarget(key, number))
         else:
-            raise ValueError(f"invalid SLO term {term.strip()!r}: keys are {', '.join(LATENCY_KEYS)} (a latency), "
+            raise UsageError(f"invalid SLO term {term.strip()!r}: keys are {', '.join(LATENCY_KEYS)} (a latency), "
                              "errors (a rate, e.g. 0.1%) and rps (a throughput floor)")
     if not targets:
-        raise ValueError("empty SLO: use e.g. p99=50ms,errors=0.1%")
+        raise UsageError("empty SLO: use e.g. p99=50ms,errors=0.1%")
     return targets
 
 
@@ -133,11 +133,11 @@ class LoadTestConfig:
 
     def check(self) -> None:
         if self.users < 1 or self.texts_per_request < 1:
-            raise ValueError("--users and --texts-per-request must be at least 1")
+            raise UsageError("--users and --texts-per-request must be at least 1")
         if self.shape == Shape.RATE and self.request_rate <= 0:
-            raise ValueError("the rate shape needs --rate (requests/s for the whole run)")
+            raise UsageError("the rate shape needs --rate (requests/s for the whole run)")
         if not Path(self.corpus).is_file():
-            raise ValueError(f"corpus {self.corpus} does not exist")
+            raise UsageError(f"corpus {self.corpus} does not exist")
 
 
 def locust_command(config: LoadTestConfig, prefix: Path | None, web_port: int | None = None) -> list[str]:
