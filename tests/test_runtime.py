@@ -20,19 +20,20 @@ from typer.testing import CliRunner
 
 from tests.support import paths
 from tests.support.models import write_echo_model
+from tests.support.starters import kill_starter
 from tools import settings
 from tools.cli import app
-from tools.processes import Child, spawn
+from tools.processes import spawn
 from tools.serving import client, runtime
 
 # A starter that runs a server, prints its pid, shm prefix and stub pids, then waits to be killed.
-SERVER_STARTER = """\
+SERVER_STARTER = """
 import sys, time
-import psutil
+from tests.support.starters import report_children
 from tools.serving import runtime
 server = runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=sys.argv[1])).start()
-stubs = [c.pid for c in psutil.Process(server.process.pid).children(recursive=True)]
-print(server.process.pid, server.shm_prefix, *stubs, flush=True)
+print(server.shm_prefix, flush=True)
+report_children()
 time.sleep(600)
 """
 
@@ -45,22 +46,6 @@ def index_status(url: str, headers: dict[str, str] | None = None) -> str:
         except InferenceServerException as exc:
             return exc.status()
     return "200"
-
-
-def start_starter(code: str, *args: str) -> tuple[Child, list[str]]:
-    """Run `code` in a Python child of this test and read the first line it prints (its report of what it started)."""
-    starter = spawn("starter", [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True,
-                    cwd=paths.PROJECT_ROOT)
-    return starter, starter.process.stdout.readline().split()
-
-
-def sigkill_and_wait_gone(starter: Child, pids: list[int], timeout: float = 60.0) -> list[psutil.Process]:
-    """SIGKILL the starter alone (no finally, no atexit runs in it); what of `pids` still runs after `timeout`."""
-    family = [psutil.Process(pid) for pid in pids]
-    starter.process.kill()
-    starter.wait(10)
-    _, alive = psutil.wait_procs(family, timeout=timeout)
-    return alive
 
 
 def test_command_binds_every_endpoint_to_the_host_and_restricts_model_control():
@@ -177,15 +162,12 @@ def test_serve_guards_model_control_with_a_private_key_and_stops_cleanly_on_sigt
 def test_no_server_stub_or_shared_memory_outlives_a_starter_killed_by_sigkill(echo_repository: Path):
     """The kernel SIGTERMs the orphaned server; it shuts down by itself, its stubs exit with it, and the Python
     backend unlinks the stubs' /dev/shm regions on the way out: nothing is left for anyone to clean."""
-    starter, (server_pid, shm_prefix, *stub_pids) = start_starter(SERVER_STARTER, str(echo_repository))
-    try:
-        assert stub_pids, "the echo model runs in a stub process"
-        assert list(runtime.SHM_DIR.glob(f"{shm_prefix}*")), "the stub's shared memory is under the prefix"
-        alive = sigkill_and_wait_gone(starter, [int(server_pid), *map(int, stub_pids)])
-        assert not alive, f"left running: {alive}"
-        deadline = time.monotonic() + 10  # the last stub unlinks its region as it exits
-        while list(runtime.SHM_DIR.glob(f"{shm_prefix}*")) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not list(runtime.SHM_DIR.glob(f"{shm_prefix}*"))
-    finally:
-        starter.stop()
+    aftermath = kill_starter(SERVER_STARTER, str(echo_repository), vanish_timeout_s=60)
+    (shm_prefix,) = aftermath.notes
+    assert len(aftermath.pids) >= 2, "the server and the echo model's stub process"
+    assert not aftermath.left, f"left running: {aftermath.left}"
+    assert not aftermath.bound, f"ports still bound: {aftermath.bound}"
+    deadline = time.monotonic() + 10  # the last stub unlinks its region as it exits
+    while list(runtime.SHM_DIR.glob(f"{shm_prefix}*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not list(runtime.SHM_DIR.glob(f"{shm_prefix}*"))

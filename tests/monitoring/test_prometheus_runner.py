@@ -4,46 +4,29 @@ whose starter is SIGKILLed does not outlive it."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.support import paths
+from tests.support.starters import kill_starter
 from tools.monitoring.prometheus import Prometheus, PrometheusError, ScrapeTarget, promtool, remove_stale_workdirs
-from tools.processes import Child, free_port, spawn
+from tools.processes import free_port
 
-# A starter that serves its own /metrics, runs Prometheus on it until the first scrape, prints its pid and folder,
-# and waits.
+# A starter that serves its own /metrics, runs Prometheus on it until the first scrape, prints its folder and
+# its children, and waits.
 PROMETHEUS_STARTER = """\
 import time
 from prometheus_client import start_http_server
+from tests.support.starters import report_children
 from tools.monitoring.prometheus import ScrapeTarget, running_prometheus
 from tools.processes import free_port
 port = free_port()
 start_http_server(port, addr="127.0.0.1")
 with running_prometheus([ScrapeTarget(job="starter", address=f"127.0.0.1:{port}")]) as prometheus:
-    print(prometheus.child.pid, prometheus.workdir, flush=True)
+    print(prometheus.workdir, flush=True)
+    report_children()
     time.sleep(600)
 """
-
-
-def start_starter(code: str, *args: str) -> tuple[Child, list[str]]:
-    """Run `code` in a Python child of this test and read the first line it prints (its report of what it started)."""
-    starter = spawn("starter", [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True,
-                    cwd=paths.PROJECT_ROOT)
-    return starter, starter.process.stdout.readline().split()
-
-
-def sigkill_and_wait_gone(starter: Child, pids: list[int], timeout: float = 60.0) -> list[psutil.Process]:
-    """SIGKILL the starter alone (no finally, no atexit runs in it); what of `pids` still runs after `timeout`."""
-    family = [psutil.Process(pid) for pid in pids]
-    starter.process.kill()
-    starter.wait(10)
-    _, alive = psutil.wait_procs(family, timeout=timeout)
-    return alive
 
 
 def test_a_target_that_never_answers_is_named_and_the_server_cleaned_up():
@@ -61,16 +44,15 @@ def test_a_target_that_never_answers_is_named_and_the_server_cleaned_up():
 
 def test_prometheus_does_not_outlive_a_starter_killed_by_sigkill():
     """The process goes; its folder stays (nobody is left to remove it) until the next start sweeps it away."""
-    starter, (prometheus_pid, workdir) = start_starter(PROMETHEUS_STARTER)
+    aftermath = kill_starter(PROMETHEUS_STARTER)
+    (workdir,) = map(Path, aftermath.notes)
     try:
-        prometheus = psutil.Process(int(prometheus_pid))
-        assert prometheus.name() == "prometheus" and prometheus.is_running()
-        alive = sigkill_and_wait_gone(starter, [prometheus.pid])
-        assert not alive, f"left running: {alive}"
-        assert Path(workdir).is_dir()
-        assert Path(workdir) in remove_stale_workdirs() and not Path(workdir).exists()
+        assert aftermath.pids, "the starter reported its Prometheus"
+        assert not aftermath.left, f"left running: {aftermath.left}"
+        assert not aftermath.bound and aftermath.loopback_only
+        assert workdir.is_dir()
+        assert workdir in remove_stale_workdirs() and not workdir.exists()
     finally:
-        starter.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

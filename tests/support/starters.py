@@ -44,8 +44,9 @@ class Aftermath:
     """What a starter's SIGKILL left behind: `left` and `bound` are empty when everything went with it."""
 
     pids: list[int]  # what the starter reported
+    notes: list[str]  # what it printed before that, e.g. a folder or a name prefix of what it started
     listening: set[tuple[str, int]]  # the (address, port) those processes listened on
-    left: list[int]  # still running after VANISH_TIMEOUT_S
+    left: list[int]  # still running after the wait
     bound: set[int]  # ports still not free after that
 
     @property
@@ -84,15 +85,16 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
-def kill_starter(script: str, *args: str, ready_timeout_s: float = 180.0) -> Aftermath:
+def kill_starter(script: str, *args: str, ready_timeout_s: float = 180.0,
+                 vanish_timeout_s: float = VANISH_TIMEOUT_S) -> Aftermath:
     """Run `script` (Python source, from the checkout) until it reports its children, SIGKILL it, and wait up to
-    VANISH_TIMEOUT_S for them to go."""
+    `vanish_timeout_s` for them to go."""
     starter = processes.spawn("a starter", [sys.executable, "-c", script, *args], cwd=paths.PROJECT_ROOT,
                               stdout=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in starter.process.stdout], daemon=True).start()
     try:
-        deadline, line = time.monotonic() + ready_timeout_s, ""
+        deadline, line, notes = time.monotonic() + ready_timeout_s, "", []
         while not line.startswith(MARK):
             assert starter.running(), f"the starter exited with code {starter.returncode} before reporting"
             assert time.monotonic() < deadline, "the starter did not report its children in time"
@@ -100,6 +102,8 @@ def kill_starter(script: str, *args: str, ready_timeout_s: float = 180.0) -> Aft
                 line = lines.get(timeout=1)
             except queue.Empty:
                 continue
+            if not line.startswith(MARK):
+                notes.append(line.rstrip("\n"))
         pids = json.loads(line.removeprefix(MARK))
         watched = []
         for pid in pids:
@@ -108,9 +112,14 @@ def kill_starter(script: str, *args: str, ready_timeout_s: float = 180.0) -> Aft
         listening = set().union(*(_listening(process) for process in watched))
         starter.process.kill()  # SIGKILL: no handler, no cleanup in the starter
         starter.wait(10)
-        until = time.monotonic() + VANISH_TIMEOUT_S
+        until = time.monotonic() + vanish_timeout_s
         while (left := [process.pid for process in watched if alive(process)]) and time.monotonic() < until:
             time.sleep(0.2)
-        return Aftermath(pids, listening, left, {port for _, port in listening if not port_free(port)})
+        aftermath = Aftermath(pids, notes, listening, left, {port for _, port in listening if not port_free(port)})
+        for process in watched:  # a failing test must not leave its survivors running
+            if alive(process):
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+        return aftermath
     finally:
         starter.stop()
