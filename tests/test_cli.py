@@ -37,7 +37,7 @@ def test_shell_completion_is_offered():
     (["deploy", "status"], [settings.NAMESPACE_ENV]),
 ])
 def test_help_names_the_environment_variables_a_command_reads(command, variables):
-    help_text = _plain(runner.invoke(app, [*command, "--help"], terminal_width=200).stdout)
+    help_text = _plain(runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).stdout)
     for variable in variables:
         assert f"env var: {variable}" in help_text, (command, variable)
 
@@ -45,7 +45,7 @@ def test_help_names_the_environment_variables_a_command_reads(command, variables
 @pytest.mark.parametrize("command", [["serve"], ["validate"], ["loadtest"], ["bench"], ["dashboards"],
                                      ["deploy", "upgrade"], ["deploy", "diff"]])
 def test_help_shows_no_path_of_this_checkout(command):
-    help_text = runner.invoke(app, [*command, "--help"], terminal_width=200).stdout
+    help_text = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).stdout
     assert "/work/" not in help_text and "/home/" not in help_text and "site-packages" not in help_text
 
 
