@@ -120,8 +120,8 @@ class ReadyPodSampler:
 def test_install_upgrade_failed_upgrade_rollback_history_uninstall(cluster):
     ns, api = "lifecycle", cluster.api
 
-    # Install.
-    installed = ok(tools_deploy(cluster, "upgrade", *FAST, "--create-namespace", "--set", "image.tag=v1",
+    # Install (under helm's own verb; `upgrade` does the same).
+    installed = ok(tools_deploy(cluster, "install", *FAST, "--create-namespace", "--set", "image.tag=v1",
                                 namespace=ns))
     assert f"in namespace {ns}: revision 1" in " ".join(installed.split())
     assert images(cluster, ns) == ["triton-embeddings:v1"] * 2

@@ -90,6 +90,10 @@ def upgrade(
                   f"revision {done.revision} ({done.status.value})")
 
 
+# `helm install` users find the same command under their verb: install or upgrade, whichever the release needs.
+deploy_app.command("install", help="Same as upgrade: install the release, or upgrade it if it exists.")(upgrade)
+
+
 @deploy_app.command()
 def diff(
     chart: Path = CHART, values: list[Path] = VALUES, set_values: list[str] = SET, set_string: list[str] = SET_STRING,

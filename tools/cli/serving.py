@@ -25,9 +25,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def serve(
     repository: Path = options.repository_argument("Model repository to serve (default: ./model_repository)."),
     host: str = typer.Option(settings.DEFAULT_HOST, help="Address to bind (all three endpoints)."),
-    http_port: int = typer.Option(settings.DEFAULT_HTTP_PORT),
-    grpc_port: int = typer.Option(settings.DEFAULT_GRPC_PORT),
-    metrics_port: int = typer.Option(settings.DEFAULT_METRICS_PORT),
+    http_port: int = typer.Option(settings.DEFAULT_HTTP_PORT, help="HTTP/REST (KServe v2) port."),
+    grpc_port: int = typer.Option(settings.DEFAULT_GRPC_PORT, help="gRPC port."),
+    metrics_port: int = typer.Option(settings.DEFAULT_METRICS_PORT, help="Prometheus metrics port."),
     tritonserver: Path | None = typer.Option(None, envvar=settings.TRITONSERVER_ENV, show_default=False,
                                              help="tritonserver binary (default: the nvidia-pytriton wheel's)."),
     control_key: str | None = typer.Option(None, envvar=settings.CONTROL_KEY_ENV, show_default=False,
