@@ -25,7 +25,7 @@ from tools.deploy import helm as deploy
 
 HELM_TIMEOUT_S = 60.0
 CLI_TIMEOUT_S = 120.0
-VERBS = ("upgrade", "diff", "status", "history", "rollback", "uninstall")
+VERBS = ("upgrade", "install", "diff", "status", "history", "rollback", "uninstall")
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -119,6 +119,10 @@ def test_values_render_the_same_manifests_as_helm_template_with_the_same_flags(h
     (["upgrade", "--values", "/nonexistent/values.yaml"], "error: values file /nonexistent/values.yaml does not exist"),
     (["diff", "--repository", "/nonexistent/repository"],
      "error: /nonexistent/repository is not a directory (expected a Triton model repository)"),
+    (["upgrade", "--timeout", "5x"], "error: --timeout '5x' is not a duration helm reads (e.g. 90s, 5m, 1h30m)"),
+    (["install", "--chart", "/nonexistent/chart"], "error: no chart at /nonexistent/chart (no Chart.yaml there): "
+                                                   "pass --chart"),
+    (["diff", "--chart", "/tmp"], "error: no chart at /tmp (no Chart.yaml there): pass --chart"),
 ])
 def test_bad_input_is_a_usage_error_before_any_cluster_call(helm_binary, monkeypatch, args, message):
     monkeypatch.setenv(settings.HELM_ENV, str(helm_binary))

@@ -134,6 +134,11 @@ def test_install_upgrade_failed_upgrade_rollback_history_uninstall(cluster):
     for service in ("", "-metrics", "-grpc-headless"):
         assert api.exists(f"/api/v1/namespaces/{ns}/services/{DEPLOYMENT}{service}")
 
+    # `install` refuses a release that exists, as helm's does; nothing changes.
+    again = refused(tools_deploy(cluster, "install", *FAST, "--set", "image.tag=v9", namespace=ns))
+    assert f"release 'triton-embeddings' already exists in namespace '{ns}' (revision 1)" in again
+    assert images(cluster, ns) == ["triton-embeddings:v1"] * 2
+
     # Rolling upgrade: a new ReplicaSet comes up, the old one is scaled to zero, ready pods never drop below 2.
     with ReadyPodSampler(cluster, ns) as sampler:
         assert "revision 2" in ok(tools_deploy(cluster, "upgrade", *FAST, "--set", "image.tag=v2", namespace=ns))
@@ -216,8 +221,8 @@ def test_bad_input_and_previews_change_nothing(cluster, tmp_path: Path):
     broken = tmp_path / "repository" / "broken"
     (broken / "1").mkdir(parents=True)
     (broken / "config.pbtxt").write_text('name: "broken"\nmax_batch_size: [\n')
-    assert "tools validate rejected" in refused(tools_deploy(cluster, "upgrade", "--repository", str(broken.parent),
-                                                             namespace=ns))
+    rejected = refused(tools_deploy(cluster, "upgrade", "--repository", str(broken.parent), namespace=ns))
+    assert "has configuration errors (listed above); nothing was deployed" in rejected
 
     # Data on stdout, progress on stderr: the redirected file holds the unified diff and nothing else.
     plan = tmp_path / "plan.diff"

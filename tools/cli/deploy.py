@@ -65,33 +65,41 @@ REPOSITORY = options.repository_option(f"Model repository to validate; its diges
                                        f"(default: ./{settings.MODEL_REPOSITORY.as_posix()}).")
 
 
-@deploy_app.command()
-def upgrade(
-    chart: Path = CHART, values: list[Path] = VALUES, set_values: list[str] = SET, set_string: list[str] = SET_STRING,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Render the release against the cluster; change nothing."),
-    create_namespace: bool = typer.Option(False, "--create-namespace",
-                                          help="Create the namespace if it does not exist (without it: an error)."),
-    repository: Path = REPOSITORY,
-    release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
-    kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
-) -> None:
-    """Validate the repository, then install or upgrade the release and wait for its pods (atomic: a rollout that
-    does not become ready in --timeout is rolled back)."""
-    from tools.deploy import helm as deployment
+def _deploy_command(install_only: bool):
+    """`upgrade` (install or upgrade, as `helm upgrade --install`) and `install` (a new release only, as helm's)."""
 
-    target = _target(release, namespace, helm, kubeconfig, kube_context, timeout, chart, create_namespace)
-    user_values = deployment.load_values(target, values, set_values, set_string)
-    deployment.check_repository(repository)
-    planned = deployment.values_for(repository, user_values)
-    verb = "rendering" if dry_run else "installing/upgrading"
-    with console.status(f"{verb} {_where(release, namespace)}; waiting up to {timeout} for pods to be ready..."):
-        done = deployment.install_or_upgrade(target, planned, dry_run=dry_run)
-    console.print(f"[green]{'dry run ok' if dry_run else 'deployed'}[/] {_where(release, done.release.namespace)}: "
-                  f"revision {done.revision} ({done.status.value})")
+    def deploy(
+        chart: Path = CHART, values: list[Path] = VALUES, set_values: list[str] = SET,
+        set_string: list[str] = SET_STRING,
+        dry_run: bool = typer.Option(False, "--dry-run",
+                                     help="Render the release against the cluster; change nothing."),
+        create_namespace: bool = typer.Option(False, "--create-namespace",
+                                              help="Create the namespace if it does not exist (without it: an error)."),
+        repository: Path = REPOSITORY,
+        release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
+        kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
+    ) -> None:
+        from tools.deploy import helm as deployment
+
+        target = _target(release, namespace, helm, kubeconfig, kube_context, timeout, chart, create_namespace)
+        target.require_chart()
+        user_values = deployment.load_values(target, values, set_values, set_string)
+        deployment.check_repository(repository)
+        planned = deployment.values_for(repository, user_values)
+        verb = "rendering" if dry_run else "installing" if install_only else "installing/upgrading"
+        with console.status(f"{verb} {_where(release, namespace)}; waiting up to {timeout} for pods to be ready..."):
+            done = deployment.install_or_upgrade(target, planned, dry_run=dry_run, install_only=install_only)
+        console.print(f"[green]{'dry run ok' if dry_run else 'deployed'}[/] {_where(release, done.release.namespace)}:"
+                      f" revision {done.revision} ({done.status.value})")
+
+    return deploy
 
 
-# `helm install` users find the same command under their verb: install or upgrade, whichever the release needs.
-deploy_app.command("install", help="Same as upgrade: install the release, or upgrade it if it exists.")(upgrade)
+deploy_app.command("upgrade", help="Validate the repository, then install or upgrade the release and wait for its "
+                                   "pods (atomic: a rollout that does not become ready in --timeout is rolled back)."
+                   )(_deploy_command(install_only=False))
+deploy_app.command("install", help="Like upgrade, for a new release only: an existing release is refused, as helm "
+                                   "install refuses it.")(_deploy_command(install_only=True))
 
 
 @deploy_app.command()
@@ -99,12 +107,13 @@ def diff(
     chart: Path = CHART, values: list[Path] = VALUES, set_values: list[str] = SET, set_string: list[str] = SET_STRING,
     repository: Path = REPOSITORY,
     release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
-    kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
+    kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT,
 ) -> None:
     """Print on stdout the unified diff an upgrade would apply (Secret values hidden); change nothing."""
     from tools.deploy import helm as deployment
 
-    target = _target(release, namespace, helm, kubeconfig, kube_context, timeout, chart)
+    target = _target(release, namespace, helm, kubeconfig, kube_context, settings.DEFAULT_DEPLOY_TIMEOUT, chart)
+    target.require_chart()
     user_values = deployment.load_values(target, values, set_values, set_string)
     deployment.check_repository(repository)
     changes = deployment.diff(target, deployment.values_for(repository, user_values))

@@ -13,7 +13,7 @@ from rich.console import Console
 from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console
-from tools.errors import ServingError, ValidationError
+from tools.errors import ServingError
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -41,8 +41,7 @@ def serve(
     from tools.serving import infer, runtime
     from tools.validation.run import refuse_errors
 
-    if not refuse_errors(repository, console):
-        raise ValidationError(f"{repository} has configuration errors (listed above); not starting tritonserver")
+    refuse_errors(repository, console, "not starting tritonserver")
     opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
                                  metrics_port=metrics_port, tritonserver=tritonserver, control_key=control_key)
     server = runtime.TritonServer(opts)

@@ -7,6 +7,7 @@ what went wrong (no cluster, bad values, a rollout that never became ready) with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import hashlib
 import json
@@ -33,6 +34,7 @@ from tools.validation.run import refuse_errors
 logging.getLogger("pyhelm3").addHandler(logging.NullHandler())
 
 T = TypeVar("T")
+_GO_DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")  # what helm's --timeout accepts
 
 
 @dataclass
@@ -47,6 +49,15 @@ class Target:
     timeout: str = settings.DEFAULT_DEPLOY_TIMEOUT
     chart: Path = field(default=settings.CHART_DIR)
     create_namespace: bool = False  # opt-in, as with helm
+
+    def __post_init__(self) -> None:
+        if not _GO_DURATION.fullmatch(self.timeout):
+            raise UsageError(f"--timeout {self.timeout!r} is not a duration helm reads (e.g. 90s, 5m, 1h30m)")
+
+    def require_chart(self) -> None:
+        """A usage error, before anything runs, when the chart folder is not a chart."""
+        if not (Path(self.chart) / "Chart.yaml").is_file():
+            raise UsageError(f"no chart at {self.chart} (no Chart.yaml there): pass --chart")
 
 
 @dataclass(frozen=True)
@@ -181,19 +192,24 @@ def values_for(repository: Path, values: dict) -> dict:
 def check_repository(repository: Path) -> None:
     """Refuse a repository `tools validate` finds errors in; they are printed on stderr, so stdout keeps only data
     (a diff, JSON)."""
-    if not repository.is_dir():
-        raise UsageError(f"{repository} is not a directory (expected a Triton model repository)")
-    if not refuse_errors(repository, Console(stderr=True)):
-        raise DeployError(f"tools validate rejected {repository}: fix the findings above; nothing was deployed")
+    refuse_errors(repository, Console(stderr=True), "nothing was deployed")
 
 
 # -- operations -------------------------------------------------------------------------------------------
 
 
-def install_or_upgrade(target: Target, values: dict, *, dry_run: bool = False) -> ReleaseRevision:
-    """Install or upgrade; wait for every pod to be ready, or roll back to the last good revision (atomic)."""
+def install_or_upgrade(target: Target, values: dict, *, dry_run: bool = False,
+                       install_only: bool = False) -> ReleaseRevision:
+    """Install or upgrade (only install with `install_only`: an existing release is refused, as `helm install` does);
+    wait for every pod to be ready, or roll back to the last good revision (atomic)."""
     async def run() -> ReleaseRevision:
         client = make_client(target)
+        if install_only:
+            with contextlib.suppress(helm_errors.ReleaseNotFoundError):
+                current = await client.get_current_revision(target.release, namespace=target.namespace)
+                raise DeployError(f"release {target.release!r} already exists in namespace "
+                                  f"{current.release.namespace!r} (revision {current.revision}): "
+                                  "`tools deploy upgrade` changes it")
         chart = await client.get_chart(target.chart)
         return await client.install_or_upgrade_release(
             target.release, chart, values, namespace=target.namespace, create_namespace=target.create_namespace,

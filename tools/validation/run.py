@@ -7,10 +7,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
+from tools.errors import UsageError, ValidationError
 from tools.repository import Repository, load_repository
-from tools.validation import Options, SettingsError, Target, has_errors, load_silenced, validate
+from tools.validation import Options, Target, has_errors, load_silenced, validate
 from tools.validation.context import DEFAULT_CORES
 from tools.validation.findings import Finding, Severity
 from tools.validation.reporters import print_human, to_json, to_sarif
@@ -31,13 +31,9 @@ def exit_code(findings: list[Finding], strict: bool) -> int:
     return EXIT_CLEAN
 
 
-def _print_error(console: Console, message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-
-
 def check_offline(path: Path, target: Target = Target.CPU,
                   cores: int | None = None) -> tuple[Repository, list[Finding]]:
-    """Load the repository and run every offline rule, honouring silencing (raises SettingsError).
+    """Load the repository and run every offline rule, honouring silencing (a bad settings table: SettingsError).
 
     The target's cores are `cores` if given, else pyproject.toml's `cores`, else DEFAULT_CORES: never this machine's.
     """
@@ -52,14 +48,8 @@ def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: b
                    cores: int | None = None) -> int:
     """Validate the repository at `path` and print the report; returns the process exit code."""
     console = console or Console(stderr=True)
-    if not path.is_dir():
-        _print_error(console, f"{path} is not a directory (expected a Triton model repository)")
-        return EXIT_USAGE
-    try:
-        repository, findings = check_offline(path, target, cores)
-    except SettingsError as exc:
-        _print_error(console, str(exc))
-        return EXIT_USAGE
+    _require_folder(path)
+    repository, findings = check_offline(path, target, cores)
     if server:
         from tools.validation.server import check_with_server  # starts processes: only imported when asked
 
@@ -72,19 +62,19 @@ def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: b
     return exit_code(findings, strict)
 
 
-def refuse_errors(path: Path, console: Console, target: Target = Target.CPU) -> bool:
-    """The offline gate in front of `tools serve` and `tools deploy`: print the errors (warnings only counted) on
-    `console`; True when none."""
+def _require_folder(path: Path) -> None:
     if not path.is_dir():
-        return True  # the server start reports a missing repository in its own words
-    try:
-        repository, findings = check_offline(path, target)
-    except SettingsError as exc:
-        _print_error(console, str(exc))
-        return False
+        raise UsageError(f"{path} is not a directory (expected a Triton model repository)")
+
+
+def refuse_errors(path: Path, console: Console, refusing: str, target: Target = Target.CPU) -> None:
+    """The offline gate in front of `tools serve` and `tools deploy`: print the errors (warnings only counted) on
+    `console` and raise ValidationError ending in `refusing` (what was not done) when there are any."""
+    _require_folder(path)
+    repository, findings = check_offline(path, target)
     errors = [f for f in findings if f.severity is Severity.ERROR]
     if errors:
         print_human(errors, console, len(repository.models))
-    elif findings:
+        raise ValidationError(f"{path} has configuration errors (listed above); {refusing}")
+    if findings:
         console.print(f"validate: {len(findings)} warning(s); `tools validate {path}` lists them", highlight=False)
-    return not errors
