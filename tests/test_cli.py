@@ -78,3 +78,9 @@ def test_the_url_comes_from_the_environment_when_not_given():
     port = processes.free_port()
     result = runner.invoke(app, ["infer", "hello"], env={settings.URL_ENV: f"grpc://127.0.0.1:{port}"})
     assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.stderr
+
+
+def test_dashboards_refuse_a_folder_that_is_not_a_chart_and_write_nothing(tmp_path):
+    result = runner.invoke(app, ["dashboards", "--chart", str(tmp_path)])
+    assert result.exit_code == 2 and "no chart at" in result.stderr and result.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

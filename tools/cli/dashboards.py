@@ -8,7 +8,7 @@ import typer
 
 from tools import settings
 from tools.cli.app import app, console
-from tools.errors import ToolsError
+from tools.errors import ToolsError, UsageError
 
 
 @app.command("dashboards")
@@ -20,6 +20,8 @@ def dashboards_command(
     """Regenerate the Grafana dashboards and Prometheus rules in the Helm chart from dashboards/."""
     from dashboards import generate
 
+    if not (chart / "Chart.yaml").is_file():
+        raise UsageError(f"no chart at {chart} (no Chart.yaml there): run from the checkout or pass --chart")
     outputs = generate.rendered_outputs(chart)
     if check:
         stale = generate.stale_outputs(outputs)
