@@ -84,8 +84,13 @@ def test_infer_without_a_server_says_on_one_line_it_cannot_reach_it(protocol):
     ("grpc://127.0.0.1:8001", "http", "is grpc but --protocol is http"),
     ("http://127.0.0.1:8000", "grpc", "is http but --protocol is grpc"),
     ("ftp://127.0.0.1:8000", None, "unknown scheme 'ftp'"),
+    ("http://[::1", None, "Invalid IPv6 URL"),
+    ("host:notaport", None, "Port could not be cast to integer"),
+    ("127.0.0.1:99999", None, "Port out of range"),
+    ("justahost", None, "is not host:port"),
+    ("grpc://host:1/v2", None, "is not host:port"),
 ])
-def test_a_url_that_contradicts_the_protocol_is_a_usage_error_before_any_connection(url, protocol, message):
+def test_a_malformed_url_or_one_that_contradicts_the_protocol_is_a_usage_error(url, protocol, message):
     args = ["infer", "hello", "--url", url, *(["--protocol", protocol] if protocol else [])]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
@@ -110,3 +115,16 @@ def test_serve_answers_the_smoke_request_over_both_protocols_and_exits():
     assert f"HTTP 127.0.0.1:{ports[0]}" in done.stderr and f"gRPC 127.0.0.1:{ports[1]}" in done.stderr
     assert done.stdout.count(f"embeddings ({len(infer.SMOKE_TEXTS)}, {settings.EMBEDDING_DIM})") == 2
     assert f"over http at 127.0.0.1:{ports[0]}" in done.stdout and f"over grpc at 127.0.0.1:{ports[1]}" in done.stdout
+
+
+def test_the_http_client_on_the_grpc_port_is_told_what_it_reached(server):
+    result = CliRunner().invoke(app, ["infer", "hello", "--url", f"http://{server.grpc_url}"])
+    assert result.exit_code == 1
+    assert "does not answer as Triton's HTTP endpoint does" in one_line_error(result.output)
+
+
+def test_a_model_without_the_embedding_output_is_named(server):
+    result = CliRunner().invoke(app, ["infer", "hello", "--url", server.http_url, "--model", settings.TOKENIZER_MODEL])
+    assert result.exit_code == 1
+    assert f"{settings.TOKENIZER_MODEL} answered without an {settings.EMBED_OUTPUT} output" in \
+        one_line_error(result.output)

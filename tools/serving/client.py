@@ -7,7 +7,9 @@ tritonclient requests themselves.
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from collections.abc import Sequence
+from http.client import HTTPException
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -56,6 +58,13 @@ def resolve(url: str | None, protocol: Protocol | None = None) -> tuple[Protocol
         protocol = from_scheme
     protocol = protocol or settings.DEFAULT_PROTOCOL
     address = address.rstrip("/") or default_url(protocol)
+    try:
+        parts = urllib.parse.urlsplit(f"//{address}")
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"URL {url!r}: {exc}; use host:port, http://host:port or grpc://host:port") from None
+    if not parts.hostname or port is None or parts.path:
+        raise UsageError(f"URL {url!r} is not host:port; use host:port, http://host:port or grpc://host:port")
     return protocol, address
 
 
@@ -86,21 +95,37 @@ def text_input(client, texts: Sequence[Text], name: str = settings.EMBED_INPUT):
     return tensor
 
 
-def _error(exc: Exception) -> EmbeddingError:
+# What a call can fail with short of an answer: Triton's refusal, no connection, or something that is not a Triton
+# server on the other end (an HTTP client talking to a gRPC port reads an unparseable answer).
+CALL_ERRORS = (InferenceServerException, OSError, HTTPException)
+
+
+def _error(exc: Exception, where: str = "") -> EmbeddingError:
     if isinstance(exc, InferenceServerException):
         status = None if exc.status() is None else str(exc.status())
         if status != "StatusCode.UNAVAILABLE":
             return EmbeddingError(exc.message(), status)
-    return EmbeddingError(f"cannot reach the server ({exc})")
+    at = f" at {where}" if where else ""
+    if isinstance(exc, HTTPException):
+        return EmbeddingError(f"the server{at} does not answer as Triton's HTTP endpoint does ({exc}); is it the "
+                              "gRPC port?")
+    return EmbeddingError(f"cannot reach the server{at} ({exc})")
+
+
+def _embeddings(result, model: str) -> np.ndarray:
+    embeddings = result.as_numpy(settings.EMBED_OUTPUT)
+    if embeddings is None:
+        raise EmbeddingError(f"{model} answered without an {settings.EMBED_OUTPUT} output: is it an embedding model?")
+    return embeddings
 
 
 def embed(client, texts: Sequence[Text], model: str = settings.EMBED_MODEL, version: str = "") -> np.ndarray:
     """Embeddings [len(texts), dim] float32 from a synchronous client."""
     try:
         result = client.infer(model, [text_input(client, texts)], model_version=version)
-    except (InferenceServerException, OSError) as exc:
+    except CALL_ERRORS as exc:
         raise _error(exc) from None
-    return result.as_numpy(settings.EMBED_OUTPUT)
+    return _embeddings(result, model)
 
 
 async def embed_async(client, texts: Sequence[Text], model: str = settings.EMBED_MODEL,
@@ -108,19 +133,23 @@ async def embed_async(client, texts: Sequence[Text], model: str = settings.EMBED
     """Embeddings [len(texts), dim] float32 from an asyncio client."""
     try:
         result = await client.infer(model, [text_input(client, texts)], model_version=version)
-    except (InferenceServerException, OSError) as exc:
+    except CALL_ERRORS as exc:
         raise _error(exc) from None
-    return result.as_numpy(settings.EMBED_OUTPUT)
+    return _embeddings(result, model)
 
 
 def embed_texts(texts: Sequence[Text], protocol: Protocol, url: str | None = None,
                 model: str = settings.EMBED_MODEL, version: str = "") -> np.ndarray:
     """Connect, embed, close: for one-off calls."""
+    url = url or default_url(protocol)
     client = connect(protocol, url)
     try:
-        return embed(client, texts, model, version)
+        result = client.infer(model, [text_input(client, texts)], model_version=version)
+    except CALL_ERRORS as exc:
+        raise _error(exc, url) from None
     finally:
         client.close()
+    return _embeddings(result, model)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
