@@ -61,9 +61,10 @@ class Child:
         return self.process.poll() is None
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last `lines` non-empty lines of the log."""
         if self.log is None or not self.log.exists():
             return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join([line for line in self.log.read_text(errors="replace").splitlines() if line.strip()][-lines:])
 
     def wait_until(self, ready: Callable[[], bool], timeout: float, waiting_for: str) -> None:
         """Poll `ready` until it holds; raise ProcessError naming `waiting_for` if the child exits or time runs out."""
@@ -100,8 +101,9 @@ class Child:
         return self.process.wait()
 
     def _tail_note(self) -> str:
-        tail = self.log_tail()
-        return f"; log {self.log}:\n{tail}" if tail else ""
+        """The log's last line and where the log is: one line, as every error the tools print."""
+        last = self.log_tail(1).strip()
+        return f"; last log line: {last} (log: {self.log})" if last else ""
 
 
 def spawn(name: str, argv: Sequence[str | os.PathLike], *, log: Path | None = None,
