@@ -1,5 +1,6 @@
 """The layout's rules, read from the code itself: arrows point down (cli -> concerns -> repository, processes,
-settings, errors), the repository model imports nothing else of the project, and no import cycle exists."""
+settings, errors), concerns use each other only as the MAY_USE table says, the repository model imports nothing
+else of the project, and no import cycle exists."""
 
 from __future__ import annotations
 
@@ -80,3 +81,28 @@ def test_no_import_cycle_at_import_time():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+# Which concern may use which, besides the base layer: the architecture as a table. A new arrow is a decision to
+# make here, in review, not a side effect of an import.
+CONCERNS = ("cli", "serving", "validation", "loadtest", "bench", "monitoring", "deploy")
+MAY_USE = {
+    "serving": set(),
+    "monitoring": set(),
+    "validation": {"serving"},  # the --server check loads models in a real tritonserver
+    "loadtest": {"serving", "monitoring"},  # clients, and Triton's view of a run
+    "bench": {"serving", "loadtest"},  # clients, and the load-test corpus
+    "deploy": {"validation"},  # validate before deploying
+}
+
+
+def _concern(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "tools" and len(parts) > 1 and parts[1] in CONCERNS else None
+
+
+@pytest.mark.parametrize("concern", sorted(MAY_USE))
+def test_each_concern_uses_only_the_base_layer_and_the_concerns_it_may(concern):
+    used = {_concern(imported) for name, path in MODULES.items() if _concern(name) == concern
+            for imported in _imports(path, top_level_only=False)} - {None, concern}
+    assert used <= MAY_USE[concern], f"tools.{concern} uses {sorted(used - MAY_USE[concern])}"

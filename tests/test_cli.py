@@ -3,7 +3,10 @@ fixed choices checked, and every failure one line with the same exit codes (0 ok
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -25,8 +28,20 @@ def test_version_and_short_help():
     assert runner.invoke(app, ["-h"]).exit_code == 0
 
 
-def test_shell_completion_is_offered():
+def _complete(line: str) -> list[str]:
+    """What bash completion offers for the last word of `line`, from the real `tools` entry point."""
+    words = line.split(" ")
+    done = processes.run("tools", [Path(sys.executable).with_name("tools")], timeout=60, env={
+        **os.environ, "_TOOLS_COMPLETE": "complete_bash", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_shell_completion_completes_commands_verbs_and_choices():
     assert "--install-completion" in _plain(runner.invoke(app, ["--help"]).stdout)
+    assert _complete("tools de") == ["deploy"]
+    assert _complete("tools deploy st") == ["status"]
+    assert sorted(_complete("tools loadtest --shape s")) == ["spike", "step"]
 
 
 @pytest.mark.parametrize(("command", "variables"), [

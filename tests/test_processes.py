@@ -69,13 +69,13 @@ def test_a_missing_program_is_a_clear_error():
         processes.spawn("ghost", ["/nonexistent/ghost"])
 
 
-def test_run_captures_output_and_stops_a_hung_command():
+def test_run_captures_output_and_stops_a_hung_command(tmp_path):
     done = processes.run("echo", ["sh", "-c", "echo out; echo err >&2; exit 4"], timeout=30)
     assert (done.returncode, done.stdout, done.stderr) == (4, "out\n", "err\n")
+    pid_file = tmp_path / "sleeper.pid"
     started = time.monotonic()
     with pytest.raises(ProcessError, match="hang did not finish in 1 s"):
-        processes.run("hang", ["sh", "-c", "sleep 600 & wait"], timeout=1)
+        processes.run("hang", ["sh", "-c", f"sleep 600 & echo $! > {pid_file}; wait"], timeout=1)
     assert time.monotonic() - started < 60
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "600"]
-                 and p.ppid() != 1 and p.status() != psutil.STATUS_ZOMBIE]
-    assert not leftovers
+    sleeper = int(pid_file.read_text())
+    assert _gone([sleeper]), "the command's own child went with it"
