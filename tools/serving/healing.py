@@ -249,6 +249,8 @@ class Healer:
             self.check()
 
     def start(self) -> Healer:
+        """First poll here, so the stubs running now are known by pid; the next ones on the thread."""
+        self.check()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="healer", daemon=True)
         self._thread.start()
