@@ -6,14 +6,19 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console
 from tools.errors import ServingError
+
+if TYPE_CHECKING:
+    from tools.serving.healing import Heal, HealFailure
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -36,15 +41,17 @@ def serve(
                                                 "left in a file only you can read."),
     timeout: float = typer.Option(120.0, help="Seconds to wait for every model to load."),
     exit_after_smoke: bool = typer.Option(False, help="Stop after the smoke request (for scripts)."),
+    heal: bool = typer.Option(True, help="Reload a model whose Python-backend stub process died (Triton does not)."),
 ) -> None:
     """Start Triton on the repository locally, wait for readiness, send a smoke request, serve until Ctrl-C."""
-    from tools.serving import infer, runtime
+    from tools.serving import healing, infer, runtime
     from tools.validation.run import refuse_errors
 
     refuse_errors(repository, console, "not starting tritonserver")
     opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
                                  metrics_port=metrics_port, tritonserver=tritonserver, control_key=control_key)
     server = runtime.TritonServer(opts)
+    healer = None
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         started = time.monotonic()
@@ -58,7 +65,9 @@ def serve(
         infer.smoke(server.http_url, server.grpc_url, Console())
         if exit_after_smoke:
             return
-        console.print("serving; Ctrl-C to stop")
+        console.print("serving; Ctrl-C to stop" + ("" if heal else " (self-healing off)"))
+        if heal:
+            healer = healing.Healer(server, on_heal=_print_heal, on_failure=_print_heal_failure).start()
         while server.child.running():
             time.sleep(0.5)
         raise ServingError(f"tritonserver exited with code {server.child.returncode}; log: {server.log_path}")
@@ -69,7 +78,24 @@ def serve(
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
+        if healer is not None:
+            healer.stop()
         server.stop()
+
+
+def _print_heal(heal: Heal) -> None:
+    finding = heal.finding
+    console.print(f"[yellow]healed[/] {finding.model} version {finding.version}: {finding.reason}; "
+                  f"reloaded in {heal.reload_s:.1f} s", highlight=False)
+
+
+def _print_heal_failure(failure: HealFailure) -> None:
+    finding = failure.finding
+    console.print(f"[red]healing {finding.model} version {finding.version} failed[/] (attempt {failure.attempt}, "
+                  f"{finding.reason}): {escape(failure.error)}", highlight=False)
+    if failure.gave_up:
+        console.print(f"[red]gave up healing {finding.model} version {finding.version}[/]: its requests may keep "
+                      "failing; restart the server (see its log)", highlight=False)
 
 
 @app.command("infer")
