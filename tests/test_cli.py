@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.support import paths
 from tools import __version__, processes, settings
 from tools.cli import app
 
@@ -99,3 +100,18 @@ def test_dashboards_refuse_a_folder_that_is_not_a_chart_and_write_nothing(tmp_pa
     result = runner.invoke(app, ["dashboards", "--chart", str(tmp_path)])
     assert result.exit_code == 2 and "no chart at" in result.stderr and result.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--http-port", "18300", "--grpc-port", "18300"], "--http-port, --grpc-port and --metrics-port must differ"),
+    (["--host", "10.9.9.9", "--http-port", "18300", "--grpc-port", "18301", "--metrics-port", "18302"],
+     "10.9.9.9 is not an address of this machine"),
+])
+def test_serve_refuses_impossible_addresses_before_starting_anything(args, message):
+    result = runner.invoke(app, ["serve", str(paths.REPOSITORY), *args])
+    assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.output
+
+
+def test_a_port_out_of_range_is_a_usage_error():
+    result = runner.invoke(app, ["serve", "--http-port", "70000"])
+    assert result.exit_code == 2 and "--http-port" in result.output

@@ -129,6 +129,7 @@ def test_a_model_that_fails_to_load_is_named_with_tritons_message(tmp_path: Path
         runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=repository)).start(timeout=60)
     assert set(info.value.model_errors) == {"broken"}
     assert "frobnicate" in info.value.model_errors["broken"]
+    assert "\n" not in str(info.value) and "At:" not in str(info.value), "one line, without the stub's stack"
 
 
 def test_serve_guards_model_control_with_a_private_key_and_stops_cleanly_on_sigterm(tmp_path: Path):

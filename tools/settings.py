@@ -19,6 +19,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
+# How long a tritonserver may take to load every model (the encoder's warm-up dominates) before a start fails.
+SERVER_READY_TIMEOUT_S = 120.0
 
 # Environment variables for what people set once (each command's --help shows the ones it reads).
 URL_ENV = "TRITON_URL"  # a running server: host:port, or grpc://host:port / http://host:port

@@ -15,7 +15,7 @@ from rich.markup import escape
 from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console
-from tools.errors import ServingError
+from tools.errors import ServingError, UsageError
 
 if TYPE_CHECKING:
     from tools.serving.healing import Heal, HealFailure
@@ -30,16 +30,18 @@ def _interrupt(signum: int, frame: object) -> None:
 def serve(
     repository: Path = options.repository_argument("Model repository to serve (default: ./model_repository)."),
     host: str = typer.Option(settings.DEFAULT_HOST, help="Address to bind (all three endpoints)."),
-    http_port: int = typer.Option(settings.DEFAULT_HTTP_PORT, help="HTTP/REST (KServe v2) port."),
-    grpc_port: int = typer.Option(settings.DEFAULT_GRPC_PORT, help="gRPC port."),
-    metrics_port: int = typer.Option(settings.DEFAULT_METRICS_PORT, help="Prometheus metrics port."),
+    http_port: int = typer.Option(settings.DEFAULT_HTTP_PORT, min=1, max=65535, help="HTTP/REST (KServe v2) port."),
+    grpc_port: int = typer.Option(settings.DEFAULT_GRPC_PORT, min=1, max=65535, help="gRPC port."),
+    metrics_port: int = typer.Option(settings.DEFAULT_METRICS_PORT, min=1, max=65535,
+                                     help="Prometheus metrics port."),
     tritonserver: Path | None = typer.Option(None, envvar=settings.TRITONSERVER_ENV, show_default=False,
                                              help="tritonserver binary (default: the nvidia-pytriton wheel's)."),
     control_key: str | None = typer.Option(None, envvar=settings.CONTROL_KEY_ENV, show_default=False,
                                            help=f"Secret of the model-control API (header "
                                                 f"{settings.CONTROL_KEY_HEADER}); default: a new one per run, "
                                                 "left in a file only you can read."),
-    timeout: float = typer.Option(120.0, help="Seconds to wait for every model to load."),
+    timeout: float = typer.Option(settings.SERVER_READY_TIMEOUT_S, min=1,
+                                  help="Seconds to wait for every model to load."),
     exit_after_smoke: bool = typer.Option(False, help="Stop after the smoke request (for scripts)."),
     heal: bool = typer.Option(True, help="Reload a model whose Python-backend stub process died (Triton does not)."),
 ) -> None:
@@ -47,6 +49,9 @@ def serve(
     from tools.serving import healing, infer, runtime
     from tools.validation.run import refuse_errors
 
+    if len({http_port, grpc_port, metrics_port}) < 3:
+        raise UsageError(f"--http-port, --grpc-port and --metrics-port must differ (got {http_port}, {grpc_port}, "
+                         f"{metrics_port})")
     refuse_errors(repository, console, "not starting tritonserver")
     opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
                                  metrics_port=metrics_port, tritonserver=tritonserver, control_key=control_key)
@@ -60,8 +65,9 @@ def serve(
         console.print(f"[green]ready[/] in {time.monotonic() - started:.1f} s — "
                       f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
         console.print(f"log: {server.log_path}")
-        key_source = "the key you gave" if control_key else server.write_control_key()
-        console.print(f"model-control API: send header {settings.CONTROL_KEY_HEADER} with the key in {key_source}")
+        key_source = f"the key of --control-key / ${settings.CONTROL_KEY_ENV}" if control_key \
+            else f"the key in {server.write_control_key()}"
+        console.print(f"model-control API: send header {settings.CONTROL_KEY_HEADER} with {key_source}")
         infer.smoke(server.http_url, server.grpc_url, Console())
         if exit_after_smoke:
             return
@@ -71,10 +77,6 @@ def serve(
         while server.child.running():
             time.sleep(0.5)
         raise ServingError(f"tritonserver exited with code {server.child.returncode}; log: {server.log_path}")
-    except runtime.ServerStartError as exc:
-        for model, message in exc.model_errors.items():
-            console.print(f"  [red]{model}[/]: {message}", highlight=False, markup=False)
-        raise
     except KeyboardInterrupt:
         console.print("stopping")
     finally:

@@ -8,6 +8,7 @@ the `python3` it needs, and start the server on loopback with explicit model con
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -26,10 +27,10 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tools import settings
-from tools.errors import ProcessError, ServingError
+from tools.errors import ProcessError, ServingError, UsageError
 from tools.processes import Child, free_port, spawn
 
-READY_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = settings.SERVER_READY_TIMEOUT_S
 # Triton waits this long on SIGTERM for in-flight requests *and* open client connections (an idle keep-alive
 # connection alone holds its default 30 s): long enough for a request, short enough for Ctrl-C.
 EXIT_TIMEOUT_S = 5
@@ -141,6 +142,9 @@ def check_port_free(host: str, port: int, purpose: str) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(f"{host} is not an address of this machine; bind one of its own with --host "
+                                 "(127.0.0.1 by default)") from None
             raise PortInUseError(
                 f"{purpose} port {host}:{port} is busy ({exc.strerror}); pick another with --{purpose}-port"
             ) from None
@@ -206,7 +210,11 @@ def parse_load_errors(log: str) -> dict[str, str]:
     """Model name -> Triton's own load-failure message, from the server log."""
     errors: dict[str, str] = {}
     for match in _LOAD_FAILURE.finditer(log):
-        errors.setdefault(match["model"], match["msg"].strip())
+        # Triton quotes the Python backend's error with literal \n escapes and a stack after "At:": keep the error,
+        # on one line.
+        message = match["msg"].replace("\\n", "\n").split("\nAt:", 1)[0]
+        message = " ".join(message.split()).rstrip('"').strip()
+        errors.setdefault(match["model"], message)
     return errors
 
 
@@ -323,7 +331,8 @@ class TritonServer:
             log = self.log_text()
             errors = parse_load_errors(log)
             if not self.child.running():
-                detail = "; ".join(f"{m}: {e}" for m, e in errors.items()) or _tail(log)
+                detail = "; ".join(f"{m}: {e}" for m, e in errors.items()) or \
+                    f"{_tail(log, 1)} (log: {self.log_path})"
                 raise ServerStartError(
                     f"tritonserver exited with code {self.child.returncode} while loading: {detail}",
                     errors, _tail(log)) from None

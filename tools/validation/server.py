@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from tools import settings
 from tools.errors import ServingError, ToolsError
 from tools.repository import CONFIG_FILE, Repository
 from tools.serving import runtime
 from tools.validation.findings import Finding
 
-LOAD_TIMEOUT_S = 120.0
+LOAD_TIMEOUT_S = settings.SERVER_READY_TIMEOUT_S
 # Config errors found while Triton reads a model folder come back over the API only as this phrase;
 # the reason is in the server log.
 _POLL_FAILED = "failed to poll from model repository"
