@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tools import settings
-from tools.bench import pipeline as model_logic
+from tools.bench import pipeline
 from tools.serving import client, runtime
 
 TEXTS = ["A man is playing a guitar.", "Someone is strumming a guitar.", "The stock market fell sharply today.",
@@ -53,7 +53,7 @@ def connection(request, server):
 def test_embed_matches_the_in_process_onnx_reference(connection):
     embeddings = client.embed(connection, TEXTS)
     assert embeddings.shape == (len(TEXTS), settings.EMBEDDING_DIM) and embeddings.dtype == np.float32
-    np.testing.assert_allclose(embeddings, model_logic.embed_in_process(TEXTS), atol=1e-4)
+    np.testing.assert_allclose(embeddings, pipeline.embed_in_process(TEXTS), atol=1e-4)
 
 
 def test_a_paraphrase_scores_higher_than_an_unrelated_pair(connection):
@@ -71,7 +71,7 @@ def test_concurrent_requests_from_asyncio_clients_get_the_reference_answers(serv
             await aio.close()
 
     answers = np.concatenate(asyncio.run(run()))
-    np.testing.assert_allclose(answers, model_logic.embed_in_process(TEXTS), atol=1e-4)
+    np.testing.assert_allclose(answers, pipeline.embed_in_process(TEXTS), atol=1e-4)
 
 
 def test_plain_json_over_http_works_as_the_readme_curl_shows(server):
@@ -81,15 +81,15 @@ def test_plain_json_over_http_works_as_the_readme_curl_shows(server):
     with urllib.request.urlopen(request, timeout=30) as response:
         output = json.loads(response.read())["outputs"][0]
     assert output["name"] == settings.EMBED_OUTPUT and output["shape"] == [2, settings.EMBEDDING_DIM]
-    np.testing.assert_allclose(np.reshape(output["data"], (2, -1)), model_logic.embed_in_process(TEXTS[:2]),
+    np.testing.assert_allclose(np.reshape(output["data"], (2, -1)), pipeline.embed_in_process(TEXTS[:2]),
                                atol=1e-4)
 
 
 def test_a_100k_character_text_is_truncated_not_refused(connection):
     text = "lorem ipsum dolor sit amet " * 3704  # 100,008 characters
     embedding = client.embed(connection, [text])
-    np.testing.assert_allclose(embedding, model_logic.embed_in_process([text]), atol=1e-4)
-    first_tokens = model_logic.embed_in_process([" ".join(text.split()[:126])])  # 126 words + [CLS] + [SEP]
+    np.testing.assert_allclose(embedding, pipeline.embed_in_process([text]), atol=1e-4)
+    first_tokens = pipeline.embed_in_process([" ".join(text.split()[:126])])  # 126 words + [CLS] + [SEP]
     np.testing.assert_allclose(embedding, first_tokens, atol=1e-4)
 
 
@@ -170,7 +170,7 @@ def test_a_bad_request_fails_alone_in_a_batch_of_good_ones(server):
     failed = answers.pop(5)
     assert isinstance(failed, client.EmbeddingError) and "text 0 is not valid UTF-8" in str(failed)
     assert all(isinstance(answer, np.ndarray) for answer in answers)
-    expected = model_logic.embed_in_process([text for texts in good for text in texts])
+    expected = pipeline.embed_in_process([text for texts in good for text in texts])
     np.testing.assert_allclose(np.concatenate(answers), expected, atol=1e-4)
 
 
@@ -187,7 +187,7 @@ def test_both_encoder_versions_are_served_and_agree(server):
     c = grpcclient.InferenceServerClient(server.grpc_url)
     assert set(c.get_model_metadata(settings.ENCODER_MODEL).versions) == {"1", "2"}
     assert c.is_model_ready(settings.ENCODER_MODEL, "1") and c.is_model_ready(settings.ENCODER_MODEL, "2")
-    tokens = model_logic.load("tokenization").TextTokenizer(128, (32,))(["hi", TEXTS[2]])  # 3 and 9 tokens
+    tokens = pipeline.load("tokenization").TextTokenizer(128, (32,))(["hi", TEXTS[2]])  # 3 and 9 tokens
     whole, split = (_encode_directly(c, v, tokens.input_ids, tokens.attention_mask) for v in ("1", "2"))
     assert whole.shape == split.shape == (2, 32, settings.EMBEDDING_DIM)
     real = tokens.attention_mask.astype(bool)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tests.support import paths
 from tools import processes, settings
-from tools.bench import pipeline as model_logic
+from tools.bench import pipeline
 from tools.cli import app
 from tools.serving import client, infer, runtime
 
@@ -53,7 +53,7 @@ def test_infer_json_gives_embeddings_and_similarity_over_the_protocol_the_url_na
     answer = json.loads(result.stdout)
     assert answer["shape"] == [3, settings.EMBEDDING_DIM]
     assert (answer["protocol"], answer["url"]) == (str(protocol), address)
-    np.testing.assert_allclose(answer["embeddings"], model_logic.embed_in_process(TEXTS), atol=1e-4)
+    np.testing.assert_allclose(answer["embeddings"], pipeline.embed_in_process(TEXTS), atol=1e-4)
     similarity = np.array(answer["similarity"])
     np.testing.assert_allclose(np.diag(similarity), 1.0, atol=1e-5)
     assert similarity[0, 1] > similarity[0, 2] + 0.3

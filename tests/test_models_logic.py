@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import paths
-from tools.bench import pipeline as model_logic
+from tools.bench import pipeline
 
-tokenization = model_logic.load("tokenization")
-onnx_encoder = model_logic.load("onnx_encoder")
-pooling = model_logic.load("pooling")
+tokenization = pipeline.load("tokenization")
+onnx_encoder = pipeline.load("onnx_encoder")
+pooling = pipeline.load("pooling")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_pooling_a_sequence_without_tokens_gives_zeros_and_bad_shapes_are_named(
 
 
 def test_in_process_embeddings_rank_a_paraphrase_above_an_unrelated_text():
-    embeddings = model_logic.embed_in_process(["A man is playing a guitar.", "Someone plays the guitar.",
+    embeddings = pipeline.embed_in_process(["A man is playing a guitar.", "Someone plays the guitar.",
                                                "The stock market fell today."])
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     similarity = embeddings @ embeddings.T

@@ -19,8 +19,11 @@ from tools import processes
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project built as a wheel and installed (without dependencies: the venv has them) into a folder of its own."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy: building leaves build/ and *.egg-info beside the sources
+    shutil.copytree(paths.PROJECT_ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "results", "__pycache__", ".cache", ".*_cache", "charts", "tests"))
     built = processes.run("pip wheel", [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                                        "--no-build-isolation", "-w", root / "dist", paths.PROJECT_ROOT], timeout=300)
+                                        "--no-build-isolation", "-w", root / "dist", source], timeout=300)
     assert built.returncode == 0, built.stderr
     wheel = next((root / "dist").glob("*.whl"))
     with zipfile.ZipFile(wheel) as archive:

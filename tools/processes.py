@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from tools import settings
 from tools.errors import ProcessError
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.1
-LOOPBACK = "127.0.0.1"
 
 
 def die_with_parent() -> None:
@@ -34,7 +34,7 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def free_port(host: str = LOOPBACK) -> int:
+def free_port(host: str = settings.DEFAULT_HOST) -> int:
     """A port nothing listens on right now (the kernel's choice): tests and throwaway servers never collide."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

@@ -26,7 +26,6 @@ VARIANTS_DIR = "configs"
 ENSEMBLE_PLATFORM = "ensemble"
 # Triton reads a version folder only if its name is a plain decimal number without a leading zero.
 _VERSION_DIR = re.compile(r"(0|[1-9][0-9]*)")
-_ZERO_PREFIXED = re.compile(r"0[0-9]+")
 
 
 @dataclass(frozen=True)

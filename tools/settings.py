@@ -55,13 +55,11 @@ METRICS_JOB = "triton-embeddings"
 CHART_DASHBOARDS_SUBDIR = Path("files") / "dashboards"
 CHART_RULES_SUBDIR = Path("files") / "rules"
 
-# Kubernetes deployment: release defaults, the helm binary, and the binaries of the real-API-server test tier
-# (installed by scripts/install-helm.sh and scripts/install-kube-apiserver.sh).
+# Kubernetes deployment: release defaults and the helm binary (installed by scripts/install-helm.sh).
 DEFAULT_RELEASE = "triton-embeddings"
 DEFAULT_DEPLOY_TIMEOUT = "10m"  # how long helm waits for a rollout before rolling back
 HELM_ENV = "HELM"
 HELM_BINARY = CACHE_DIR / "helm-v3.19.0" / "helm"
-KUBE_TEST_BIN_DIR = CACHE_DIR / "kubernetes-1.20.2" / "bin"
 
 
 class Protocol(enum.StrEnum):

@@ -213,7 +213,7 @@ def test_hpa_targets_queue_time_summed_over_models_before_dividing(helm_binary):
     assert set(hpa["spec"]["behavior"]) == {"scaleUp", "scaleDown"}
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
 
-    # Ratio of sums, the project's one definition (dashboards/queries.py), with the idle denominator clamped.
+    # Ratio of sums, the project's one definition (tools/monitoring/queries.py), with the idle denominator clamped.
     assert rule["metricsQuery"] == queue_time_query("{<<.LabelMatchers>>}", ("<<.GroupBy>>",))
     assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
 
@@ -225,7 +225,7 @@ def test_adapter_rule_namespace_follows_the_release(helm_binary):
 
 
 def queue_time_query(sel: str, by: tuple[str, ...]) -> str:
-    """dashboards/queries.py's service queue time per request, its denominator clamped as the chart does."""
+    """tools/monitoring/queries.py's service queue time per request, its denominator clamped as the chart does."""
     numerator = queries.rate_sum(metrics.QUEUE_DURATION_US, sel, "1m", by)
     denominator = queries.request_rate(queries.with_matcher(sel, queries.equals(metrics.MODEL_LABEL,
                                                                                 settings.EMBED_MODEL)), "1m", by)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psutil
 
 from tests.support import paths
-from tools import processes
+from tools import processes, settings
 
 MARK = "children:"
 VANISH_TIMEOUT_S = 20.0
@@ -71,7 +71,7 @@ def port_free(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((processes.LOOPBACK, port))
+            sock.bind((settings.DEFAULT_HOST, port))
         except OSError:
             return False
     return True

@@ -18,7 +18,6 @@ CPU_UTILIZATION = "nv_cpu_utilization"
 CPU_MEMORY_USED_BYTES = "nv_cpu_memory_used_bytes"
 # Quantile summaries (with --metrics-config=summary_latencies=true); label `quantile`.
 REQUEST_SUMMARY_US = "nv_inference_request_summary_us"
-QUEUE_SUMMARY_US = "nv_inference_queue_summary_us"
 
 MODEL_LABEL = "model"
 VERSION_LABEL = "version"
