@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import click
 import typer
 
 from tools import settings
@@ -51,7 +50,8 @@ def loadtest_command(
     from tools.loadtest import report, runner
     from tools.serving import client
 
-    if serve and ctx.get_parameter_source("url") == click.core.ParameterSource.COMMANDLINE:
+    # Only a --url typed with --serve contradicts it; $TRITON_URL may stay exported. (By name: Typer vendors click.)
+    if serve and getattr(ctx.get_parameter_source("url"), "name", None) == "COMMANDLINE":
         raise UsageError("--serve starts its own server: drop --url, or drop --serve to test the server at --url")
     if web and slo:
         raise UsageError("--slo judges a headless run: the web UI has no end to judge (drop one of them)")
