@@ -152,7 +152,7 @@ def test_help_lists_the_choices_and_shows_defaults_without_checkout_paths(comman
     outcome = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert outcome.exit_code == 0, outcome.output
     choices = {"loadtest": ["<constant|step|spike|rate>", "<http|grpc>", "the built-in corpus", "./model_repository"],
-               "bench": ["ceiling|triton|fastapi|pytriton"]}[command]
+               "bench": ["ceiling|triton|fastapi|pytriton", "./model_repository"]}[command]
     assert all(choice in outcome.output for choice in choices), outcome.output
     assert str(paths.PROJECT_ROOT) not in outcome.output
 
