@@ -12,14 +12,16 @@ import argparse
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tools import processes
 from tools.repository import load_repository
 from tools.validation import Options, validate
+
+RUN_TIMEOUT_S = 300  # one `tools validate` run; the target is 2 s, so this only catches a hang
 
 MODEL_PY = """\
 import triton_python_backend_utils as pb_utils
@@ -95,8 +97,8 @@ def main() -> None:
         for run in range(1, args.runs + 1):
             cpu_before = _children_cpu()
             started = time.perf_counter()
-            completed = subprocess.run([str(tools), "validate", str(root), "--format", "json"],
-                                       capture_output=True, text=True)
+            completed = processes.run("tools validate", [tools, "validate", root, "--format", "json"],
+                                      timeout=RUN_TIMEOUT_S)
             walls.append(time.perf_counter() - started)
             cpus.append(_children_cpu() - cpu_before)
             print(f"  run {run}/{args.runs}: {walls[-1]:.2f} s wall, {cpus[-1]:.2f} s CPU "

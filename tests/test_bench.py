@@ -4,11 +4,13 @@ run of all four cases."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.support import starters
+from tests.support import paths, starters
+from tools import processes
 from tools.bench import report
 from tools.bench import runner as benchmark
 from tools.bench.cases import Case
@@ -82,8 +84,34 @@ def test_only_the_cases_asked_for_run_and_are_reported(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [(["--case", "gpu"], "'gpu' is not one of"),
-                                               (["--server-threads", "0"], "--server-threads must be at least 1")])
+                                               (["--server-threads", "0"], "--server-threads must be at least 1"),
+                                               (["--repository", "no/such/folder"], "is not a folder"),
+                                               (["--repository", "tests"], "lacks the embedding pipeline's")])
 def test_bad_options_exit_2_with_a_message(args, message, tmp_path):
     outcome = CliRunner().invoke(app, ["bench", "--out", str(tmp_path), *args], env={"COLUMNS": "200"})
     assert outcome.exit_code == 2 and message in outcome.output and "Traceback" not in outcome.output, outcome.output
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_the_command_runs_outside_the_checkout_with_repository(tmp_path):
+    bench = [sys.executable, "-m", "tools", "bench", "--quick", "--case", "ceiling"]
+    outcome = processes.run("tools bench", [*bench, "--repository", paths.REPOSITORY], timeout=300, cwd=tmp_path)
+    assert outcome.returncode == 0, outcome.stderr
+    summary = json.loads((tmp_path / "results" / "bench" / "bench.json").read_text())
+    assert summary["points"][0]["sentences_per_s"] > 0 and summary["config"]["repository"] == str(paths.REPOSITORY)
+    # Piped, the table keeps every column whole: rich would cut them at 80 columns.
+    assert "load-gen CPU (cores)" in outcome.stdout and "…" not in outcome.stdout, outcome.stdout
+    # Without --repository there: ./model_repository is missing, said in one line before anything runs.
+    missing = processes.run("tools bench", [*bench, "--out", "elsewhere"], timeout=120, cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
+    assert missing.stderr.strip().count("\n") == 0 and "model_repository is not a folder" in missing.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_the_run(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    outcome = CliRunner().invoke(app, ["bench", "--quick", "--case", "ceiling", "--repository", str(paths.REPOSITORY),
+                                       "--out", str(blocker / "results")])
+    assert outcome.exit_code == 2 and "--out" in outcome.output and "cannot write" in outcome.output, outcome.output
+    assert "x ceiling" not in outcome.output  # refused before measuring

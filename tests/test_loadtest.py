@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
+import time
 import urllib.parse
+import urllib.request
 
 import psutil
 import pytest
@@ -13,12 +16,11 @@ from typer.testing import CliRunner
 from tests.support import paths, starters
 from tools import processes, settings
 from tools.cli import app
-from tools.errors import UsageError
+from tools.errors import LoadTestError, UsageError
 from tools.loadtest import corpus, report
 from tools.loadtest import runner as loadtest
 from tools.loadtest.profiles import Shape, pacing_interval, spike_baseline, users_at
-from tools.monitoring import metrics
-from tools.monitoring import scrape as triton_metrics
+from tools.monitoring import metrics, scrape
 from tools.serving import runtime
 
 # -- parsing and arithmetic ----------------------------------------------------------------------------------------
@@ -46,7 +48,8 @@ def test_slos_parse_with_units():
     assert targets == {"p99": 50, "p50": 2000, "errors": pytest.approx(0.001), "max": 0.3, "rps": 20}
 
 
-@pytest.mark.parametrize("text", ["", "p99", "p98=5ms", "errors=5ms", "p99=fast", "rps=3%"])
+@pytest.mark.parametrize("text", ["", "p99", "p98=5ms", "errors=5ms", "p99=fast", "rps=3%", "errors=200%",
+                                  "errors=1.5"])
 def test_bad_slos_are_refused_with_a_hint(text):
     with pytest.raises(UsageError, match="SLO"):
         loadtest.parse_slo(text)
@@ -66,9 +69,48 @@ def test_profiles_shape_the_user_count_over_time():
     assert spike_baseline(8) < 8
     assert users_at(Shape.CONSTANT, 3, 5, 10) == 5
     assert users_at(Shape.RATE, 10, 5, 10) is None
+    # Without a run time (Locust's UI with its run time cleared) every shape holds its users until stopped.
+    assert [users_at(shape, 1e6, 5, None) for shape in Shape] == [5] * len(Shape)
     assert pacing_interval(50, 10) == pytest.approx(0.2)
+    with pytest.raises(UsageError):
+        pacing_interval(0, 10)
     with pytest.raises(ValueError):
         Shape("sawtooth")
+
+
+def test_a_corpus_that_cannot_feed_a_run_is_a_usage_error_before_locust_starts(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    for path, message in [(empty, "holds no text"), (tmp_path, "is not a file"),
+                          (tmp_path / "missing.txt", "cannot read corpus")]:
+        with pytest.raises(UsageError, match=message):
+            corpus.load(path)
+        with pytest.raises(UsageError, match=message):
+            loadtest.LoadTestConfig(url="127.0.0.1:1", corpus=path).check()
+
+
+def test_metrics_urls_are_checked_and_completed_up_front():
+    assert loadtest.parse_metrics_url("127.0.0.1:18102") == "http://127.0.0.1:18102/metrics"
+    assert loadtest.parse_metrics_url("http://10.0.0.5:8002") == "http://10.0.0.5:8002/metrics"
+    assert loadtest.parse_metrics_url("https://triton:9443/custom") == "https://triton:9443/custom"
+    for text in ("ftp://x", "x", "http://:8002/metrics", "127.0.0.1:99999", "http://h:port/metrics", "h:8002/m"):
+        with pytest.raises(UsageError, match="invalid metrics URL"):
+            loadtest.parse_metrics_url(text)
+    assert loadtest.LoadTestConfig(url="h:1", metrics_url="h:8002").metrics_url == "http://h:8002/metrics"
+
+
+def test_a_run_where_no_request_succeeded_fails_with_or_without_an_slo():
+    def result(requests: int, failures: int, slo_broken: list[str]) -> loadtest.LoadTestResult:
+        client = loadtest.ClientSummary(requests=requests, failures=failures, elapsed_s=1, throughput_rps=0,
+                                        latency_ms=dict.fromkeys(loadtest.LATENCY_KEYS, 0.0), errors={"refused": 3})
+        return loadtest.LoadTestResult(loadtest.LoadTestConfig(url="h:1"), client, [], [], [], slo_broken)
+
+    for requests, failures in ((0, 0), (3, 3)):
+        with pytest.raises(LoadTestError, match="no request succeeded"):
+            result(requests, failures, []).verdict()
+    with pytest.raises(LoadTestError, match="SLO"):
+        result(3, 0, ["p99 broken"]).verdict()
+    result(3, 2, []).verdict()
 
 
 def test_the_corpus_is_deterministic_varied_and_has_long_texts():
@@ -87,13 +129,13 @@ def test_triton_figures_are_per_request_deltas_between_two_scrapes():
                 f"{infer_us}\n{metrics.INFERENCE_COUNT}{labels} {inferences}\n{metrics.EXEC_COUNT}{labels} "
                 f"{executions}\n")
 
-    before = triton_metrics.parse(exposition(10, 1000, 5000, 10, 10))
-    after = triton_metrics.parse(exposition(110, 201000, 805000, 110, 35))
-    [figures] = triton_metrics.model_figures(before, after)
+    before = scrape.parse(exposition(10, 1000, 5000, 10, 10))
+    after = scrape.parse(exposition(110, 201000, 805000, 110, 35))
+    [figures] = scrape.model_figures(before, after)
     assert (figures.model, figures.version, figures.requests) == ("encoder", "2", 100)
     assert figures.queue_ms == pytest.approx(2.0) and figures.compute_ms == pytest.approx(8.0)
     assert figures.avg_batch == pytest.approx(4.0)
-    assert triton_metrics.model_figures(after, after) == []
+    assert scrape.model_figures(after, after) == []
 
 
 def test_the_metrics_port_is_guessed_only_for_a_server_on_its_default_ports():
@@ -110,7 +152,7 @@ def test_help_lists_the_choices_and_shows_defaults_without_checkout_paths(comman
     outcome = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert outcome.exit_code == 0, outcome.output
     choices = {"loadtest": ["<constant|step|spike|rate>", "<http|grpc>", "the built-in corpus", "./model_repository"],
-               "bench": ["ceiling|triton|fastapi|pytriton"]}[command]
+               "bench": ["ceiling|triton|fastapi|pytriton", "./model_repository"]}[command]
     assert all(choice in outcome.output for choice in choices), outcome.output
     assert str(paths.PROJECT_ROOT) not in outcome.output
 
@@ -203,6 +245,9 @@ def test_the_command_refuses_to_start_without_a_ready_model(server, protocol, tm
     common = ["loadtest", "--protocol", protocol, "--users", "1", "--duration", "2s", "--out", str(tmp_path)]
     nobody = CliRunner().invoke(app, [*common, "--url", f"127.0.0.1:{runtime.free_port()}"])
     assert nobody.exit_code == 1 and "cannot reach" in nobody.output
+    other = server.grpc_url if protocol == "http" else server.http_url  # a server, of the other protocol
+    wrong = CliRunner().invoke(app, [*common, "--url", other])
+    assert wrong.exit_code == 1 and "cannot reach" in wrong.output, wrong.output
     unknown = CliRunner().invoke(app, [*common, "--url", url, "--model", "no_such_model"])
     assert unknown.exit_code == 1 and "no_such_model at" in unknown.output and "not ready" in unknown.output
     assert not (tmp_path / "summary.json").exists(), "nothing ran"
@@ -211,10 +256,42 @@ def test_the_command_refuses_to_start_without_a_ready_model(server, protocol, tm
 @pytest.mark.parametrize(("args", "message"), [
     (["--slo", "p99=soon"], "invalid SLO term"), (["--shape", "zigzag"], "'zigzag' is not one of"),
     (["--protocol", "udp"], "'udp' is not one of"), (["--shape", "rate"], "needs --rate"),
-    (["--duration", "forever"], "20s, 3m"), (["-t", "500ms"], "20s, 3m")])
+    (["--duration", "forever"], "20s, 3m"), (["-t", "500ms"], "20s, 3m"),
+    (["--metrics-url", "ftp://x"], "invalid metrics URL 'ftp://x'"), (["--spawn-rate", "-1"], "--spawn-rate"),
+    (["--slo", "errors=200%"], "at most 100%"), (["--serve", "--url", "127.0.0.1:1"], "--serve"),
+    (["--web", "--slo", "p99=50ms"], "--slo"), (["--web", "--web-port", "99999"], "--web-port"),
+    (["--web", "--web-port", "0"], "--web-port"), (["--corpus", "."], "is not a file")])
 def test_bad_options_exit_2_with_a_message_and_no_traceback(args, message, tmp_path):
     outcome = CliRunner().invoke(app, ["loadtest", "--out", str(tmp_path), *args], env={"COLUMNS": "200"})
     assert outcome.exit_code == 2 and message in outcome.output and "Traceback" not in outcome.output, outcome.output
+
+
+def test_an_empty_corpus_is_refused_before_the_run(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.touch()
+    outcome = CliRunner().invoke(app, ["loadtest", "--corpus", str(empty), "--out", str(tmp_path / "out")])
+    assert outcome.exit_code == 2 and "holds no text" in outcome.output, outcome.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_busy_web_port_is_one_line_naming_it(tmp_path):
+    with socket.socket() as taken:
+        taken.bind((processes.LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        outcome = CliRunner().invoke(app, ["loadtest", "--web", "--web-port", str(port), "--url", "127.0.0.1:1"])
+    assert outcome.exit_code == 1 and f"port {port}" in outcome.output, outcome.output
+    assert "Traceback" not in outcome.output and len(outcome.output.strip().splitlines()) == 1, outcome.output
+
+
+def test_a_run_where_every_request_fails_exits_1_without_an_slo(server, tmp_path):
+    # More texts per request than the ensemble's max_batch_size: the server answers, and refuses every request.
+    outcome = CliRunner().invoke(app, ["loadtest", "--url", server.http_url, "--metrics-url", server.metrics_url,
+                                       "--users", "1", "-t", "2", "--texts-per-request", "100",
+                                       "--out", str(tmp_path)])
+    assert outcome.exit_code == 1 and "no request succeeded" in outcome.output, outcome.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["client"]["requests"] == summary["client"]["failures"] > 0
 
 
 def test_an_unreachable_server_fails_every_request_and_breaks_the_error_slo(tmp_path):
@@ -243,6 +320,10 @@ def test_the_command_writes_its_report_under_the_folder_it_runs_from(server, tmp
                                                "--metrics-url", server.metrics_url, "--users", "1", "-t", "2"],
                             timeout=120, cwd=tmp_path)
     assert outcome.returncode == 0, outcome.stderr
+    # Piped, the tables keep every column whole: rich would cut them at 80 columns ("reques…").
+    assert all(name in outcome.stdout for name in ("request ms", "compute ms", "avg batch", settings.TOKENIZER_MODEL,
+                                                   settings.ENCODER_MODEL)), outcome.stdout
+    assert "…" not in outcome.stdout, outcome.stdout
     summary = json.loads((tmp_path / "results" / "loadtest" / "summary.json").read_text())
     assert summary["client"]["requests"] > 0 and summary["client"]["failures"] == 0 and summary["triton"]
     assert (tmp_path / "results" / "loadtest" / "locust_summary.json").exists()
@@ -311,8 +392,56 @@ def report_when_the_ui_answers():
 
 
 threading.Thread(target=report_when_the_ui_answers, daemon=True).start()
-app(["loadtest", "--web", "--web-port", sys.argv[2], "--url", sys.argv[1]])
+app(["loadtest", "--web", "--web-port", sys.argv[2], "--url", sys.argv[1], "--protocol", "grpc"])
 """
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.parametrize("shape", [Shape.CONSTANT, Shape.STEP])
+def test_the_web_ui_starts_a_run_that_sends_requests(server, shape, tmp_path):
+    port = runtime.free_port()
+    base = f"http://{processes.LOOPBACK}:{port}"
+    argv = [sys.executable, "-m", "tools", "loadtest", "--web", "--web-port", str(port), "--url", server.http_url,
+            "--shape", shape.value, "-t", "60s"]
+    with processes.running("tools loadtest --web", argv, log=tmp_path / "web.log", cwd=tmp_path, timeout=60,
+                           ready=lambda: _answers(base), waiting_for=f"Locust's UI at {base}") as ui:
+        # What Locust's UI sends when Start is pressed.
+        form = urllib.parse.urlencode({"user_count": 2, "spawn_rate": 2, "host": server.http_url}).encode()
+        with urllib.request.urlopen(f"{base}/swarm", data=form, timeout=10) as response:
+            assert json.loads(response.read())["success"] is True
+        deadline = time.monotonic() + 60
+        while (total := _aggregated(_get_json(f"{base}/stats/requests")))["num_requests"] < 5:
+            assert ui.running() and time.monotonic() < deadline, ui.log_tail()
+            time.sleep(0.5)
+        stats = _get_json(f"{base}/stats/requests")
+        assert _aggregated(stats)["num_failures"] == 0 and stats["errors"] == [], stats["errors"]
+        assert stats["user_count"] >= 1 and total["num_requests"] >= 5
+    assert "Traceback" not in (tmp_path / "web.log").read_text()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _aggregated(stats: dict) -> dict:
+    return next(row for row in stats["stats"] if row["name"] == "Aggregated")
+
+
+def test_a_locust_web_ui_that_cannot_start_is_an_error(server):
+    with socket.socket() as taken:  # the port taken after the command's own check: Locust itself fails
+        taken.bind((processes.LOOPBACK, 0))
+        taken.listen()
+        config = loadtest.LoadTestConfig(url=server.http_url, protocol="http")
+        with pytest.raises(LoadTestError, match="exited with code"):
+            loadtest.run_web(config, taken.getsockname()[1])
 
 
 def test_the_web_ui_answers_on_loopback_and_dies_with_its_starter(server):

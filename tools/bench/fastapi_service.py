@@ -4,6 +4,7 @@ pipeline and embeds one text per request (`tools bench` starts it on loopback)."
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,8 +18,8 @@ class EmbedRequest(BaseModel):
     text: str
 
 
-def create_app(threads: int) -> FastAPI:
-    pipeline = EmbeddingPipeline(threads)
+def create_app(threads: int, repository: Path = settings.MODEL_REPOSITORY) -> FastAPI:
+    pipeline = EmbeddingPipeline(threads, repository)
     app = FastAPI()
 
     @app.get("/health")
@@ -37,5 +38,8 @@ if __name__ == "__main__":
     parser.add_argument("--host", default=settings.DEFAULT_HOST)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads.")
+    parser.add_argument("--repository", type=Path, default=settings.MODEL_REPOSITORY,
+                        help="Model repository whose model logic to serve.")
     options = parser.parse_args()
-    uvicorn.run(create_app(options.threads), host=options.host, port=options.port, log_level="warning")
+    uvicorn.run(create_app(options.threads, options.repository), host=options.host, port=options.port,
+                log_level="warning")

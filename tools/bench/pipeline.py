@@ -17,6 +17,7 @@ import numpy as np
 
 from tools import repository as repository_model
 from tools import settings
+from tools.errors import UsageError
 
 LOGIC_MODULES = {
     "tokenization": settings.TOKENIZER_MODEL,
@@ -43,11 +44,22 @@ def configured_max_length(repository: Path = settings.MODEL_REPOSITORY) -> int:
     return int(config.parameters["max_length"].string_value)
 
 
+def check_repository(repository: Path) -> None:
+    """Refuse, before any work, a repository that does not hold the pipeline's model logic."""
+    if not repository.is_dir():
+        raise UsageError(f"--repository {repository} is not a folder: give the model repository to benchmark")
+    missing = [f"{model}/{module}.py" for module, model in LOGIC_MODULES.items()
+               if not (repository / model / f"{module}.py").is_file()]
+    if missing:
+        raise UsageError(f"--repository {repository} lacks the embedding pipeline's model logic: {', '.join(missing)}")
+
+
 @cache
-def reference_pipeline(max_length: int | None = None, intra_op_threads: int = 1):
+def reference_pipeline(max_length: int | None = None, intra_op_threads: int = 1,
+                       repository: Path = settings.MODEL_REPOSITORY):
     """(tokenizer, encoder) built from the model logic, for in-process embeddings."""
-    tokenizer = load("tokenization").TextTokenizer(max_length or configured_max_length())
-    encoding = load("onnx_encoder")
+    tokenizer = load("tokenization", repository).TextTokenizer(max_length or configured_max_length(repository))
+    encoding = load("onnx_encoder", repository)
     encoder = encoding.OnnxEncoder(encoding.EncoderSettings(intra_op_threads=intra_op_threads))
     return tokenizer, encoder
 
@@ -69,9 +81,9 @@ class EmbeddingPipeline:
     The benchmark's ceiling, its FastAPI service and its PyTriton binding all call this, so they compute exactly
     what the `embed` ensemble computes."""
 
-    def __init__(self, threads: int):
-        self.tokenizer, self.encoder = reference_pipeline(None, threads)
-        self.mean_pool = load("pooling").mean_pool
+    def __init__(self, threads: int, repository: Path = settings.MODEL_REPOSITORY):
+        self.tokenizer, self.encoder = reference_pipeline(None, threads, repository)
+        self.mean_pool = load("pooling", repository).mean_pool
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         batch = self.tokenizer(texts)

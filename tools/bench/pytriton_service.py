@@ -7,6 +7,7 @@ PyTriton starts its own tritonserver; every endpoint is bound to loopback on the
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 from pytriton.decorators import batch
@@ -21,8 +22,9 @@ MAX_BATCH_SIZE = 64
 MAX_QUEUE_DELAY_US = 1000
 
 
-def serve(http_port: int, grpc_port: int, metrics_port: int, threads: int) -> None:
-    pipeline = EmbeddingPipeline(threads)
+def serve(http_port: int, grpc_port: int, metrics_port: int, threads: int,
+          repository: Path = settings.MODEL_REPOSITORY) -> None:
+    pipeline = EmbeddingPipeline(threads, repository)
 
     @batch
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -49,5 +51,7 @@ if __name__ == "__main__":
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads.")
+    parser.add_argument("--repository", type=Path, default=settings.MODEL_REPOSITORY,
+                        help="Model repository whose model logic to serve.")
     options = parser.parse_args()
-    serve(options.http_port, options.grpc_port, options.metrics_port, options.threads)
+    serve(options.http_port, options.grpc_port, options.metrics_port, options.threads, options.repository)

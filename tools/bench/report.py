@@ -7,9 +7,21 @@ from pathlib import Path
 
 from tools.bench.cases import CASE_TITLES, Case
 from tools.bench.runner import TARGET_RATIO, BenchResult, Point
+from tools.errors import UsageError
 
 COLUMNS = ("case", "in flight / batch", "threads", "sentences/s", "x ceiling", "p50 ms", "p99 ms",
            "load-gen CPU (cores)")
+
+
+def prepare(out_dir: Path) -> None:
+    """Create the output folder and prove it writable before a run of minutes, not after it."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir}: cannot write there ({exc.strerror})") from None
 
 
 def write(result: BenchResult, out_dir: Path) -> dict[str, Path]:

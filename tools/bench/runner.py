@@ -33,9 +33,9 @@ import numpy as np
 import psutil
 
 from tools import processes, settings
+from tools.bench import pipeline
 from tools.bench.cases import CASE_TITLES, Case
-from tools.bench.pipeline import EmbeddingPipeline
-from tools.errors import BenchmarkError, ProcessError
+from tools.errors import BenchmarkError, ProcessError, UsageError
 from tools.loadtest import corpus
 from tools.processes import spawn
 from tools.serving import client, runtime
@@ -68,6 +68,14 @@ class BenchConfig:
     # ONNX Runtime threads of cases 3-4: one, like each of the shipped encoder's instances; the services still use
     # every core, FastAPI through its thread pool and PyTriton through concurrent batches.
     server_threads: int = 1
+    # Every case computes with this repository's model logic; Triton serves it.
+    repository: Path = settings.MODEL_REPOSITORY
+
+    def check(self) -> None:
+        """Refuse what cannot make a run before minutes of measuring, not after."""
+        if self.server_threads < 1:
+            raise UsageError("--server-threads must be at least 1")
+        pipeline.check_repository(self.repository)
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -103,7 +111,7 @@ def _latency_point(case: Case, concurrency: int, threads: str, latencies_s: list
 def measure_ceiling(texts: list[str], batch: int, callers: int, intra_threads: int, config: BenchConfig) -> Point:
     """`callers` threads embed back-to-back batches of `batch` texts in this process for `config.seconds`
     (ONNX Runtime releases the GIL, so two callers of one thread use two cores, as two encoder instances do)."""
-    pipeline = EmbeddingPipeline(intra_threads)
+    embed = pipeline.EmbeddingPipeline(intra_threads, config.repository)
     chunks = [texts[i:i + batch] for i in range(0, len(texts) - batch + 1, batch)] or [texts]
 
     def loop(caller: int, until: float) -> tuple[list[float], int]:
@@ -111,7 +119,7 @@ def measure_ceiling(texts: list[str], batch: int, callers: int, intra_threads: i
         batches = itertools.islice(itertools.cycle(chunks), caller * len(chunks) // callers, None)
         while (now := time.perf_counter()) < until:
             chunk = next(batches)
-            pipeline(chunk)
+            embed(chunk)
             latencies.append(time.perf_counter() - now)
             sentences += len(chunk)
         return latencies, sentences
@@ -136,7 +144,7 @@ def ceiling_process() -> Iterator[Callable[[int, int, int, BenchConfig], Point]]
 
     def measure(batch: int, callers: int, threads: int, config: BenchConfig) -> Point:
         request = {"batch": batch, "callers": callers, "threads": threads, "seconds": config.seconds,
-                   "warmup_s": config.warmup_s, "texts": config.texts}
+                   "warmup_s": config.warmup_s, "texts": config.texts, "repository": str(config.repository)}
         child.process.stdin.write(json.dumps(request) + "\n")
         child.process.stdin.flush()
         answer = child.process.stdout.readline()
@@ -155,7 +163,8 @@ def serve_ceiling_requests() -> None:
     """The child's side: one JSON request per stdin line, one Point per stdout line."""
     for line in sys.stdin:
         request = json.loads(line)
-        config = BenchConfig(seconds=request["seconds"], warmup_s=request["warmup_s"], texts=request["texts"])
+        config = BenchConfig(seconds=request["seconds"], warmup_s=request["warmup_s"], texts=request["texts"],
+                             repository=Path(request["repository"]))
         point = measure_ceiling(corpus.load()[:config.texts], request["batch"], request["callers"],
                                 request["threads"], config)
         print(json.dumps(asdict(point)), flush=True)
@@ -277,7 +286,7 @@ class Target:
 
 @contextlib.contextmanager
 def triton_target(config: BenchConfig) -> Iterator[Target]:
-    with runtime.running_server(runtime.ServerOptions.on_free_ports()) as server:
+    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=config.repository)) as server:
         yield Target(lambda: triton_sender(server.grpc_url, settings.EMBED_MODEL), "config")
 
 
@@ -285,7 +294,7 @@ def triton_target(config: BenchConfig) -> Iterator[Target]:
 def fastapi_target(config: BenchConfig) -> Iterator[Target]:
     port = processes.free_port()
     base = f"http://{settings.DEFAULT_HOST}:{port}"
-    args = ["--port", str(port), "--threads", str(config.server_threads)]
+    args = ["--port", str(port), "--threads", str(config.server_threads), "--repository", str(config.repository)]
     with service_process(Case.FASTAPI, FASTAPI_SERVICE, args, lambda: _answers(f"{base}/health"),
                          f"an answer at {base}"):
         yield Target(lambda: fastapi_sender(base), str(config.server_threads))
@@ -295,7 +304,7 @@ def fastapi_target(config: BenchConfig) -> Iterator[Target]:
 def pytriton_target(config: BenchConfig) -> Iterator[Target]:
     http, grpc, metrics = (processes.free_port() for _ in range(3))
     args = ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-            "--threads", str(config.server_threads)]
+            "--threads", str(config.server_threads), "--repository", str(config.repository)]
     address = f"{settings.DEFAULT_HOST}:{http}"
     # PyTriton's Python-backend stub needs this interpreter's libpython, as ours does (see runtime.stub_environment).
     with service_process(Case.PYTRITON, PYTRITON_SERVICE, args, lambda: client.model_ready(address, PYTRITON_MODEL),
@@ -339,7 +348,8 @@ class BenchResult:
         return point.sentences_per_s / self.ceiling if self.ceiling else 0.0
 
     def verdicts(self) -> list[str]:
-        """The issue's targets, each stated with the figures that decide it."""
+        """The benchmark's targets (Triton near the ceiling, ahead of each rival at no worse p99), each stated with
+        the figures that decide it."""
         triton = self.best(Case.TRITON)
         if triton is None:
             return []
@@ -358,7 +368,8 @@ class BenchResult:
         return lines
 
     def as_dict(self) -> dict:
-        return {"machine": self.machine, "config": asdict(self.config), "ceiling_sentences_per_s": self.ceiling,
+        config = {**asdict(self.config), "repository": str(self.config.repository)}
+        return {"machine": self.machine, "config": config, "ceiling_sentences_per_s": self.ceiling,
                 "points": [{**asdict(p), "ratio_to_ceiling": round(self.ratio(p), 3)} for p in self.points],
                 "verdicts": self.verdicts(), "rounds": [asdict(p) for p in self.rounds]}
 
@@ -383,6 +394,7 @@ def run(config: BenchConfig, cases: tuple[Case, ...] = tuple(Case),
         progress: Progress = lambda _: None) -> BenchResult:
     """Start every served case at once, then measure all points round-robin for `config.rounds` rounds, so a
     noisy neighbour on the machine slows every case alike; each figure is the median over the rounds."""
+    config.check()
     texts = corpus.load()[:config.texts]
     started_load = os.getloadavg()[0]
     rounds: list[Point] = []

@@ -6,11 +6,10 @@ import dataclasses
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from tools.bench.cases import Case
+from tools.cli import options
 from tools.cli.app import app, console
-from tools.errors import UsageError
 
 
 @app.command("bench")
@@ -20,17 +19,20 @@ def bench_command(
                                     help="Case to run (repeatable; default: all four)."),
     server_threads: int = typer.Option(1, help="ONNX Runtime intra-op threads of the FastAPI and PyTriton "
                                                  "services (1 measured best under load here)."),
+    repository: Path = options.repository_option("Model repository whose pipeline every case runs "
+                                                 "(default: ./model_repository)."),
     out: Path = typer.Option(Path("results/bench"), help="Folder for bench.json, bench.md and bench.png."),
 ) -> None:
     """Benchmark the pipeline in-process, on Triton, as a FastAPI service and on PyTriton, side by side."""
     from tools.bench import report, runner
+    from tools.loadtest.report import data_console
 
-    if server_threads < 1:
-        raise UsageError("--server-threads must be at least 1")
     config = runner.BenchConfig.quick() if quick else runner.BenchConfig()
-    config = dataclasses.replace(config, server_threads=server_threads)
+    config = dataclasses.replace(config, server_threads=server_threads, repository=repository)
+    config.check()
+    report.prepare(out)
     with console.status("benchmarking...") as status:
         result = runner.run(config, tuple(case or Case), progress=status.update)
     files = report.write(result, out)
-    report.render(result, Console())
+    report.render(result, data_console())
     console.print("wrote " + ", ".join(str(path) for path in files.values()))

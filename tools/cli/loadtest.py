@@ -6,17 +6,19 @@ import contextlib
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console
-from tools.errors import LoadTestError
+from tools.errors import UsageError
 from tools.loadtest.profiles import Shape
+
+LOCUST_WEB_PORT = 8089  # Locust's own default for its web UI
 
 
 @app.command("loadtest")
 def loadtest_command(
+    ctx: typer.Context,
     model: str = options.model_option("Model or ensemble to load."),
     model_version: str = options.model_version_option(),
     url: str | None = options.url_option(),
@@ -41,13 +43,18 @@ def loadtest_command(
     slo: str | None = typer.Option(None, help="Fail (exit 1) if broken, e.g. p99=50ms,errors=0.1%,rps=100."),
     out: Path = typer.Option(Path("results/loadtest"), help="Folder for summary.json/.csv, timeline.png, raw files."),
     web: bool = typer.Option(False, help="Open Locust's web UI on 127.0.0.1 instead of a headless run."),
-    web_port: int = typer.Option(8089, help="Port of the web UI."),
+    web_port: int = typer.Option(LOCUST_WEB_PORT, min=1, max=65535, help="Port of the web UI."),
 ) -> None:
     """Load-test a model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO."""
     from tools.loadtest import corpus as corpus_texts
     from tools.loadtest import report, runner
     from tools.serving import client
 
+    # Only a --url typed with --serve contradicts it; $TRITON_URL may stay exported. (By name: Typer vendors click.)
+    if serve and getattr(ctx.get_parameter_source("url"), "name", None) == "COMMANDLINE":
+        raise UsageError("--serve starts its own server: drop --url, or drop --serve to test the server at --url")
+    if web and slo:
+        raise UsageError("--slo judges a headless run: the web UI has no end to judge (drop one of them)")
     protocol, address = client.resolve(url, protocol)
     config = runner.LoadTestConfig(
         url=address, protocol=protocol, model=model, model_version=model_version, users=users,
@@ -56,6 +63,8 @@ def loadtest_command(
         metrics_url=metrics_url or runner.default_metrics_url(address, protocol))
     targets = runner.parse_slo(slo) if slo else []
     config.check()
+    if web:
+        runner.check_port_free(web_port)
     with runner.local_server(config, repository) if serve else contextlib.nullcontext(config) as config:
         if web:
             console.print(f"Locust web UI: http://{settings.DEFAULT_HOST}:{web_port} (Ctrl-C to stop)")
@@ -65,7 +74,6 @@ def loadtest_command(
             result = runner.run(config, out, targets,
                                 on_progress=lambda p: status.update(p.describe(config.duration_s)))
     files = report.write(result, out)
-    report.render(result, Console())
+    report.render(result, report.data_console())
     console.print("wrote " + ", ".join(str(path) for path in files.values()))
-    if result.slo_broken:
-        raise LoadTestError("the run broke the SLO")
+    result.verdict()

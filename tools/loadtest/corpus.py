@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from tools.errors import UsageError
+
 DEFAULT_CORPUS = Path(__file__).with_name("corpus.txt")  # package data: found wherever tools is installed
 DEFAULT_SIZE = 1000
 DEFAULT_SEED = 20261128
@@ -69,14 +71,18 @@ def write(path: Path = DEFAULT_CORPUS, size: int = DEFAULT_SIZE, seed: int = DEF
 
 
 def load(path: Path | str = DEFAULT_CORPUS) -> list[str]:
-    """One text per non-empty line."""
+    """One text per non-empty line; a corpus that is missing, unreadable or empty is a usage error."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"corpus {path} is not a file (a folder); give a text file, one text per line")
     try:
         texts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except OSError as exc:
-        raise ValueError(f"cannot read corpus {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read corpus {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read corpus {path}: not UTF-8 text") from None
     if not texts:
-        raise ValueError(f"corpus {path} holds no text")
+        raise UsageError(f"corpus {path} holds no text")
     return texts
 
 

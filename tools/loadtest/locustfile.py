@@ -1,7 +1,8 @@
 """Locust users for a Triton text model over HTTP and gRPC, built on tritonclient.
 
 Each request is one or more texts from the corpus and is reported to Locust with its real latency, response
-size and error. `tools loadtest` hands this file (package data) to Locust; `tools loadtest --web` opens Locust's UI.
+size and error. `tools loadtest` hands this module (shipped in the package) to Locust by its path, with --host
+already host:port; `tools loadtest --web` opens Locust's UI.
 With --summary-file, Locust's own totals and percentiles are written there as it quits, for `tools loadtest` to read.
 """
 
@@ -17,9 +18,7 @@ from grpc.experimental import gevent as grpc_gevent
 from locust import User, events, stats, task
 
 from tools import settings
-from tools.loadtest import corpus, shapes
-from tools.loadtest import profiles as load_profiles
-from tools.loadtest.profiles import Shape
+from tools.loadtest import corpus, profiles, shapes
 from tools.loadtest.runner import PERCENTILES
 from tools.serving import client
 
@@ -30,7 +29,7 @@ stats.CSV_STATS_FLUSH_INTERVAL_SEC = 1
 
 _shape_name = os.environ.get(settings.LOADTEST_SHAPE_ENV)
 if _shape_name:
-    ActiveShape = shapes.BY_PROFILE[Shape(_shape_name)]
+    ActiveShape = shapes.BY_PROFILE[profiles.Shape(_shape_name)]
 
 
 @events.init_command_line_parser.add_listener
@@ -77,11 +76,6 @@ def _texts(path: str) -> tuple[str, ...]:
     return tuple(corpus.load(path))
 
 
-def _address(host: str) -> str:
-    """tritonclient wants host:port; accept a URL with a scheme too."""
-    return host.split("://", 1)[-1].rstrip("/")
-
-
 class TritonUser(User):
     """One client connection sending texts to the model; subclasses choose the protocol."""
 
@@ -92,7 +86,7 @@ class TritonUser(User):
         self.options = self.environment.parsed_options
         self.texts = _texts(self.options.corpus)
         self.rng = random.Random()
-        self.client = client.connect(self.protocol, _address(self.host))
+        self.client = client.connect(self.protocol, self.host)
         self.request_name = self.options.model_name + (f"/{self.options.model_version}"
                                                        if self.options.model_version else "")
         self.next_start = time.monotonic()
@@ -103,7 +97,7 @@ class TritonUser(User):
         self.client.close()
 
     def _interval(self) -> float:
-        return load_profiles.pacing_interval(self.options.request_rate, self.options.num_users or 1)
+        return profiles.pacing_interval(self.options.request_rate, self.options.num_users or 1)
 
     def wait_time(self) -> float:
         """Closed loop by default; with --request-rate a fixed schedule that does not wait for slow answers

@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 import math
 
+from tools.errors import UsageError
+
 
 class Shape(enum.StrEnum):
     """How the user count moves over a run (`tools loadtest --shape`)."""
@@ -21,8 +23,12 @@ SPIKE_WINDOW = (0.4, 0.6)  # the spike holds the peak over this fraction of the 
 SPIKE_BASELINE = 0.25  # users outside the spike, as a fraction of the peak
 
 
-def users_at(shape: Shape, elapsed_s: float, users: int, duration_s: float) -> int | None:
-    """How many users should run `elapsed_s` into the run; None once the run is over."""
+def users_at(shape: Shape, elapsed_s: float, users: int, duration_s: float | None) -> int | None:
+    """How many users should run `elapsed_s` into the run; None once the run is over. Without a duration (a run
+    started from Locust's UI with its run time cleared) the run goes on until stopped, at `users` throughout:
+    a ramp or a spike has no length to be drawn over."""
+    if duration_s is None or duration_s <= 0:
+        return users
     if elapsed_s >= duration_s:
         return None
     if shape in (Shape.CONSTANT, Shape.RATE):  # RATE: a fixed pool; each user paces itself (see `pacing_interval`)
@@ -43,5 +49,5 @@ def spike_baseline(users: int) -> int:
 def pacing_interval(rate_per_s: float, users: int) -> float:
     """Seconds between one user's request starts so that `users` users together send `rate_per_s`."""
     if rate_per_s <= 0:
-        raise ValueError("the request rate must be positive")
+        raise UsageError("the request rate must be positive")
     return users / rate_per_s

@@ -16,8 +16,10 @@ import json
 import math
 import os
 import re
+import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,9 +28,8 @@ from tools import settings
 from tools.errors import LoadTestError, UsageError
 from tools.loadtest import corpus as corpus_texts
 from tools.loadtest.profiles import Shape
-from tools.monitoring import metrics
-from tools.monitoring import scrape as triton_metrics
-from tools.processes import spawn
+from tools.monitoring import metrics, scrape
+from tools.processes import LOOPBACK, spawn
 from tools.serving import runtime
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -99,7 +100,10 @@ def parse_slo(text: str) -> list[SloTarget]:
         if key in LATENCY_KEYS and unit in (None, *_LATENCY_UNITS_MS):
             targets.append(SloTarget(key, number * _LATENCY_UNITS_MS[unit or "ms"]))
         elif key == "errors" and unit in (None, "%"):
-            targets.append(SloTarget(key, number / 100 if unit == "%" else number))
+            rate = number / 100 if unit == "%" else number
+            if rate > 1:
+                raise UsageError(f"invalid SLO term {term.strip()!r}: an error rate is at most 100% (or 1)")
+            targets.append(SloTarget(key, rate))
         elif key == "rps" and unit is None:
             targets.append(SloTarget(key, number))
         else:
@@ -108,6 +112,29 @@ def parse_slo(text: str) -> list[SloTarget]:
     if not targets:
         raise UsageError("empty SLO: use e.g. p99=50ms,errors=0.1%")
     return targets
+
+
+_HOST_PORT = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[^\s/:\[\]]+):\d+$")
+
+
+def parse_metrics_url(text: str) -> str:
+    """Triton's metrics endpoint from what a user typed: http(s)://host:port[/path], or host:port for
+    http://host:port/metrics. Anything else is refused before the run, not after it."""
+    given = text.strip()
+    if "://" in given:
+        text = given
+    elif _HOST_PORT.match(given):
+        text = f"http://{given}/metrics"
+    else:
+        raise UsageError(f"invalid metrics URL {given!r}: use http://host:port/metrics or host:port")
+    parts = urllib.parse.urlsplit(text)
+    try:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number in 0-65535
+        valid = False
+    if not valid:
+        raise UsageError(f"invalid metrics URL {given!r}: use http(s)://host:port[/path] or host:port")
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path or "/metrics"))
 
 
 # -- what a run is -----------------------------------------------------------------------------------------------
@@ -130,14 +157,18 @@ class LoadTestConfig:
 
     def __post_init__(self) -> None:
         self.protocol, self.shape = settings.Protocol(self.protocol), Shape(self.shape)
+        if self.metrics_url is not None:
+            self.metrics_url = parse_metrics_url(self.metrics_url)
 
     def check(self) -> None:
+        """Refuse what cannot make a run, before Locust starts (Locust's users would die one by one instead)."""
         if self.users < 1 or self.texts_per_request < 1:
             raise UsageError("--users and --texts-per-request must be at least 1")
+        if self.spawn_rate < 0:
+            raise UsageError("--spawn-rate cannot be negative (0 starts every user at once)")
         if self.shape == Shape.RATE and self.request_rate <= 0:
             raise UsageError("the rate shape needs --rate (requests/s for the whole run)")
-        if not Path(self.corpus).is_file():
-            raise UsageError(f"corpus {self.corpus} does not exist")
+        corpus_texts.load(self.corpus)
 
 
 def locust_command(config: LoadTestConfig, prefix: Path | None, web_port: int | None = None) -> list[str]:
@@ -146,10 +177,12 @@ def locust_command(config: LoadTestConfig, prefix: Path | None, web_port: int | 
            "-u", str(config.users), "-r", str(config.spawn_rate or config.users),
            "--model-name", config.model, "--model-version", config.model_version,
            "--corpus", str(config.corpus), "--texts-per-request", str(config.texts_per_request),
-           "--request-rate", str(config.request_rate), "--loglevel", "WARNING"]
+           "--request-rate", str(config.request_rate), "--loglevel", "WARNING",
+           # The run time is the shape's too: the web UI starts the same shapes, and they need a length.
+           "-t", f"{math.ceil(config.duration_s)}s"]
     if web_port is not None:
         return [*cmd, "--web-host", settings.DEFAULT_HOST, "--web-port", str(web_port), USER_CLASSES[config.protocol]]
-    return [*cmd, "--headless", "-t", f"{math.ceil(config.duration_s)}s", "--stop-timeout", "5",
+    return [*cmd, "--headless", "--stop-timeout", "5",
             "--csv", str(prefix), "--csv-full-history", "--json-file", str(prefix), "--exit-code-on-error", "0",
             "--only-summary", "--summary-file", str(summary_path(prefix)), USER_CLASSES[config.protocol]]
 
@@ -257,8 +290,6 @@ def check_slo(summary: ClientSummary, targets: list[SloTarget]) -> list[str]:
             ok, shown = measured <= target.limit, f"{measured:g} ms"
         if not ok:
             broken.append(f"{target.describe()} broken: measured {shown}")
-    if summary.requests == 0:
-        broken.append("no request completed")
     return broken
 
 
@@ -273,21 +304,21 @@ def default_metrics_url(address: str, protocol: settings.Protocol) -> str | None
     return f"http://{host}:{settings.DEFAULT_METRICS_PORT}/metrics"
 
 
-def serves_model(samples: triton_metrics.Samples, model: str) -> bool:
+def serves_model(samples: scrape.Samples, model: str) -> bool:
     """Whether a scrape has Triton's request counter for `model`: a server that loaded it exposes one, even at 0."""
     return any(name == metrics.REQUEST_SUCCESS and dict(labels).get(metrics.MODEL_LABEL) == model
                for name, labels in samples)
 
 
-def scrape_before(config: LoadTestConfig) -> tuple[triton_metrics.Samples | None, str]:
+def scrape_before(config: LoadTestConfig) -> tuple[scrape.Samples | None, str]:
     """The first of Triton's two scrapes, or None and a note saying why Triton's view will be missing."""
     url = config.metrics_url
     if url is None:
         return None, (f"the server is not on its default ports, so its metrics port is unknown: pass --metrics-url "
                       f"(or ${settings.METRICS_URL_ENV})")
     try:
-        samples = triton_metrics.scrape(url)
-    except triton_metrics.MetricsUnavailableError as exc:
+        samples = scrape.scrape(url)
+    except scrape.MetricsUnavailableError as exc:
         return None, str(exc)
     if not serves_model(samples, config.model):
         return None, (f"{url} has no series for model {config.model}: it is not the metrics endpoint of the server "
@@ -300,11 +331,25 @@ def scrape_before(config: LoadTestConfig) -> tuple[triton_metrics.Samples | None
 class LoadTestResult:
     config: LoadTestConfig
     client: ClientSummary
-    triton: list[triton_metrics.ModelFigures]
+    triton: list[scrape.ModelFigures]
     history: list[dict[str, float | None]]
     slo: list[SloTarget]
     slo_broken: list[str]
     triton_note: str = ""  # why Triton's view is missing, when it is
+    log: Path | None = None  # Locust's own log of the run
+
+    @property
+    def succeeded(self) -> int:
+        return self.client.requests - self.client.failures
+
+    def verdict(self) -> None:
+        """Raise LoadTestError for a run that proved nothing (not one request succeeded) or broke its SLO."""
+        if self.succeeded <= 0:
+            errors = "; ".join(f"{count} x {message}" for message, count in list(self.client.errors.items())[:3])
+            raise LoadTestError(f"no request succeeded ({self.client.requests} sent, {self.client.failures} failed"
+                                f"{': ' + errors if errors else ''}); Locust's log: {self.log}")
+        if self.slo_broken:
+            raise LoadTestError("the run broke the SLO")
 
     def as_dict(self) -> dict:
         return {
@@ -354,22 +399,20 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
     after = None
     if before is not None:
         try:
-            after = triton_metrics.scrape(config.metrics_url)
-        except triton_metrics.MetricsUnavailableError as exc:
+            after = scrape.scrape(config.metrics_url)
+        except scrape.MetricsUnavailableError as exc:
             note = str(exc)
     client = read_summary(summary_file)
     targets = slo or []
     return LoadTestResult(
         config=config, client=client,
-        triton=triton_metrics.model_figures(before, after) if after is not None else [],
+        triton=scrape.model_figures(before, after) if after is not None else [],
         history=read_history(history_file), slo=targets,
-        slo_broken=check_slo(client, targets) if targets else [], triton_note=note)
+        slo_broken=check_slo(client, targets) if targets else [], triton_note=note, log=log_path)
 
 
 def check_target(config: LoadTestConfig) -> None:
     """Fail before Locust starts when nothing serves the model: a run of pure connection errors says less."""
-    from tritonclient.utils import InferenceServerException
-
     from tools.serving import client
 
     where = f"{config.model}{f' version {config.model_version}' if config.model_version else ''} at {config.url}"
@@ -379,7 +422,7 @@ def check_target(config: LoadTestConfig) -> None:
             ready = connection.is_model_ready(config.model, config.model_version)
         finally:
             connection.close()
-    except (InferenceServerException, OSError) as exc:
+    except Exception as exc:  # refused, timed out, or another protocol's answer (an HTTP parser error, say)
         raise LoadTestError(f"cannot reach {config.protocol} server at {config.url} ({exc}); start one with "
                             "`tools serve`, pass --url, or use --serve") from None
     if not ready:
@@ -395,11 +438,26 @@ def local_server(config: LoadTestConfig, repository: Path = settings.MODEL_REPOS
         yield replace(config, url=url, metrics_url=server.metrics_url)
 
 
+def check_port_free(port: int) -> None:
+    """Fail with the port's number when something already listens on it (Locust would print a traceback)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Locust's server binds
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            raise LoadTestError(f"port {port} on {LOOPBACK} is not free ({exc.strerror}): "
+                                "pick another with --web-port") from None
+
+
 def run_web(config: LoadTestConfig, web_port: int) -> None:
-    """Locust's own web UI on 127.0.0.1, until Locust exits or Ctrl-C; Locust dies with us either way."""
+    """Locust's own web UI on 127.0.0.1, until Locust exits or Ctrl-C; Locust dies with us either way. Check the
+    port first with `check_port_free` (before starting a local server for it)."""
     config.check()
+    check_target(config)
     locust = spawn("Locust", locust_command(config, None, web_port), env=locust_environment(config))
     try:
-        locust.wait()
+        returncode = locust.wait()
     finally:
         locust.stop()
+    if returncode != 0:
+        raise LoadTestError(f"Locust's web UI exited with code {returncode} (its output is above)")
