@@ -46,8 +46,10 @@ TOKEN_IDS = "input_ids"
 TOKEN_MASK = "attention_mask"
 TOKEN_EMBEDDINGS = "last_hidden_state"
 
-# Load testing: the environment variable that tells the locustfile which load shape to export.
+# Load testing: the environment variable that tells the locustfile which load shape to export, and the port of
+# Locust's web UI (Locust's own default).
 LOADTEST_SHAPE_ENV = "LOADTEST_SHAPE"
+LOCUST_WEB_PORT = 8089
 
 # Monitoring: the Prometheus scrape job of the service (a ServiceMonitor with `jobLabel: app.kubernetes.io/name`
 # gives this job name), and where the generated dashboards and rules go inside the Helm chart.

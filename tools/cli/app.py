@@ -15,6 +15,15 @@ from tools.errors import ToolsError
 COMMAND_ORDER = ("serve", "infer", "validate", "loadtest", "bench", "deploy", "dashboards")
 # Progress and summaries go to stderr; data (JSON, diffs, tables a script reads) to stdout.
 console = Console(stderr=True)
+PIPED_WIDTH = 1000  # rich falls back to 80 columns when stdout is not a terminal, and would cut the tables' cells
+
+
+def data_console() -> Console:
+    """stdout for the tables people and scripts read: a terminal's width, and when piped wide enough to cut nothing."""
+    stdout = Console()
+    if not stdout.is_terminal:
+        stdout.width = PIPED_WIDTH
+    return stdout
 
 
 def report(exc: ToolsError) -> typer.Exit:

@@ -9,7 +9,7 @@ import typer
 
 from tools.bench.cases import Case
 from tools.cli import options
-from tools.cli.app import app, console
+from tools.cli.app import app, console, data_console
 
 
 @app.command("bench")
@@ -25,7 +25,6 @@ def bench_command(
 ) -> None:
     """Benchmark the pipeline in-process, on Triton, as a FastAPI service and on PyTriton, side by side."""
     from tools.bench import report, runner
-    from tools.loadtest.report import data_console
 
     config = runner.BenchConfig.quick() if quick else runner.BenchConfig()
     config = dataclasses.replace(config, server_threads=server_threads, repository=repository)

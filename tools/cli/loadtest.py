@@ -9,11 +9,9 @@ import typer
 
 from tools import settings
 from tools.cli import options
-from tools.cli.app import app, console
+from tools.cli.app import app, console, data_console
 from tools.errors import UsageError
 from tools.loadtest.profiles import Shape
-
-LOCUST_WEB_PORT = 8089  # Locust's own default for its web UI
 
 
 @app.command("loadtest")
@@ -43,7 +41,7 @@ def loadtest_command(
     slo: str | None = typer.Option(None, help="Fail (exit 1) if broken, e.g. p99=50ms,errors=0.1%,rps=100."),
     out: Path = typer.Option(Path("results/loadtest"), help="Folder for summary.json/.csv, timeline.png, raw files."),
     web: bool = typer.Option(False, help="Open Locust's web UI on 127.0.0.1 instead of a headless run."),
-    web_port: int = typer.Option(LOCUST_WEB_PORT, min=1, max=65535, help="Port of the web UI."),
+    web_port: int = typer.Option(settings.LOCUST_WEB_PORT, min=1, max=65535, help="Port of the web UI."),
 ) -> None:
     """Load-test a model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO."""
     from tools.loadtest import corpus as corpus_texts
@@ -74,6 +72,6 @@ def loadtest_command(
             result = runner.run(config, out, targets,
                                 on_progress=lambda p: status.update(p.describe(config.duration_s)))
     files = report.write(result, out)
-    report.render(result, report.data_console())
+    report.render(result, data_console())
     console.print("wrote " + ", ".join(str(path) for path in files.values()))
     result.verdict()

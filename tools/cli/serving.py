@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from tools import settings
 from tools.cli import options
-from tools.cli.app import app, console
+from tools.cli.app import app, console, data_console
 from tools.errors import ServingError, UsageError
 
 if TYPE_CHECKING:
@@ -117,4 +117,4 @@ def infer_command(
     if as_json:
         typer.echo(json.dumps(result.as_json()))
     else:
-        infer.render(result, Console())
+        infer.render(result, data_console())

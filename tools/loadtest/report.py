@@ -10,8 +10,6 @@ from rich.console import Console
 
 from tools.loadtest.runner import LATENCY_KEYS, PERCENTILES, LoadTestResult
 
-PIPED_WIDTH = 1000  # columns of data written to a pipe or a file: tables keep their natural width, never cut
-
 SUMMARY_FIELDS = ("model", "protocol", "shape", "users", "requests", "failures", "throughput_rps",
                   *(f"{k}_ms" for k in LATENCY_KEYS))
 
@@ -66,15 +64,6 @@ def plot_timeline(result: LoadTestResult, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-def data_console() -> Console:
-    """stdout for tables a script reads: a terminal's width, and when piped wide enough that no cell is cut (rich
-    falls back to 80 columns when stdout is not a terminal)."""
-    console = Console()
-    if not console.is_terminal:
-        console.width = PIPED_WIDTH
-    return console
 
 
 def render(result: LoadTestResult, console: Console) -> None:
