@@ -276,11 +276,12 @@ def test_an_empty_corpus_is_refused_before_the_run(tmp_path):
 
 def test_a_busy_web_port_is_one_line_naming_it(tmp_path):
     with socket.socket() as taken:
-        taken.bind((processes.LOOPBACK, 0))
+        taken.bind((settings.DEFAULT_HOST, 0))
         taken.listen()
         port = taken.getsockname()[1]
         outcome = CliRunner().invoke(app, ["loadtest", "--web", "--web-port", str(port), "--url", "127.0.0.1:1"])
-    assert outcome.exit_code == 1 and f"port {port}" in outcome.output, outcome.output
+    assert outcome.exit_code == 1 and f"127.0.0.1:{port} is busy" in outcome.output, outcome.output
+    assert "--web-port" in outcome.output
     assert "Traceback" not in outcome.output and len(outcome.output.strip().splitlines()) == 1, outcome.output
 
 
@@ -404,11 +405,11 @@ def _get_json(url: str) -> dict:
 @pytest.mark.parametrize("shape", [Shape.CONSTANT, Shape.STEP])
 def test_the_web_ui_starts_a_run_that_sends_requests(server, shape, tmp_path):
     port = runtime.free_port()
-    base = f"http://{processes.LOOPBACK}:{port}"
+    base = f"http://{settings.DEFAULT_HOST}:{port}"
     argv = [sys.executable, "-m", "tools", "loadtest", "--web", "--web-port", str(port), "--url", server.http_url,
             "--shape", shape.value, "-t", "60s"]
     with processes.running("tools loadtest --web", argv, log=tmp_path / "web.log", cwd=tmp_path, timeout=60,
-                           ready=lambda: _answers(base), waiting_for=f"Locust's UI at {base}") as ui:
+                           ready=lambda: processes.http_ok(base), waiting_for=f"Locust's UI at {base}") as ui:
         # What Locust's UI sends when Start is pressed.
         form = urllib.parse.urlencode({"user_count": 2, "spawn_rate": 2, "host": server.http_url}).encode()
         with urllib.request.urlopen(f"{base}/swarm", data=form, timeout=10) as response:
@@ -423,21 +424,13 @@ def test_the_web_ui_starts_a_run_that_sends_requests(server, shape, tmp_path):
     assert "Traceback" not in (tmp_path / "web.log").read_text()
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def _aggregated(stats: dict) -> dict:
     return next(row for row in stats["stats"] if row["name"] == "Aggregated")
 
 
 def test_a_locust_web_ui_that_cannot_start_is_an_error(server):
     with socket.socket() as taken:  # the port taken after the command's own check: Locust itself fails
-        taken.bind((processes.LOOPBACK, 0))
+        taken.bind((settings.DEFAULT_HOST, 0))
         taken.listen()
         config = loadtest.LoadTestConfig(url=server.http_url, protocol="http")
         with pytest.raises(LoadTestError, match="exited with code"):

@@ -23,7 +23,7 @@ from tests.support.models import write_echo_model
 from tests.support.starters import kill_starter
 from tools import settings
 from tools.cli import app
-from tools.processes import spawn
+from tools.processes import PortBusyError, spawn
 from tools.serving import client, runtime
 
 # A starter that runs a server, prints its pid, shm prefix and stub pids, then waits to be killed.
@@ -74,7 +74,7 @@ def test_busy_port_is_named_before_anything_starts(echo_repository: Path):
         opts = runtime.ServerOptions.on_free_ports(repository=echo_repository)
         opts.grpc_port = port
         server = runtime.TritonServer(opts)
-        with pytest.raises(runtime.PortInUseError, match=f"grpc port 127.0.0.1:{port} is busy"):
+        with pytest.raises(PortBusyError, match=f"port 127.0.0.1:{port} is busy"):
             server.start()
     assert server.child is None, "nothing was spawned"
 
@@ -87,7 +87,7 @@ def test_cli_reports_a_busy_port_without_a_traceback(echo_repository: Path):
         result = CliRunner().invoke(app, ["serve", str(echo_repository), "--http-port", str(port)])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("error: ")
-    assert f"http port 127.0.0.1:{port} is busy" in result.output
+    assert f"port 127.0.0.1:{port} is busy" in result.output and "pick another with --http-port" in result.output
     assert "Traceback" not in result.output
 
 

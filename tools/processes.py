@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from tools import settings
-from tools.errors import ProcessError
+from tools.errors import ProcessError, UsageError
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_GRACE_S = 10.0
@@ -39,6 +41,32 @@ def free_port(host: str = settings.DEFAULT_HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+class PortBusyError(ProcessError):
+    """A port a child was to listen on is taken."""
+
+
+def require_free_port(host: str, port: int, option: str) -> None:
+    """Name a taken port (and the flag that changes it) before a child fails on it with a traceback of its own."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no obstacle
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(f"{host} is not an address of this machine; bind one of its own with --host "
+                                 f"({settings.DEFAULT_HOST} by default)") from None
+            raise PortBusyError(f"port {host}:{port} is busy ({exc.strerror}); pick another with {option}") from None
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """Whether `url` answers 200 now: the readiness probe of children that serve HTTP."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 @dataclass

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -253,14 +252,6 @@ async def fastapi_sender(base_url: str):
 
 
 # -- the comparison services ---------------------------------------------------------------------------------------
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def service_process(name: str, module: str, args: list[str], ready: Callable[[], bool], waiting_for: str,
                     env: dict[str, str] | None = None) -> Iterator[None]:
@@ -295,7 +286,7 @@ def fastapi_target(config: BenchConfig) -> Iterator[Target]:
     port = processes.free_port()
     base = f"http://{settings.DEFAULT_HOST}:{port}"
     args = ["--port", str(port), "--threads", str(config.server_threads), "--repository", str(config.repository)]
-    with service_process(Case.FASTAPI, FASTAPI_SERVICE, args, lambda: _answers(f"{base}/health"),
+    with service_process(Case.FASTAPI, FASTAPI_SERVICE, args, lambda: processes.http_ok(f"{base}/health"),
                          f"an answer at {base}"):
         yield Target(lambda: fastapi_sender(base), str(config.server_threads))
 

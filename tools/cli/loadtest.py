@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tools import settings
+from tools import processes, settings
 from tools.cli import options
 from tools.cli.app import app, console, data_console
 from tools.errors import UsageError
@@ -62,7 +62,7 @@ def loadtest_command(
     targets = runner.parse_slo(slo) if slo else []
     config.check()
     if web:
-        runner.check_port_free(web_port)
+        processes.require_free_port(settings.DEFAULT_HOST, web_port, "--web-port")
     with runner.local_server(config, repository) if serve else contextlib.nullcontext(config) as config:
         if web:
             console.print(f"Locust web UI: http://{settings.DEFAULT_HOST}:{web_port} (Ctrl-C to stop)")

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import socket
 import sys
 import time
 import urllib.parse
@@ -29,7 +28,7 @@ from tools.errors import LoadTestError, UsageError
 from tools.loadtest import corpus as corpus_texts
 from tools.loadtest.profiles import Shape
 from tools.monitoring import metrics, scrape
-from tools.processes import LOOPBACK, spawn
+from tools.processes import spawn
 from tools.serving import runtime
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -438,20 +437,9 @@ def local_server(config: LoadTestConfig, repository: Path = settings.MODEL_REPOS
         yield replace(config, url=url, metrics_url=server.metrics_url)
 
 
-def check_port_free(port: int) -> None:
-    """Fail with the port's number when something already listens on it (Locust would print a traceback)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Locust's server binds
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError as exc:
-            raise LoadTestError(f"port {port} on {LOOPBACK} is not free ({exc.strerror}): "
-                                "pick another with --web-port") from None
-
-
 def run_web(config: LoadTestConfig, web_port: int) -> None:
     """Locust's own web UI on 127.0.0.1, until Locust exits or Ctrl-C; Locust dies with us either way. Check the
-    port first with `check_port_free` (before starting a local server for it)."""
+    port first with `processes.require_free_port` (before starting a local server for it)."""
     config.check()
     check_target(config)
     locust = spawn("Locust", locust_command(config, None, web_port), env=locust_environment(config))

@@ -111,10 +111,7 @@ class Prometheus:
         return self
 
     def _ready(self) -> bool:
-        with contextlib.suppress(urllib.error.URLError, OSError), \
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-            return response.status == 200
-        return False
+        return processes.http_ok(f"{self.url}/-/ready", timeout=1)
 
     def api(self, path: str) -> dict | list:
         """The `data` of a GET on the HTTP API, e.g. `rules` or `alerts`."""

@@ -8,7 +8,6 @@ the `python3` it needs, and start the server on loopback with explicit model con
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import secrets
@@ -27,8 +26,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tools import settings
-from tools.errors import ProcessError, ServingError, UsageError
-from tools.processes import Child, free_port, spawn
+from tools.errors import ProcessError, ServingError
+from tools.processes import Child, free_port, require_free_port, spawn
 
 READY_TIMEOUT_S = settings.SERVER_READY_TIMEOUT_S
 # Triton waits this long on SIGTERM for in-flight requests *and* open client connections (an idle keep-alive
@@ -43,10 +42,6 @@ SHM_DIR = Path("/dev/shm")
 
 
 class TritonNotFoundError(ServingError):
-    pass
-
-
-class PortInUseError(ServingError):
     pass
 
 
@@ -135,19 +130,6 @@ def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     # The stub finds its interpreter's prefix through `python3` on PATH: put this venv first.
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
-
-
-def check_port_free(host: str, port: int, purpose: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise UsageError(f"{host} is not an address of this machine; bind one of its own with --host "
-                                 "(127.0.0.1 by default)") from None
-            raise PortInUseError(
-                f"{purpose} port {host}:{port} is busy ({exc.strerror}); pick another with --{purpose}-port"
-            ) from None
 
 
 @dataclass
@@ -268,7 +250,7 @@ class TritonServer:
             raise ServerStartError(f"model repository {repository} is not a directory")
         for purpose, port in (("http", self.opts.http_port), ("grpc", self.opts.grpc_port),
                               ("metrics", self.opts.metrics_port)):
-            check_port_free(self.opts.host, port, purpose)
+            require_free_port(self.opts.host, port, f"--{purpose}-port")
         binary = find_tritonserver(self.opts.tritonserver)
         backend_dir = prepare_backends() if is_wheel_binary(binary) else None
         cmd = build_command(binary, self.opts, backend_dir, self.control_key, self.shm_prefix)
