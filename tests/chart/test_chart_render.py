@@ -48,6 +48,7 @@ VALUE_SETS: dict[str, dict] = {
     "pdb-min-available": {"podDisruptionBudget": {"minAvailable": 1}},
     "no-pdb-writable-root": {"podDisruptionBudget": {"enabled": False},
                              "securityContext": {"readOnlyRootFilesystem": False}},
+    "http-probes": {"probes": {"stubCheck": {"enabled": False}}},
 }
 
 
@@ -111,9 +112,8 @@ def test_deployment_is_rendered_for_zero_downtime_rollouts(helm_binary):
             "rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": surge}
 
     server = container(objects)
-    startup, ready, live = server["startupProbe"], server["readinessProbe"], server["livenessProbe"]
-    assert startup["httpGet"]["path"] == ready["httpGet"]["path"] == "/v2/health/ready"
-    assert live["httpGet"]["path"] == "/v2/health/live"
+    startup = server["startupProbe"]
+    assert startup["httpGet"]["path"] == "/v2/health/ready"
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "model loading gets at least 5 minutes"
     assert "--strict-readiness=true" in server["args"]
 
@@ -126,6 +126,31 @@ def test_deployment_is_rendered_for_zero_downtime_rollouts(helm_binary):
     pdb = one(objects, "PodDisruptionBudget")
     assert pdb["apiVersion"] == "policy/v1"
     assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_readiness_and_liveness_run_the_images_stub_probe_or_plain_http_when_disabled(helm_binary):
+    values = yaml.safe_load((paths.CHART / "values.yaml").read_text())["probes"]
+    server = container(render(helm_binary))
+    ready, live = server["readinessProbe"]["exec"]["command"], server["livenessProbe"]["exec"]["command"]
+    url = f"--url=http://127.0.0.1:{server['ports'][0]['containerPort']}"
+    assert ready == ["python3", "-I", values["stubCheck"]["path"], url, "--timeout=4", "--ready", "--infer=embed"]
+    assert live == ["python3", "-I", values["stubCheck"]["path"], url, "--timeout=4"], "liveness never infers"
+    dockerfile = (paths.PROJECT_ROOT / "Dockerfile").read_text()
+    assert re.search(rf"^COPY .*probe/probe\.py {re.escape(values['stubCheck']['path'])}$", dockerfile, re.MULTILINE)
+
+    tuned = container(render(helm_binary, {"service": {"httpPort": 9000}, "probes": {
+        "readiness": {"periodSeconds": 5, "failureThreshold": 3, "timeoutSeconds": 3},
+        "stubCheck": {"inferModel": ""}}}))
+    assert tuned["readinessProbe"]["exec"]["command"][3:] == ["--url=http://127.0.0.1:9000", "--timeout=2", "--ready"]
+    assert tuned["readinessProbe"]["timeoutSeconds"] == 3
+
+    plain = container(render(helm_binary, VALUE_SETS["http-probes"]))
+    assert plain["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert plain["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert "exec" not in plain["readinessProbe"] and "exec" not in plain["livenessProbe"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        kind = probe.removesuffix("Probe")
+        assert {k: plain[probe][k] for k in values[kind]} == values[kind] == {k: server[probe][k] for k in values[kind]}
 
 
 def test_pod_is_locked_down(helm_binary):
@@ -326,6 +351,7 @@ BAD_VALUES = [
     ({"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}, "is above autoscaling.maxReplicas"),
     ({"modelRepository": {"source": "pvc"}}, "needs modelRepository.pvc.claimName"),
     ({"modelRepository": {"source": "objectStorage"}}, "needs modelRepository.objectStorage.uri"),
+    ({"probes": {"stubCheck": {"path": "probe.py"}}}, "/probes/stubCheck/path"),
 ]
 
 

@@ -93,3 +93,37 @@ capabilities:
 {{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Readiness or liveness probe. With probes.stubCheck on: an exec probe running the image's probe.py, which checks the
+health endpoint and that every instance of every Python-backend model still has its stub process (Triton 2.51 does
+not restart a dead stub and keeps answering 200 on /v2/health/*); readiness also sends one inference. The probe's own
+deadline is one second under timeoutSeconds, so it reports what is wrong before the kubelet gives up on it.
+Otherwise: httpGet on the health path. Arguments: Values, probe (readiness|liveness), path.
+*/}}
+{{- define "triton.probe" -}}
+{{- $check := .Values.probes.stubCheck -}}
+{{- $probe := index .Values.probes .probe -}}
+{{- if $check.enabled }}
+exec:
+  command:
+    - python3
+    - -I
+    - {{ $check.path }}
+    - --url=http://127.0.0.1:{{ .Values.service.httpPort }}
+    - --timeout={{ max 1 (sub (int $probe.timeoutSeconds) 1) }}
+    {{- if eq .probe "readiness" }}
+    - --ready
+    {{- with $check.inferModel }}
+    - --infer={{ . }}
+    {{- end }}
+    {{- end }}
+{{- else }}
+httpGet:
+  path: {{ .path }}
+  port: http
+{{- end }}
+periodSeconds: {{ $probe.periodSeconds }}
+failureThreshold: {{ $probe.failureThreshold }}
+timeoutSeconds: {{ $probe.timeoutSeconds }}
+{{- end -}}
