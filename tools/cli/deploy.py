@@ -27,7 +27,8 @@ class Output(StrEnum):
 
 
 def _target(release: str, namespace: str | None, helm: Path | None, kubeconfig: Path | None,
-            kube_context: str | None, timeout: str, chart: Path = settings.CHART_DIR, create_namespace: bool = False):
+            kube_context: str | None, timeout: str = settings.DEFAULT_DEPLOY_TIMEOUT, chart: Path = settings.CHART_DIR,
+            create_namespace: bool = False):
     from tools.deploy import helm as deployment
 
     return deployment.Target(release=release, namespace=namespace, helm=helm, kubeconfig=kubeconfig,
@@ -112,7 +113,7 @@ def diff(
     """Print on stdout the unified diff an upgrade would apply (Secret values hidden); change nothing."""
     from tools.deploy import helm as deployment
 
-    target = _target(release, namespace, helm, kubeconfig, kube_context, settings.DEFAULT_DEPLOY_TIMEOUT, chart)
+    target = _target(release, namespace, helm, kubeconfig, kube_context, chart=chart)
     target.require_chart()
     user_values = deployment.load_values(target, values, set_values, set_string)
     deployment.check_repository(repository)
@@ -130,8 +131,7 @@ def status(
     """Show the release's current revision: number, status, namespace, time."""
     from tools.deploy import helm as deployment
 
-    current = deployment.status(_target(release, namespace, helm, kubeconfig, kube_context,
-                                        settings.DEFAULT_DEPLOY_TIMEOUT))
+    current = deployment.status(_target(release, namespace, helm, kubeconfig, kube_context))
     if output is Output.JSON:
         typer.echo(json.dumps(current.as_dict()))
     else:
@@ -148,8 +148,7 @@ def history(
     """List the release's revisions, oldest first."""
     from tools.deploy import helm as deployment
 
-    rows = deployment.history(_target(release, namespace, helm, kubeconfig, kube_context,
-                                      settings.DEFAULT_DEPLOY_TIMEOUT))
+    rows = deployment.history(_target(release, namespace, helm, kubeconfig, kube_context))
     if output is Output.JSON:
         typer.echo(json.dumps([row.as_dict() for row in rows]))
         return
