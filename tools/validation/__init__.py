@@ -1,7 +1,7 @@
 """Offline validation of a Triton model repository: rules by category, one module each.
 
-`validate` runs every rule over a loaded `Repository` and returns the findings, sorted and with
-silenced ones removed; the reporters turn them into human, JSON or SARIF output.
+`validate` runs every rule over a loaded `Repository` and returns the findings, sorted, with what the selection and
+suppression comments silence removed (and unused suppressions reported); `reporters` turns them into text.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def validate(repository: Repository, options: Options | None = None,
     ctx = Context(repository, options or Options())
     for module in RULE_MODULES:
         module.check(ctx)
-    found = [f for f in ctx.findings if silenced is None or not silenced.hides(f)]
+    found = ctx.findings if silenced is None else silenced.apply(ctx.findings)
     return sorted(set(found), key=_sort_key)
 
 

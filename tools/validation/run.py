@@ -1,8 +1,10 @@
-"""The `tools validate` command's work: load, check (offline, then optionally on a server), report, exit code."""
+"""The `tools validate` command's work: load, check (offline, then optionally on a server), fix, report, exit code."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -13,16 +15,20 @@ from tools.repository import Repository, load_repository
 from tools.validation import Options, Target, has_errors, load_silenced, validate
 from tools.validation.context import DEFAULT_CORES
 from tools.validation.findings import Finding, Severity
-from tools.validation.reporters import print_human, to_json, to_sarif
+from tools.validation.fix import fix as fix_findings
+from tools.validation.reporters import print_grouped, print_lines, to_github, to_json, to_junit, to_sarif
 from tools.validation.suppress import load_cores
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
 
 class OutputFormat(StrEnum):
-    HUMAN = "human"
+    HUMAN = "human"  # one `path:line:col: CODE message` line per finding, then a summary
+    GROUPED = "grouped"  # a block per model
     JSON = "json"
     SARIF = "sarif"
+    GITHUB = "github"  # workflow annotations
+    JUNIT = "junit"
 
 
 def exit_code(findings: list[Finding], strict: bool) -> int:
@@ -31,35 +37,79 @@ def exit_code(findings: list[Finding], strict: bool) -> int:
     return EXIT_CLEAN
 
 
-def check_offline(path: Path, target: Target = Target.CPU,
-                  cores: int | None = None) -> tuple[Repository, list[Finding]]:
-    """Load the repository and run every offline rule, honouring silencing (a bad settings table: SettingsError).
+def check_offline(path: Path, target: Target = Target.CPU, cores: int | None = None,
+                  select: Iterable[str] | None = None, ignore: Iterable[str] = (),
+                  gate: bool = False) -> tuple[Repository, list[Finding]]:
+    """Load the repository and run every offline rule, honouring the selection and suppression comments (bad
+    settings: SettingsError). `gate`: report every code Triton refuses, whatever the selection says.
 
     The target's cores are `cores` if given, else pyproject.toml's `cores`, else DEFAULT_CORES: never this machine's.
     """
     repository = load_repository(path)
     if cores is None:
         cores = load_cores(repository) or DEFAULT_CORES
-    return repository, validate(repository, Options(target=target, cores=cores), load_silenced(repository))
+    silenced = replace(load_silenced(repository, select=select, ignore=ignore), gate=gate)
+    return repository, with_columns(repository, validate(repository, Options(target=target, cores=cores), silenced))
+
+
+def with_columns(repository: Repository, findings: list[Finding]) -> list[Finding]:
+    """Findings in a config file given the column of their line's first field (or of the syntax error)."""
+    files = {config_file.path: config_file for model in repository.models.values()
+             for config_file in (model.config_file, *model.variants.values()) if config_file is not None}
+    placed = []
+    for finding in findings:
+        config_file = files.get(finding.file)
+        if finding.column is None and finding.line is not None and config_file is not None:
+            error = config_file.error
+            columns = [error.column] if error is not None and error.line == finding.line else \
+                [column for line, column in config_file.positions.values() if line == finding.line]
+            finding = replace(finding, column=min((c for c in columns if c), default=None))
+        placed.append(finding)
+    return placed
 
 
 def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: bool = False,
                    target: Target = Target.CPU, server: bool = False, console: Console | None = None,
-                   cores: int | None = None) -> int:
-    """Validate the repository at `path` and print the report; returns the process exit code."""
+                   cores: int | None = None, select: Iterable[str] | None = None, ignore: Iterable[str] = (),
+                   fix: bool = False, diff: bool = False) -> int:
+    """Validate the repository at `path` and print the report; returns the process exit code.
+
+    `fix` rewrites what is mechanical and reports what remains; `diff` only shows those fixes (exit 1 if any)."""
     console = console or Console(stderr=True)
     _require_folder(path)
-    repository, findings = check_offline(path, target, cores)
+    repository, findings = check_offline(path, target, cores, select, ignore)
+    if fix or diff:
+        outcome = fix_findings(repository, findings, write=not diff)
+        for finding, reason in outcome.left:
+            console.print(f"not fixed: {finding.code} {finding.model or ''}: {reason}", highlight=False, soft_wrap=True,
+                          markup=False)
+        if diff:
+            sys.stdout.write("".join(outcome.diffs))
+            console.print(f"would fix {len(outcome.fixed)} finding(s); --fix applies them", highlight=False)
+            return EXIT_FINDINGS if outcome.fixed else EXIT_CLEAN
+        console.out("".join(outcome.diffs), highlight=False, end="")
+        console.print(f"fixed {len(outcome.fixed)} finding(s)"
+                      + "".join(f", {f.code} {f.model}" for f in outcome.fixed), highlight=False)
+        repository, findings = check_offline(path, target, cores, select, ignore)
     if server:
         from tools.validation.server import check_with_server  # starts processes: only imported when asked
 
+        selection = load_silenced(repository, select=select, ignore=ignore)
         with console.status("loading models in tritonserver...") as status:
-            findings += check_with_server(repository, lambda name: status.update(f"tritonserver: loading {name}"))
-    if fmt is OutputFormat.HUMAN:
-        print_human(findings, Console(), len(repository.models))
-    else:
-        sys.stdout.write((to_json(findings) if fmt is OutputFormat.JSON else to_sarif(findings)) + "\n")
+            findings += [f for f in check_with_server(repository, lambda n: status.update(f"tritonserver: loading {n}"))
+                         if selection.selects(f)]
+    _print_report(findings, fmt, repository)
     return exit_code(findings, strict)
+
+
+def _print_report(findings: list[Finding], fmt: OutputFormat, repository: Repository) -> None:
+    if fmt in (OutputFormat.HUMAN, OutputFormat.GROUPED):
+        printer = print_lines if fmt is OutputFormat.HUMAN else print_grouped
+        printer(findings, Console(), len(repository.models))
+        return
+    text = {OutputFormat.JSON: to_json, OutputFormat.SARIF: to_sarif, OutputFormat.GITHUB: to_github,
+            OutputFormat.JUNIT: lambda found: to_junit(found, repository.models)}[fmt](findings)
+    sys.stdout.write(text + "\n" if text else "")
 
 
 def _require_folder(path: Path) -> None:
@@ -71,10 +121,10 @@ def refuse_errors(path: Path, console: Console, refusing: str, target: Target = 
     """The offline gate in front of `tools serve` and `tools deploy`: print the errors (warnings only counted) on
     `console` and raise ValidationError ending in `refusing` (what was not done) when there are any."""
     _require_folder(path)
-    repository, findings = check_offline(path, target)
+    repository, findings = check_offline(path, target, gate=True)
     errors = [f for f in findings if f.severity is Severity.ERROR]
     if errors:
-        print_human(errors, console, len(repository.models))
+        print_lines(errors, console, len(repository.models))
         raise ValidationError(f"{path} has configuration errors (listed above); {refusing}")
     if findings:
         console.print(f"validate: {len(findings)} warning(s); `tools validate {path}` lists them", highlight=False)
