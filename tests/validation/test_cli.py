@@ -16,7 +16,7 @@ from tools import processes, settings
 from tools.cli import app
 from tools.repository import load_repository
 from tools.validation import DEFAULT_CORES
-from tools.validation.run import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE
+from tools.validation.run import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, OutputFormat
 
 runner = CliRunner()
 
@@ -122,13 +122,32 @@ def test_sarif_report_links_each_result_to_its_rule_and_config_line(tmp_path):
     assert {item["ruleId"] for item in run["results"]} >= {"E413"}
 
 
-def test_human_report_groups_by_model_and_names_the_step(tmp_path):
+def test_human_report_is_one_ruff_style_line_per_finding_then_a_summary(tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    spec = base_spec("")
+    spec.edit("pipe", lambda c: setattr(c.ensemble_scheduling.step[1], "model_name", "ghost"))
+    spec.edit("double", lambda c: c.dynamic_batching.ClearField("max_queue_delay_microseconds"))
+    spec.write(root)
+    monkeypatch.chdir(tmp_path)
+    lines = validate("repo").stdout.splitlines()
+    assert len(lines) == 3, lines
+    config = (root / "pipe" / "config.pbtxt").read_text().splitlines()
+    where, code, message = lines[1].split(" ", 2)
+    path, line, column = where.rstrip(":").split(":")
+    assert (path, code) == ("repo/pipe/config.pbtxt", "E404") and message.startswith("[step 1 ghost] step 1")
+    assert config[int(line) - 1][int(column) - 1:].startswith("{") or "step" in config[int(line) - 1]
+    assert lines[0].startswith("repo/double/config.pbtxt:") and " W501 " in lines[0]
+    assert lines[2] == "Found 1 error(s) and 1 warning(s) in 3 model(s) checked."
+
+
+def test_grouped_report_is_a_block_per_model_and_names_the_step(tmp_path):
     root = tmp_path / "repo"
     spec = base_spec("")
     spec.edit("pipe", lambda c: setattr(c.ensemble_scheduling.step[1], "model_name", "ghost"))
     spec.write(root)
-    output = validate(root).output
-    assert "pipe\n" in output and "E404 error" in output and "[step 1 ghost]" in output
+    for option in ("--format", "--output-format"):
+        output = validate(root, option, "grouped").output
+        assert "pipe\n" in output and "E404 error" in output and "[step 1 ghost]" in output
 
 
 @pytest.mark.parametrize("breakage", ["binary_files", "symlink_loops", "directories_as_files", "empty_files",
@@ -158,7 +177,7 @@ def test_broken_input_is_a_finding_never_a_traceback(tmp_path, breakage):
     elif breakage == "huge_numbers":
         spec.files["double/config.pbtxt"] = DOUBLE.replace("@", "").replace("-1", "-99999999999999999999999")
     spec.write(root)
-    for fmt in ("human", "json", "sarif"):
+    for fmt in OutputFormat:
         result = validate(root, "--format", fmt)
         assert result.exit_code == EXIT_FINDINGS, result.output
         assert "Traceback" not in result.output
@@ -252,20 +271,79 @@ def test_warnings_silenced_in_pyproject_everywhere_or_for_their_model_only(tmp_p
     assert validate(warned_repo, "--strict").exit_code == EXIT_FINDINGS
 
 
-def test_errors_triton_rejects_cannot_be_silenced(tmp_path, clean_repo):
-    (tmp_path / "pyproject.toml").write_text('[tool.tools-validate]\nignore = ["E308"]\n')
+def test_codes_triton_rejects_cannot_be_ignored_a_usage_error_names_them(tmp_path, clean_repo):
+    pyproject = tmp_path / "pyproject.toml"
+    for ignored, named in (('["E308"]', "E308 cannot be ignored"), ('["E3"]', "E3 cannot be ignored")):
+        pyproject.write_text(f"[tool.tools-validate]\nignore = {ignored}\n")
+        result = validate(clean_repo)
+        assert result.exit_code == EXIT_USAGE and named in result.output and "Triton refuses" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    pyproject.unlink()
+    result = validate(clean_repo, "--ignore", "W5,E308")
+    assert result.exit_code == EXIT_USAGE and "--ignore: E308 cannot be ignored" in result.output
+
+
+def test_a_comment_cannot_silence_what_triton_rejects(clean_repo):
     (clean_repo / "double" / "config.pbtxt").write_text(
         "# tools-validate: ignore E308\n" + DOUBLE.replace("@", "").replace("max_batch_size: 8", "max_batch_size: -1"))
-    assert "E308" in validate(clean_repo).output
+    assert {f["code"] for f in findings(clean_repo) if f["model"] == "double"} == {"E308", "W603"}
 
 
 @pytest.mark.parametrize("settings_text", ['[tool.tools-validate]\nignore = "W501"\n',
                                            '[tool.tools-validate]\nignore = ["W999"]\n',
+                                           '[tool.tools-validate]\nselect = ["X"]\n',
+                                           '[tool.tools-validate.per-model]\ndouble = ["W7"]\n',
                                            '[tool.tools-validate\n'])
 def test_bad_settings_are_a_usage_error(tmp_path, warned_repo, settings_text):
     (tmp_path / "pyproject.toml").write_text(settings_text)
     result = validate(warned_repo)
     assert result.exit_code == EXIT_USAGE and "pyproject.toml" in result.output
+
+
+def test_select_and_ignore_by_code_or_prefix_on_the_command_line_and_in_pyproject(tmp_path):
+    """W501 and W502 and E308 in one repository; the longest selector decides, `ignore` wins a tie."""
+    root = tmp_path / "repo"
+    spec = base_spec("")
+    spec.edit("double", lambda c: (c.dynamic_batching.ClearField("max_queue_delay_microseconds"),
+                                   setattr(c.instance_group[0], "count", 1)))
+    spec.edit("add", lambda c: setattr(c, "max_batch_size", -1))
+    spec.write(root)
+
+    def codes(*args: str) -> set[str]:
+        return {f["code"] for f in findings(root, "--cores", "4", *args)}
+
+    assert codes() >= {"W501", "W502", "E308"}
+    assert codes("--select", "W") == {"W501", "W502"}
+    assert codes("--select", "w5", "--ignore", "W502") == {"W501"}
+    assert codes("--select", "E3,W501") == {"E308", "W501"}
+    assert validate(root, "--select", "W5").exit_code == EXIT_CLEAN  # --select narrows the verdict too
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[tool.tools-validate]\nselect = ["W"]\nignore = ["W5"]\n'
+                         '[tool.tools-validate.per-model]\nadd = ["W"]\n')
+    assert codes() == set()
+    pyproject.write_text('[tool.tools-validate]\nselect = ["W", "W502"]\nignore = ["W5"]\n')
+    assert codes() == {"W502"}
+    assert codes("--select", "E") == {"E308"}  # the command line's select replaces the file's
+
+
+def test_serve_gate_checks_every_code_triton_rejects_whatever_select_says(tmp_path, clean_repo):
+    (tmp_path / "pyproject.toml").write_text('[tool.tools-validate]\nselect = ["W"]\n')
+    (clean_repo / "double" / "config.pbtxt").write_text(DOUBLE.replace("@", "").replace("-1", "0"))
+    assert validate(clean_repo).exit_code == EXIT_CLEAN
+    started = runner.invoke(app, ["serve", str(clean_repo), "--exit-after-smoke", "--timeout", "5"])
+    assert started.exit_code == 1 and "E306" in started.output
+
+
+def test_explain_prints_every_part_of_a_rule_and_rejects_unknown_codes():
+    result = validate("--explain", "e201")
+    assert result.exit_code == EXIT_CLEAN
+    for heading in ("E201 (error): config name differs", "cannot be silenced", "Why it matters", "What Triton does",
+                    "Broken", "Fixed", 'name: "dbl"'):
+        assert heading in result.stdout
+    for unknown in ("E999", "nonsense"):
+        result = validate("--explain", unknown)
+        assert result.exit_code == EXIT_USAGE and "is not a rule code" in result.output
+        assert len(result.output.strip().splitlines()) == 1
 
 
 def test_server_mode_reports_what_triton_refuses(tmp_path):
