@@ -15,6 +15,7 @@ from tools.repository import Repository, load_repository
 from tools.validation import Options, Target, has_errors, load_silenced, validate
 from tools.validation.context import DEFAULT_CORES
 from tools.validation.findings import Finding, Severity
+from tools.validation.fix import Outcome
 from tools.validation.fix import fix as fix_findings
 from tools.validation.reporters import print_grouped, print_lines, to_github, to_json, to_junit, to_sarif
 from tools.validation.suppress import load_cores
@@ -78,18 +79,9 @@ def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: b
     console = console or Console(stderr=True)
     _require_folder(path)
     repository, findings = check_offline(path, target, cores, select, ignore)
-    if fix or diff:
-        outcome = fix_findings(repository, findings, write=not diff)
-        for finding, reason in outcome.left:
-            console.print(f"not fixed: {finding.code} {finding.model or ''}: {reason}", highlight=False, soft_wrap=True,
-                          markup=False)
-        if diff:
-            sys.stdout.write("".join(outcome.diffs))
-            console.print(f"would fix {len(outcome.fixed)} finding(s); --fix applies them", highlight=False)
-            return EXIT_FINDINGS if outcome.fixed else EXIT_CLEAN
-        console.out("".join(outcome.diffs), highlight=False, end="")
-        console.print(f"fixed {len(outcome.fixed)} finding(s)"
-                      + "".join(f", {f.code} {f.model}" for f in outcome.fixed), highlight=False)
+    if diff:
+        return _show_fixes(repository, findings, console)
+    if fix and _apply_fixes(repository, findings, console):
         repository, findings = check_offline(path, target, cores, select, ignore)
     if server:
         from tools.validation.server import check_with_server  # starts processes: only imported when asked
@@ -100,6 +92,32 @@ def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: b
                          if selection.selects(f)]
     _print_report(findings, fmt, repository)
     return exit_code(findings, strict)
+
+
+def _not_fixed(outcome: Outcome, console: Console) -> None:
+    for finding, reason in outcome.left:
+        console.print(f"not fixed: {finding.code} {finding.model or ''}: {reason}", highlight=False, soft_wrap=True,
+                      markup=False)
+
+
+def _show_fixes(repository: Repository, findings: list[Finding], console: Console) -> int:
+    """--diff: the fixes as a patch on stdout, nothing written; exit 1 when there is something to fix."""
+    outcome = fix_findings(repository, findings, write=False)
+    _not_fixed(outcome, console)
+    sys.stdout.write("".join(outcome.diffs))
+    console.print(f"would fix {len(outcome.fixed)} finding(s); --fix applies them", highlight=False)
+    return EXIT_FINDINGS if outcome.fixed else EXIT_CLEAN
+
+
+def _apply_fixes(repository: Repository, findings: list[Finding], console: Console) -> bool:
+    """--fix: write the fixes, show them as a patch on stderr (stdout keeps the report); whether anything changed."""
+    outcome = fix_findings(repository, findings, write=True)
+    _not_fixed(outcome, console)
+    if outcome.fixed:
+        console.out("".join(outcome.diffs), highlight=False, end="")
+        fixed = ", ".join(f"{f.code} {f.model}" for f in outcome.fixed)
+        console.print(f"fixed {len(outcome.fixed)} finding(s): {fixed}", highlight=False, markup=False)
+    return bool(outcome.fixed)
 
 
 def _print_report(findings: list[Finding], fmt: OutputFormat, repository: Repository) -> None:
