@@ -38,6 +38,13 @@ def validate_cli(*args: str):
     return runner.invoke(app, ["validate", "repo", "--format", "json", *args])
 
 
+def test_the_report_counts_what_fix_would_fix(fixable_repo):
+    result = runner.invoke(app, ["validate", "repo"])
+    assert result.stdout.splitlines()[-1] == "[*] 3 fixable with --fix (--diff shows the changes)."
+    (fixable_repo / "add" / "1").mkdir()  # now W203's rename target exists: two left
+    assert "[*] 2 fixable" in runner.invoke(app, ["validate", "repo"]).stdout
+
+
 def test_diff_shows_every_fix_and_writes_nothing(fixable_repo):
     before = snapshot(fixable_repo)
     result = validate_cli("--diff")

@@ -48,23 +48,24 @@ def _text(finding: Finding) -> str:
     return step + finding.message
 
 
-def _verdict(findings: list[Finding], checked: int) -> str:
+def _verdict(findings: list[Finding], checked: int, fixable: int) -> str:
     counts = summary(findings)
     if not findings:
         return f"[green]All checks passed![/] ({checked} model(s) checked)"
+    hint = f"\n[*] {fixable} fixable with --fix (--diff shows the changes)." if fixable else ""
     return (f"Found [bold red]{counts['errors']} error(s)[/] and [yellow]{counts['warnings']} warning(s)[/] in "
-            f"{checked} model(s) checked.")
+            f"{checked} model(s) checked.{escape(hint)}")
 
 
-def print_lines(findings: list[Finding], console: Console, checked: int) -> None:
+def print_lines(findings: list[Finding], console: Console, checked: int, fixable: int = 0) -> None:
     """One line per finding, `path:line:col: CODE message` (the form editors and ruff users know), then a summary."""
     for finding in findings:
         console.print(f"[bold]{escape(_where(finding))}[/]: [{_STYLE[finding.severity]}]{finding.code}[/] "
                       f"{escape(_text(finding))}", highlight=False, soft_wrap=True)
-    console.print(_verdict(findings, checked), highlight=False)
+    console.print(_verdict(findings, checked, fixable), highlight=False)
 
 
-def print_grouped(findings: list[Finding], console: Console, checked: int) -> None:
+def print_grouped(findings: list[Finding], console: Console, checked: int, fixable: int = 0) -> None:
     """One block per model; each line: code, severity, file:line, [step], message."""
     for model, group in groupby(findings, key=lambda f: f.model):
         console.print(f"[bold]{escape(model or '(repository)')}[/]")
@@ -72,7 +73,7 @@ def print_grouped(findings: list[Finding], console: Console, checked: int) -> No
             where = ":".join(str(p) for p in (_display_path(finding.file), finding.line) if p is not None)
             console.print(f"  [{_STYLE[finding.severity]}]{finding.code} {finding.severity.value}[/] "
                           f"[dim]{escape(where)}[/] {escape(_text(finding))}", highlight=False, soft_wrap=True)
-    console.print(_verdict(findings, checked), highlight=False)
+    console.print(_verdict(findings, checked, fixable), highlight=False)
 
 
 def to_json(findings: list[Finding]) -> str:

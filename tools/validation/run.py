@@ -15,7 +15,7 @@ from tools.repository import Repository, load_repository
 from tools.validation import Options, Target, has_errors, load_silenced, validate
 from tools.validation.context import DEFAULT_CORES
 from tools.validation.findings import Finding, Severity
-from tools.validation.fix import Outcome
+from tools.validation.fix import FIXABLE, Outcome
 from tools.validation.fix import fix as fix_findings
 from tools.validation.reporters import print_grouped, print_lines, to_github, to_json, to_junit, to_sarif
 from tools.validation.suppress import load_cores
@@ -123,7 +123,9 @@ def _apply_fixes(repository: Repository, findings: list[Finding], console: Conso
 def _print_report(findings: list[Finding], fmt: OutputFormat, repository: Repository) -> None:
     if fmt in (OutputFormat.HUMAN, OutputFormat.GROUPED):
         printer = print_lines if fmt is OutputFormat.HUMAN else print_grouped
-        printer(findings, Console(), len(repository.models))
+        fixable = len(fix_findings(repository, findings, write=False).fixed) if FIXABLE & {f.code for f in findings} \
+            else 0
+        printer(findings, Console(), len(repository.models), fixable)
         return
     text = {OutputFormat.JSON: to_json, OutputFormat.SARIF: to_sarif, OutputFormat.GITHUB: to_github,
             OutputFormat.JUNIT: lambda found: to_junit(found, repository.models)}[fmt](findings)
