@@ -41,6 +41,8 @@ def test_without_comments_both_warnings_are_reported(tmp_path):
 def test_a_trailing_comment_silences_its_code_on_its_line_only(tmp_path):
     text = WARNED.replace(INSTANCES, INSTANCES + "  # tools: ignore[W502]")
     assert found(tmp_path, text) == [("W501", line_of(text, BATCHER))]
+    with_reasons = WARNED.replace(INSTANCES, INSTANCES + "  # one is enough here; tools: ignore[W502]  # see #12")
+    assert found(tmp_path, with_reasons) == [("W501", line_of(text, BATCHER))]
     wrong_line = WARNED.replace(BATCHER, BATCHER + "  # tools: ignore[W502]")
     assert sorted(code for code, _ in found(tmp_path, wrong_line)) == ["W501", "W502", "W601"]
 
@@ -58,7 +60,7 @@ def test_a_hash_inside_a_string_is_not_a_comment(tmp_path):
 
 
 @pytest.mark.parametrize("directive", ["# tools: ignore W501, W502", "# tools-validate: ignore W501, W502",
-                                       "# tools-validate: ignore=W501,W502"])
+                                       "# tools-validate: ignore=W501,W502", "# tools: ignore W501 W502  # reason"])
 def test_the_whole_model_form_old_and_new_silences_anywhere_in_the_model(tmp_path, directive):
     assert found(tmp_path, WARNED + directive + "\n") == []
     assert found(tmp_path, directive + "\n" + WARNED) == []

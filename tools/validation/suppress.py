@@ -6,6 +6,7 @@ command line:     --select E3,W   (replaces `select`)   --ignore W505   (adds to
 config.pbtxt:     max_batch_size: 8  # tools: ignore[W505]     that line (alone on its line: the next line)
                   # tools: ignore W501, W505                   the whole model (old spelling
                                                                `# tools-validate: ignore W501` still works)
+A directive may follow other comment text on its line, and a further `#` after it starts a free-text reason.
 A selector is a code or a prefix of codes (`E3`, `W`, `E201`); the longest selector matching a code decides, and on
 a tie `ignore` wins (ruff's rule). Only codes for problems Triton itself accepts can be ignored: ignoring one Triton
 refuses is a usage error, and a comment naming one is reported (W603). `--select` may narrow the report, but the
@@ -28,7 +29,7 @@ from tools.validation.findings import RULES, Finding
 SECTION = "tools-validate"
 UNUSED, UNKNOWN, UNSILENCEABLE = "W601", "W602", "W603"
 # `# tools: ignore[W501, W505]` (a line), `# tools: ignore W501` or `# tools-validate: ignore W501` (the model).
-_DIRECTIVE = re.compile(r"#\s*tools(?P<old>-validate)?:\s*ignore\b\s*(?:\[(?P<line>[^\]]*)\]|[=:]?(?P<model>.*))")
+_DIRECTIVE = re.compile(r"\btools(?P<old>-validate)?:\s*ignore\b\s*(?:\[(?P<line>[^\]]*)\]|[=:]?(?P<model>[^#]*))")
 
 
 class SettingsError(UsageError):
@@ -226,7 +227,7 @@ def directives(model: str, config_file: ConfigFile) -> list[Directive]:
     found = []
     for number, line in enumerate(lines, start=1):
         start = comment_start(line)
-        match = _DIRECTIVE.match(line, start) if start is not None else None
+        match = _DIRECTIVE.search(line, start) if start is not None else None
         if match is None:
             continue
         if match["line"] is not None and not match["old"]:
