@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from tests.validation.corpus import base_spec
 from tools import __version__
 from tools.cli import app
+from tools.validation.explain import explain
 from tools.validation.findings import RULES, Finding
 from tools.validation.reporters import to_github
 from tools.validation.run import EXIT_FINDINGS
@@ -101,3 +103,10 @@ def test_a_syntax_error_is_placed_at_its_column(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["validate", "repo", "--select", "E103"])
     assert result.stdout.startswith("repo/double/config.pbtxt:2:17: E103 ")
+
+
+def test_explain_names_the_triton_source_a_rule_mirrors(monkeypatch):
+    where = "server/src/example.cc: CheckSomething"
+    monkeypatch.setitem(RULES, "E201", replace(RULES["E201"], mirrors=(where,)))
+    text = explain("E201")
+    assert text.index("Triton 2.51 source it mirrors") < text.index(where)
