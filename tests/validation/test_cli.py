@@ -135,7 +135,7 @@ def test_human_report_is_one_ruff_style_line_per_finding_then_a_summary(tmp_path
     where, code, message = lines[1].split(" ", 2)
     path, line, column = where.rstrip(":").split(":")
     assert (path, code) == ("repo/pipe/config.pbtxt", "E404") and message.startswith("[step 1 ghost] step 1")
-    assert config[int(line) - 1][int(column) - 1:].startswith("{") or "step" in config[int(line) - 1]
+    assert config[int(line) - 1][int(column) - 1:].startswith("step")  # the column of the step the finding is about
     assert lines[0].startswith("repo/double/config.pbtxt:") and " W501 " in lines[0]
     assert lines[2] == "Found 1 error(s) and 1 warning(s) in 3 model(s) checked."
 
