@@ -226,16 +226,22 @@ class _ModelChecks:
     def warmup(self) -> None:
         config = self.config
         inputs = {tensor.name: tensor for tensor in config.input}
+        # Sequence controls and implicit states are not declared inputs, yet a warmup sample may feed them.
+        batcher = config.sequence_batching
+        extra = {c.name for c in batcher.control_input} | {s.input_name for s in batcher.state}
         for index, warmup in enumerate(config.model_warmup):
             where = ("model_warmup", index)
             label = f"model_warmup \"{warmup.name}\"" if warmup.name else f"model_warmup #{index}"
             if warmup.batch_size > max(config.max_batch_size, 1):
                 self.report("E314", f"{label} uses batch_size {warmup.batch_size}, more than the model accepts "
-                                    f"({max(config.max_batch_size, 1)}).", *where, "batch_size")
+                                    f"({max(config.max_batch_size, 1)}); lower batch_size or raise max_batch_size.",
+                            *where, "batch_size")
             for name, sample in warmup.inputs.items():
                 if name not in inputs:
-                    self.report("E314", f"{label} feeds \"{name}\", which is not an input; use one of "
-                                        f"{sorted(inputs)}.", *where, "inputs")
+                    if name not in extra:
+                        self.report("W330", f"{label} feeds \"{name}\", which is neither an input nor a sequence "
+                                            f"control or state; Triton passes it on as an extra tensor; use one of "
+                                            f"{sorted(inputs)}.", *where, "inputs")
                     continue
                 if sample.data_type != inputs[name].data_type:
                     self.report("E314", f"{label} feeds \"{name}\" as {DataType.Name(sample.data_type)} but the "
@@ -248,9 +254,9 @@ class _ModelChecks:
                 if sample.WhichOneof("input_data_type") is None:
                     self.report("E318", f"{label} gives \"{name}\" no data; set zero_data, random_data or "
                                         "input_data_file.", *where, "inputs")
-                if not sample.dims or any(d < 1 for d in sample.dims):
+                if any(d < 0 for d in sample.dims):
                     self.report("E314", f"{label} gives \"{name}\" dims {list(sample.dims)}; warmup needs a concrete "
-                                        "shape (every dimension >= 1).", *where, "inputs")
+                                        "shape (every dimension a size >= 0, not -1).", *where, "inputs")
                     continue
                 declared = inputs[name].dims
                 if not dims_fit(declared, sample.dims):
