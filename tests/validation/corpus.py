@@ -773,6 +773,11 @@ def _(spec):
     append(spec, "double", WARMUP_SAMPLE.replace("batch_size: 1", "batch_size: 16") % "dims: [ 4 ] zero_data: true")
 
 
+@case("repository_agent_not_installed", "W331", Triton.REJECTS)  # no repository agent is installed here
+def _(spec):
+    append(spec, "double", 'model_repository_agents { agents [ { name: "decrypt" } ] }')
+
+
 @case("step_writes_ensemble_input", "W420", Triton.LOADS, "pipe")
 def _(spec):
     spec.edit("pipe", lambda c: add_step(c, spec, "double", {"IN": "mid"}, {"OUT": "ENS_IN"}))

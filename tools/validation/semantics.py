@@ -27,6 +27,8 @@ ELEMENT_BYTES = {
 }
 # A model parameter naming a custom batching library, which the sequence batcher cannot use.
 BATCH_STRATEGY_PARAMETER = "TRITON_BATCH_STRATEGY_PATH"
+# Repository agents published with Triton releases (Triton looks for repoagents/<name>/libtritonrepoagent_<name>.so).
+SHIPPED_REPOSITORY_AGENTS = frozenset({"checksum"})
 INITIAL_STATE_DIR = "initial_state"  # where a sequence state's initial_state data_file lives
 # Backends that fill in inputs/outputs from the model file when the config leaves them out.
 AUTO_COMPLETING_BACKENDS = frozenset({"onnxruntime", "tensorflow", "tensorrt", "openvino"})
@@ -381,6 +383,15 @@ class _ModelChecks:
             self.report("E325", "a model with sequence batching cannot use the response cache; disable "
                                 "response_cache.", "response_cache")
 
+    def repository_agents(self) -> None:
+        """Repository agents are shared libraries on the server; only the checksum agent ships with Triton."""
+        for index, agent in enumerate(self.config.model_repository_agents.agents):
+            if agent.name not in SHIPPED_REPOSITORY_AGENTS:
+                self.report("W331", f"repository agent \"{agent.name}\" is not one Triton ships "
+                                    f"({', '.join(sorted(SHIPPED_REPOSITORY_AGENTS))}); install it under "
+                                    f"repoagents/{agent.name}/ on every server or drop it.",
+                            "model_repository_agents", "agents", index)
+
     def batch_strategy(self) -> None:
         """A custom batching library: never with the sequence batcher, and it must exist where it is named."""
         config = self.config
@@ -404,6 +415,7 @@ def check(ctx: Context) -> None:
             checks.tensors()
             checks.batching()
             checks.decoupled()
+            checks.repository_agents()
             if not model.is_ensemble:  # ensemble-only rules for these fields live in ensembles.py
                 checks.instances()
                 checks.warmup()
