@@ -241,8 +241,8 @@ class _ModelChecks:
             for name, sample in warmup.inputs.items():
                 if name not in inputs:
                     if name not in extra:
-                        self.report("W330", f"{label} feeds \"{name}\", which is neither an input nor a sequence "
-                                            f"control or state; Triton passes it on as an extra tensor; use one of "
+                        self.report("W330", f"{label} feeds \"{name}\", which is not an input, sequence control "
+                                            "or state (Triton passes it on as an extra tensor); use one of "
                                             f"{sorted(inputs)}.", *where, "inputs")
                     continue
                 if sample.data_type != inputs[name].data_type:
@@ -339,40 +339,41 @@ class _ModelChecks:
                             *where, "initial_state")
                 continue
             for initial in state.initial_state:
-                for problem in self.initial_state_problems(state, initial, seeded):
+                problem = self.initial_state_problem(state, initial, seeded)
+                if problem:
                     self.report("E328", f"{label}: {problem}.", *where, "initial_state")
                 seeded.add(state.input_name)
 
-    def initial_state_problems(self, state, initial, seeded: set[str]) -> list[str]:
-        """What Triton's sequence batcher refuses in one initial_state, in its order (it stops at the first)."""
+    def initial_state_problem(self, state, initial, seeded: set[str]) -> str | None:
+        """The first thing Triton's sequence batcher refuses in one initial_state (it stops there too), if any."""
         if initial.data_type != state.data_type:
-            return [f"initial_state is {DataType.Name(initial.data_type)} but the state is "
-                    f"{DataType.Name(state.data_type)}; make them agree"]
+            return (f"initial_state is {DataType.Name(initial.data_type)} but the state is "
+                     f"{DataType.Name(state.data_type)}; make them agree")
         if not initial.name:
-            return ["initial_state has no name; name it"]
+            return "initial_state has no name; name it"
         if state.input_name in seeded:
-            return ["another state with the same input_name already has an initial_state; rename one"]
+            return "another state with the same input_name already has an initial_state; rename one"
         if len(initial.dims) != len(state.dims):
-            return [f"initial_state dims {list(initial.dims)} and state dims {list(state.dims)} differ in rank; give "
-                    "the same number of dimensions"]
+            return (f"initial_state dims {list(initial.dims)} and state dims {list(state.dims)} differ in rank; give "
+                     "the same number of dimensions")
         if any(d == -1 for d in initial.dims):
-            return [f"initial_state dims {list(initial.dims)} must be concrete; replace -1 by a size"]
+            return f"initial_state dims {list(initial.dims)} must be concrete; replace -1 by a size"
         if not dims_fit(state.dims, initial.dims):
-            return [f"initial_state dims {list(initial.dims)} do not match state dims {list(state.dims)}; use the "
-                    "fixed sizes"]
+            return (f"initial_state dims {list(initial.dims)} do not match state dims {list(state.dims)}; use the "
+                     "fixed sizes")
         source = initial.WhichOneof("state_data")
         if source is None:
-            return ["initial_state has no data; set zero_data or data_file"]
+            return "initial_state has no data; set zero_data or data_file"
         if source == "data_file":
             path = self.model.path / INITIAL_STATE_DIR / initial.data_file
             needed = math.prod(initial.dims) * ELEMENT_BYTES.get(initial.data_type, 0)
             if not path.is_file():
-                return [f"initial_state reads \"{initial.data_file}\", which is not in "
-                        f"{self.model.name}/{INITIAL_STATE_DIR}/; add the file"]
+                return (f"initial_state reads \"{initial.data_file}\", which is not in "
+                         f"{self.model.name}/{INITIAL_STATE_DIR}/; add the file")
             if path.stat().st_size < needed:
-                return [f"initial_state file \"{initial.data_file}\" holds {path.stat().st_size} bytes but the state "
-                        f"needs {needed}; make the file match"]
-        return []
+                return (f"initial_state file \"{initial.data_file}\" holds {path.stat().st_size} bytes but the state "
+                         f"needs {needed}; make the file match")
+        return None
 
     def decoupled(self) -> None:
         config = self.config
