@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from importlib import resources
+
 import pytest
 
 from tests.validation.corpus import CASES, build_corpus
@@ -60,3 +64,19 @@ def test_every_finding_is_one_actionable_sentence(corpus):
         for finding in findings:
             assert finding.message.endswith("."), finding.message
             assert any(word in finding.message for word in ("; ", " must ", " needs ")), finding.message
+
+
+def test_model_and_ensemble_parity_entries_name_real_rules_or_a_reason():
+    """parity.toml: each Triton check of these areas has mirroring rules or a reason, never both; rules mirror back."""
+    entries = tomllib.loads(resources.files("tools.validation").joinpath("parity.toml").read_text())["check"]
+    ours = [entry for entry in entries if entry["area"] in ("model config", "ensemble")]
+    assert len(ours) >= 100
+    for entry in ours:
+        assert ("rules" in entry) != ("reason" in entry), entry
+        for code in entry.get("rules", []):
+            assert code in RULES, entry
+    for code, rule in RULES.items():
+        if code[1] in "34" and rule.triton_says:
+            re.compile(rule.triton_says)
+        if code[1] in "34" and rule.triton_rejects:
+            assert rule.mirrors, code

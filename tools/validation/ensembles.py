@@ -115,7 +115,7 @@ class _EnsembleChecks:
                 if name not in step.input_map and not tensor.optional:
                     self.report("E408", f"step {index} does not map required input \"{name}\" of "
                                         f"\"{step.model_name}\"; add it to input_map.", step=index)
-            if config.max_batch_size and config.max_batch_size < self.config.max_batch_size:
+            if config.max_batch_size > 0 and config.max_batch_size < self.config.max_batch_size:
                 self.report("E417", f"the ensemble allows batches of {self.config.max_batch_size} but step {index}'s "
                                     f"\"{step.model_name}\" only {config.max_batch_size}; lower the ensemble's "
                                     "max_batch_size.", step=index)
@@ -133,10 +133,15 @@ class _EnsembleChecks:
             for tensor in step.input_map.values():
                 consumers.setdefault(tensor, []).append(index)
         for tensor, indices in producers.items():
-            if len(indices) > 1 or tensor in inputs:
+            if len(indices) > 1:
                 by = ", ".join(f"step {i}" for i in indices) + (" and the ensemble input" if tensor in inputs else "")
                 self.report("E411", f"tensor \"{tensor}\" is produced by {by}; rename all but one.",
                             step=indices[-1])
+            elif tensor in inputs:
+                # Triton loads this, leaving the tensor with two sources: the request and the step.
+                self.report("W420", f"step {indices[0]} writes ensemble input \"{tensor}\", which then has two "
+                                    "sources; write to a tensor of its own.",
+                            step=indices[0])
         for name in inputs:
             if name not in consumers:
                 self.report("E409", f"ensemble input \"{name}\" is not used by any step; map it or remove it.",

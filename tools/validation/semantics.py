@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from tools.repository import ConfigFile, Model, model_config_pb2
 from tools.validation.context import Context, Target, is_batching
@@ -11,7 +13,23 @@ from tools.validation.layout import PYTHON_BACKEND, WARMUP_DIR, effective_backen
 DataType = model_config_pb2.DataType
 InstanceKind = model_config_pb2.ModelInstanceGroup.Kind
 Control = model_config_pb2.ModelSequenceBatching.Control
-CORRID_TYPES = frozenset({DataType.TYPE_UINT64, DataType.TYPE_INT64, DataType.TYPE_UINT32, DataType.TYPE_INT32})
+BatchInputKind = model_config_pb2.BatchInput.Kind
+InputFormat = model_config_pb2.ModelInput.Format
+CORRID_TYPES = frozenset({DataType.TYPE_UINT64, DataType.TYPE_INT64, DataType.TYPE_UINT32, DataType.TYPE_INT32,
+                          DataType.TYPE_STRING})
+BATCH_INPUT_TYPES = frozenset({DataType.TYPE_INT32, DataType.TYPE_FP32})
+# Bytes per element as Triton sizes warmup data (TYPE_STRING has no fixed size).
+ELEMENT_BYTES = {
+    DataType.TYPE_BOOL: 1, DataType.TYPE_UINT8: 1, DataType.TYPE_INT8: 1,
+    DataType.TYPE_UINT16: 2, DataType.TYPE_INT16: 2, DataType.TYPE_FP16: 2, DataType.TYPE_BF16: 2,
+    DataType.TYPE_UINT32: 4, DataType.TYPE_INT32: 4, DataType.TYPE_FP32: 4,
+    DataType.TYPE_UINT64: 8, DataType.TYPE_INT64: 8, DataType.TYPE_FP64: 8,
+}
+# A model parameter naming a custom batching library, which the sequence batcher cannot use.
+BATCH_STRATEGY_PARAMETER = "TRITON_BATCH_STRATEGY_PATH"
+# Repository agents published with Triton releases (Triton looks for repoagents/<name>/libtritonrepoagent_<name>.so).
+SHIPPED_REPOSITORY_AGENTS = frozenset({"checksum"})
+INITIAL_STATE_DIR = "initial_state"  # where a sequence state's initial_state data_file lives
 # Backends that fill in inputs/outputs from the model file when the config leaves them out.
 AUTO_COMPLETING_BACKENDS = frozenset({"onnxruntime", "tensorflow", "tensorrt", "openvino"})
 
@@ -26,6 +44,12 @@ def segment_counts(dims: Sequence[int]) -> list[int]:
         else:
             current *= dim
     return [*counts, current]
+
+
+def dims_fit(config_dims: Sequence[int], sample_dims: Sequence[int]) -> bool:
+    """Whether a concrete shape fits declared dims: same rank, every fixed dimension equal."""
+    return len(config_dims) == len(sample_dims) and all(c in (-1, s) for c, s in zip(config_dims, sample_dims,
+                                                                                      strict=True))
 
 
 def reshape_problem(dims: Sequence[int], shape: Sequence[int], batching: bool) -> str | None:
@@ -90,6 +114,66 @@ class _ModelChecks:
                     problem = reshape_problem(tensor.dims, tensor.reshape.shape, is_batching(config))
                     if problem:
                         self.report("E307", f"{label}: {problem}.", *where, "reshape")
+                self.layout(label, tensor, where)
+        self.batch_io()
+
+    def layout(self, label: str, tensor, where: tuple[str, int]) -> None:
+        """Shape tensors, non-linear formats and image formats: TensorRT-only flags and their rank."""
+        tensorrt = effective_backend(self.config) == "tensorrt"
+        for flag in ("is_shape_tensor", "is_non_linear_format_io"):
+            if getattr(tensor, flag) and not tensorrt:
+                self.report("E322", f"{label} sets {flag}, which only TensorRT models support; drop it.",
+                            *where, flag)
+        if tensor.is_non_linear_format_io and tensorrt and len(tensor.dims) != 3:
+            self.report("E323", f"{label} is a non-linear format tensor with {len(tensor.dims)} dims; it needs "
+                                "exactly 3.", *where, "dims")
+        image = getattr(tensor, "format", InputFormat.FORMAT_NONE) != InputFormat.FORMAT_NONE
+        if image and len(tensor.dims) != 3:
+            self.report("E323", f"{label} has format {InputFormat.Name(tensor.format)} with {len(tensor.dims)} dims; "
+                                "NHWC/NCHW needs exactly 3 (without the batch dimension).", *where, "format")
+        if getattr(tensor, "label_filename", "") and not (self.model.path / tensor.label_filename).is_file():
+            self.report("E324", f"{label} names label file \"{tensor.label_filename}\", which is not in "
+                                f"{self.model.name}/; add the file or drop label_filename.", *where, "label_filename")
+
+    def batch_io(self) -> None:
+        """batch_input and batch_output: one source each, sources among the inputs, targets among the outputs."""
+        config = self.config
+        inputs = {tensor.name for tensor in config.input}
+        outputs = {tensor.name for tensor in config.output}
+        for index, batch_input in enumerate(config.batch_input):
+            where = ("batch_input", index)
+            label = f"batch_input \"{batch_input.target_name[0]}\"" if batch_input.target_name \
+                else f"batch_input #{index}"
+            kind = BatchInputKind.Name(batch_input.kind)
+            if len(batch_input.source_input) != 1:
+                self.report("E320", f"{label} of kind {kind} lists {len(batch_input.source_input)} source inputs; it "
+                                    "needs exactly one.", *where, "source_input")
+            if batch_input.data_type not in BATCH_INPUT_TYPES:
+                self.report("E320", f"{label} has data_type {DataType.Name(batch_input.data_type)}; a batch input "
+                                    "must be TYPE_INT32 or TYPE_FP32.", *where, "data_type")
+            for source in batch_input.source_input:
+                if source not in inputs:
+                    self.report("E320", f"{label} reads source input \"{source}\", which is not an input; use one of "
+                                        f"{sorted(inputs)}.", *where, "source_input")
+        for index, batch_output in enumerate(config.batch_output):
+            where = ("batch_output", index)
+            label = f"batch_output #{index}"
+            if len(batch_output.source_input) != 1:
+                self.report("E321", f"{label} lists {len(batch_output.source_input)} source inputs; "
+                                    "BATCH_SCATTER_WITH_INPUT_SHAPE needs exactly one.", *where, "source_input")
+            for source in batch_output.source_input:
+                if source not in inputs:
+                    self.report("E321", f"{label} reads source input \"{source}\", which is not an input; use one "
+                                        f"of {sorted(inputs)}.", *where, "source_input")
+            seen: set[str] = set()
+            for target in batch_output.target_name:
+                if target not in outputs:
+                    self.report("E321", f"{label} targets \"{target}\", which is not an output; use one of "
+                                        f"{sorted(outputs)}.", *where, "target_name")
+                elif target in seen:
+                    self.report("E321", f"{label} names target \"{target}\" twice; list each output once.",
+                                *where, "target_name")
+                seen.add(target)
 
     def batching(self) -> None:
         config = self.config
@@ -128,7 +212,8 @@ class _ModelChecks:
         for index, group in enumerate(self.config.instance_group):
             label = f"instance_group #{index}" + (f" ({group.name})" if group.name else "")
             if group.count < 0:
-                self.report("E312", f"{label} has count {group.count}; use a count >= 1.",
+                self.report("W327", f"{label} has count {group.count}, which Triton replaces by the backend's "
+                                    "default (1 for Python); set the count you mean (>= 1).",
                             "instance_group", index, "count")
             if group.gpus and group.kind in (InstanceKind.KIND_CPU, InstanceKind.KIND_MODEL):
                 self.report("E312", f"{label} is {InstanceKind.Name(group.kind)} but lists GPUs; drop `gpus` or "
@@ -143,27 +228,50 @@ class _ModelChecks:
     def warmup(self) -> None:
         config = self.config
         inputs = {tensor.name: tensor for tensor in config.input}
+        # Sequence controls and implicit states are not declared inputs, yet a warmup sample may feed them.
+        batcher = config.sequence_batching
+        extra = {c.name for c in batcher.control_input} | {s.input_name for s in batcher.state}
         for index, warmup in enumerate(config.model_warmup):
             where = ("model_warmup", index)
             label = f"model_warmup \"{warmup.name}\"" if warmup.name else f"model_warmup #{index}"
             if warmup.batch_size > max(config.max_batch_size, 1):
                 self.report("E314", f"{label} uses batch_size {warmup.batch_size}, more than the model accepts "
-                                    f"({max(config.max_batch_size, 1)}).", *where, "batch_size")
+                                    f"({max(config.max_batch_size, 1)}); lower batch_size or raise max_batch_size.",
+                            *where, "batch_size")
             for name, sample in warmup.inputs.items():
                 if name not in inputs:
-                    self.report("E314", f"{label} feeds \"{name}\", which is not an input; use one of "
-                                        f"{sorted(inputs)}.", *where, "inputs")
+                    if name not in extra:
+                        self.report("W330", f"{label} feeds \"{name}\", which is not an input, sequence control "
+                                            "or state (Triton passes it on as an extra tensor); use one of "
+                                            f"{sorted(inputs)}.", *where, "inputs")
                     continue
                 if sample.data_type != inputs[name].data_type:
                     self.report("E314", f"{label} feeds \"{name}\" as {DataType.Name(sample.data_type)} but the "
                                         f"input is {DataType.Name(inputs[name].data_type)}; make them agree.",
                                 *where, "inputs")
-                if sample.input_data_file and not (self.model.path / WARMUP_DIR / sample.input_data_file).is_file():
+                data_file = self.model.path / WARMUP_DIR / sample.input_data_file
+                if sample.input_data_file and not data_file.is_file():
                     self.report("E314", f"{label} reads \"{sample.input_data_file}\", which is not in "
                                         f"{self.model.name}/{WARMUP_DIR}/; add the file.", *where, "inputs")
-                if not sample.dims or any(d < 1 for d in sample.dims):
+                if sample.WhichOneof("input_data_type") is None:
+                    self.report("E318", f"{label} gives \"{name}\" no data; set zero_data, random_data or "
+                                        "input_data_file.", *where, "inputs")
+                if any(d < 0 for d in sample.dims):
                     self.report("E314", f"{label} gives \"{name}\" dims {list(sample.dims)}; warmup needs a concrete "
-                                        "shape (every dimension >= 1).", *where, "inputs")
+                                        "shape (every dimension a size >= 0, not -1).", *where, "inputs")
+                    continue
+                declared = inputs[name].dims
+                if not dims_fit(declared, sample.dims):
+                    self.report("E317", f"{label} gives \"{name}\" shape {list(sample.dims)}, which does not fit its "
+                                        f"dims {list(declared)}; give the same rank and the fixed sizes.",
+                                *where, "inputs")
+                needed = math.prod(sample.dims) * ELEMENT_BYTES.get(sample.data_type, 0)
+                size = data_file.stat().st_size if sample.input_data_file and data_file.is_file() else needed
+                if size < needed:
+                    self.report("E319", f"{label} reads {size} bytes from "
+                                        f"\"{sample.input_data_file}\" but shape {list(sample.dims)} of "
+                                        f"{DataType.Name(sample.data_type)} needs {needed}; make the file match.",
+                                *where, "inputs")
             missing = sorted(n for n, t in inputs.items() if not t.optional and n not in warmup.inputs)
             if missing:
                 self.report("E314", f"{label} does not feed required input(s) {missing}; add them.", *where)
@@ -190,8 +298,10 @@ class _ModelChecks:
                 seen_kinds.add(control.kind)
                 if control.kind == Control.CONTROL_SEQUENCE_CORRID:
                     if control.data_type not in CORRID_TYPES:
-                        self.report("E315", f"{kind} needs data_type TYPE_UINT64, TYPE_INT64, TYPE_UINT32 or "
-                                            "TYPE_INT32.", *where)
+                        self.report("E315", f"{kind} needs data_type TYPE_UINT64, TYPE_INT64, TYPE_UINT32, "
+                                            "TYPE_INT32 or TYPE_STRING.", *where)
+                    if control.int32_false_true or control.fp32_false_true or control.bool_false_true:
+                        self.report("E315", f"{kind} takes a data_type, not false/true values; drop them.", *where)
                     continue
                 given = [len(v) for v in (control.int32_false_true, control.fp32_false_true,
                                           control.bool_false_true) if len(v)]
@@ -205,12 +315,98 @@ class _ModelChecks:
                                         "(max_batch_size).", "sequence_batching", "oldest")
         if batcher.HasField("direct") and not 0.0 <= batcher.direct.minimum_slot_utilization <= 1.0:
             self.report("E315", "minimum_slot_utilization must be within 0.0..1.0.", "sequence_batching", "direct")
+        self.states()
+
+    def states(self) -> None:
+        """Implicit sequence state: its optional initial value must fit it, and growable memory needs GPUs."""
+        seeded: set[str] = set()
+        # With no group (or KIND_AUTO), Triton places instances on GPUs only when the target has them.
+        kinds = [group.kind for group in self.config.instance_group] or [InstanceKind.KIND_AUTO]
+        gpu_target = self.ctx.options.target is Target.GPU
+        gpu_only = all(k == InstanceKind.KIND_GPU or (k == InstanceKind.KIND_AUTO and gpu_target) for k in kinds)
+        for index, state in enumerate(self.config.sequence_batching.state):
+            where = ("sequence_batching", "state", index)
+            label = f"sequence state \"{state.input_name}\""
+            # Triton checks these only when a sequence starts, so the model loads and then fails every sequence.
+            if state.use_growable_memory and not state.use_same_buffer_for_input_output:
+                self.report("W329", f"{label} sets use_growable_memory without use_same_buffer_for_input_output, so "
+                                    "every sequence will fail; set both or neither.", *where)
+            elif state.use_growable_memory and not gpu_only:
+                self.report("W329", f"{label} sets use_growable_memory, which works only with KIND_GPU instances, so "
+                                    "every sequence will fail; drop it.", *where)
+            if len(state.initial_state) > 1:
+                self.report("E328", f"{label} has {len(state.initial_state)} initial_state entries; keep at most one.",
+                            *where, "initial_state")
+                continue
+            for initial in state.initial_state:
+                problem = self.initial_state_problem(state, initial, seeded)
+                if problem:
+                    self.report("E328", f"{label}: {problem}.", *where, "initial_state")
+                seeded.add(state.input_name)
+
+    def initial_state_problem(self, state, initial, seeded: set[str]) -> str | None:
+        """The first thing Triton's sequence batcher refuses in one initial_state (it stops there too), if any."""
+        if initial.data_type != state.data_type:
+            return (f"initial_state is {DataType.Name(initial.data_type)} but the state is "
+                     f"{DataType.Name(state.data_type)}; make them agree")
+        if not initial.name:
+            return "initial_state has no name; name it"
+        if state.input_name in seeded:
+            return "another state with the same input_name already has an initial_state; rename one"
+        if len(initial.dims) != len(state.dims):
+            return (f"initial_state dims {list(initial.dims)} and state dims {list(state.dims)} differ in rank; give "
+                     "the same number of dimensions")
+        if any(d == -1 for d in initial.dims):
+            return f"initial_state dims {list(initial.dims)} must be concrete; replace -1 by a size"
+        if not dims_fit(state.dims, initial.dims):
+            return (f"initial_state dims {list(initial.dims)} do not match state dims {list(state.dims)}; use the "
+                     "fixed sizes")
+        source = initial.WhichOneof("state_data")
+        if source is None:
+            return "initial_state has no data; set zero_data or data_file"
+        if source == "data_file":
+            path = self.model.path / INITIAL_STATE_DIR / initial.data_file
+            needed = math.prod(initial.dims) * ELEMENT_BYTES.get(initial.data_type, 0)
+            if not path.is_file():
+                return (f"initial_state reads \"{initial.data_file}\", which is not in "
+                         f"{self.model.name}/{INITIAL_STATE_DIR}/; add the file")
+            if path.stat().st_size < needed:
+                return (f"initial_state file \"{initial.data_file}\" holds {path.stat().st_size} bytes but the state "
+                         f"needs {needed}; make the file match")
+        return None
 
     def decoupled(self) -> None:
         config = self.config
         if config.model_transaction_policy.decoupled and config.response_cache.enable:
             self.report("E316", "a decoupled model cannot use the response cache; disable response_cache or "
                                 "decoupling.", "response_cache")
+        if config.HasField("sequence_batching") and config.response_cache.enable:
+            self.report("E325", "a model with sequence batching cannot use the response cache; disable "
+                                "response_cache.", "response_cache")
+
+    def repository_agents(self) -> None:
+        """Repository agents are shared libraries on the server; only the checksum agent ships with Triton."""
+        for index, agent in enumerate(self.config.model_repository_agents.agents):
+            if agent.name not in SHIPPED_REPOSITORY_AGENTS:
+                self.report("W331", f"repository agent \"{agent.name}\" is not one Triton ships "
+                                    f"({', '.join(sorted(SHIPPED_REPOSITORY_AGENTS))}); install it under "
+                                    f"repoagents/{agent.name}/ on every server or drop it.",
+                            "model_repository_agents", "agents", index)
+
+    def batch_strategy(self) -> None:
+        """A custom batching library: never with the sequence batcher, and it must exist where it is named."""
+        config = self.config
+        if BATCH_STRATEGY_PARAMETER not in config.parameters:
+            return
+        where = ("parameters",)
+        if config.HasField("sequence_batching"):
+            self.report("E326", f"parameter {BATCH_STRATEGY_PARAMETER} cannot be used with sequence batching; drop "
+                                "it or use dynamic batching.", *where)
+            return
+        path = config.parameters[BATCH_STRATEGY_PARAMETER].string_value
+        if path.startswith("/") and not Path(path).is_file():
+            self.report("E326", f"parameter {BATCH_STRATEGY_PARAMETER} names \"{path}\", which does not exist; fix "
+                                "the path or drop the parameter.", *where)
 
 
 def check(ctx: Context) -> None:
@@ -220,8 +416,10 @@ def check(ctx: Context) -> None:
             checks.tensors()
             checks.batching()
             checks.decoupled()
+            checks.repository_agents()
             if not model.is_ensemble:  # ensemble-only rules for these fields live in ensembles.py
                 checks.instances()
                 checks.warmup()
                 checks.sequences()
+                checks.batch_strategy()
 
