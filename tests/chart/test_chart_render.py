@@ -325,19 +325,31 @@ def test_monitoring_renders_while_generated_files_are_missing(helm_binary, chart
     assert not by_kind(objects, "PrometheusRule") and not by_kind(objects, "ConfigMap")
 
 
-def test_shipped_rules_and_dashboards_render_and_validate(helm_binary):
-    """Whatever dashboards/ has generated into the chart so far goes out as valid objects."""
-    objects = render(helm_binary, VALUE_SETS["service-monitor"])
+@pytest.mark.parametrize("gpu", [False, True])
+def test_shipped_rules_and_dashboards_render_and_validate(helm_binary, gpu):
+    """Whatever dashboards/ has generated into the chart so far goes out as valid objects; the GPU dashboards
+    (*-gpu.json) only with gpu.enabled."""
+    objects = render(helm_binary, {**VALUE_SETS["service-monitor"], "gpu": {"enabled": gpu}})
     rule_files = sorted(paths.CHART_RULES.glob("*.yaml"))
-    dashboard_files = sorted(paths.CHART_DASHBOARDS.glob("*.json"))
+    dashboard_files = sorted(path for path in paths.CHART_DASHBOARDS.glob("*.json")
+                             if gpu or not path.name.endswith("-gpu.json"))
     groups = [g for path in rule_files for g in (yaml.safe_load(path.read_text()) or {}).get("groups", [])]
     assert len(by_kind(objects, "PrometheusRule")) == (1 if groups else 0)
     if groups:
         assert one(objects, "PrometheusRule")["spec"]["groups"] == groups
     if dashboard_files:
-        assert set(one(objects, "ConfigMap")["data"]) == {p.name for p in dashboard_files}
+        data = one(objects, "ConfigMap")["data"]
+        assert set(data) == {p.name for p in dashboard_files}
+        assert all(data[p.name] == p.read_text().rstrip("\n") for p in dashboard_files), "shipped byte for byte"
     for obj in objects:
         validate_object(obj, KUBE_VERSIONS[-1])
+
+
+def test_gpu_dashboards_and_only_they_are_named_for_the_charts_gpu_filter():
+    from dashboards.generate import DASHBOARDS
+
+    assert any(d.gpu_only for d in DASHBOARDS)
+    assert all(d.uid.endswith("-gpu") == d.gpu_only for d in DASHBOARDS)
 
 
 def test_network_policy_limits_callers(helm_binary):
