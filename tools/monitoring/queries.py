@@ -153,11 +153,6 @@ def gpu_energy_per_request_joules(gpu_sel: str, entry_sel: str, window: str, by:
     return f"{rate_sum(metrics.GPU_ENERGY_CONSUMPTION, gpu_sel, window, by)} / {request_rate(entry_sel, window, by)}"
 
 
-def gpu_count(sel: str) -> str:
-    """GPUs Triton sees: one utilisation series each."""
-    return f"count({metrics.GPU_UTILIZATION}{sel})"
-
-
 def pod_count(sel: str) -> str:
     """Serving pods: every Triton process exports exactly one `nv_cpu_utilization` series."""
     return f"count({metrics.CPU_UTILIZATION}{sel})"
