@@ -30,8 +30,8 @@ CRD_SCHEMAS = {
 EXAMPLES = paths.CHART / "examples"
 SPOT = {"spot": {"enabled": True, "tolerations": [{"key": "cloud.google.com/gke-spot", "operator": "Equal",
                                                    "value": "true", "effect": "NoSchedule"}]},
-        "deployment": {"preStopDelaySeconds": 5, "terminationGracePeriodSeconds": 28},
-        "server": {"maxRequestSeconds": 20}}
+        "deployment": {"preStopDelaySeconds": 3, "terminationGracePeriodSeconds": 14},
+        "server": {"maxRequestSeconds": 10}}
 
 
 def example(*names: str) -> dict:
@@ -387,9 +387,9 @@ BAD_VALUES = [
     ({"modelRepository": {"source": "pvc"}}, "needs modelRepository.pvc.claimName"),
     ({"modelRepository": {"source": "objectStorage"}}, "needs modelRepository.objectStorage.uri"),
     ({"probes": {"stubCheck": {"path": "probe.py"}}}, "/probes/stubCheck/path"),
-    ({"spot": {"enabled": True}}, "deployment.terminationGracePeriodSeconds (60) exceeds spot.noticeSeconds (30)"),
-    ({**SPOT, "spot": {**SPOT["spot"], "noticeSeconds": 20}},
-     "deployment.terminationGracePeriodSeconds (28) exceeds spot.noticeSeconds (20)"),
+    ({"spot": {"enabled": True}}, "deployment.terminationGracePeriodSeconds (60) exceeds spot.noticeSeconds (15)"),
+    ({**SPOT, "spot": {**SPOT["spot"], "noticeSeconds": 10}},
+     "deployment.terminationGracePeriodSeconds (14) exceeds spot.noticeSeconds (10)"),
     ({"priorityClass": {"create": True}}, "priorityClass.create needs deployment.priorityClassName"),
     ({"gpu": {"enabled": True, "count": 0}}, "/gpu/count"),
     ({"gpu": {"resource": "gpu"}}, "/gpu/resource"),
@@ -514,7 +514,7 @@ def test_spot_prefers_spot_nodes_and_falls_back_to_on_demand(helm_binary):
     assert term["weight"] == 50 and term["preference"]["matchExpressions"][0]["values"] == ["SPOT"]
 
 
-@pytest.mark.parametrize("notice", [30, 120])
+@pytest.mark.parametrize("notice", [15, 120])
 def test_spot_termination_path_finishes_in_flight_requests_within_the_notice(helm_binary, notice):
     """What the pod gets: preStop delay, then SIGTERM with Triton waiting up to the longest request, all inside the
     grace period, and the grace period inside the node's notice."""

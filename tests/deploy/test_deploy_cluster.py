@@ -320,6 +320,6 @@ def test_gpu_on_spot_profile_installs_and_the_api_server_accepts_it(cluster, tmp
         assert spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
         assert {t["key"] for t in spec["tolerations"]} >= {"nvidia.com/gpu", "cloud.google.com/gke-spot"}
         assert "requiredDuringSchedulingIgnoredDuringExecution" not in spec["affinity"]["nodeAffinity"]
-        assert spec["terminationGracePeriodSeconds"] == 28
+        assert spec["terminationGracePeriodSeconds"] == 14
     ok(tools_deploy(cluster, "uninstall", namespace=ns))
     assert not api.exists("/apis/scheduling.k8s.io/v1/priorityclasses/triton-embeddings-serving")
