@@ -53,6 +53,7 @@ class Dashboard:
     panels: tuple[Panel, ...] = field(default_factory=tuple)
     refresh: str = "30s"
     time_from: str = "now-1h"
+    gpu_only: bool = False  # its queries read Triton's GPU families: data only from a GPU deployment
 
 
 def _layout(panels: tuple[Panel, ...]) -> list[dict[str, int]]:

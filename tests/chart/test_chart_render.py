@@ -27,6 +27,22 @@ CRD_SCHEMAS = {
     for schema in (json.loads(p.read_text()) for p in (Path(__file__).parent / "crd_schemas").glob("*.json"))
 }
 
+EXAMPLES = paths.CHART / "examples"
+SPOT = {"spot": {"enabled": True, "tolerations": [{"key": "cloud.google.com/gke-spot", "operator": "Equal",
+                                                   "value": "true", "effect": "NoSchedule"}]},
+        "deployment": {"preStopDelaySeconds": 3, "terminationGracePeriodSeconds": 14},
+        "server": {"maxRequestSeconds": 10}}
+
+
+def example(*names: str) -> dict:
+    """The chart's example values files, later ones merged over earlier ones (top-level keys)."""
+    merged: dict = {}
+    for name in names:
+        for key, value in yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text()).items():
+            merged[key] = {**merged[key], **value} if isinstance(value, dict) and key in merged else value
+    return merged
+
+
 VALUE_SETS: dict[str, dict] = {
     "defaults": {},
     "hpa-queue-time": {"autoscaling": {"enabled": True}},
@@ -49,6 +65,13 @@ VALUE_SETS: dict[str, dict] = {
     "no-pdb-writable-root": {"podDisruptionBudget": {"enabled": False},
                              "securityContext": {"readOnlyRootFilesystem": False}},
     "http-probes": {"probes": {"stubCheck": {"enabled": False}}},
+    "gpu": {"gpu": {"enabled": True, "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-l4"}}},
+    "spot": SPOT,
+    "spread-priority": {"topologySpread": {"enabled": True}, "priorityClass": {"create": True},
+                        "deployment": {"priorityClassName": "triton-serving"}},
+    "example-gpu": example("gpu"),
+    "example-spot": example("spot"),
+    "example-gpu-on-spot": example("gpu", "spot"),
 }
 
 
@@ -302,19 +325,31 @@ def test_monitoring_renders_while_generated_files_are_missing(helm_binary, chart
     assert not by_kind(objects, "PrometheusRule") and not by_kind(objects, "ConfigMap")
 
 
-def test_shipped_rules_and_dashboards_render_and_validate(helm_binary):
-    """Whatever dashboards/ has generated into the chart so far goes out as valid objects."""
-    objects = render(helm_binary, VALUE_SETS["service-monitor"])
+@pytest.mark.parametrize("gpu", [False, True])
+def test_shipped_rules_and_dashboards_render_and_validate(helm_binary, gpu):
+    """Whatever dashboards/ has generated into the chart so far goes out as valid objects; the GPU dashboards
+    (*-gpu.json) only with gpu.enabled."""
+    objects = render(helm_binary, {**VALUE_SETS["service-monitor"], "gpu": {"enabled": gpu}})
     rule_files = sorted(paths.CHART_RULES.glob("*.yaml"))
-    dashboard_files = sorted(paths.CHART_DASHBOARDS.glob("*.json"))
+    dashboard_files = sorted(path for path in paths.CHART_DASHBOARDS.glob("*.json")
+                             if gpu or not path.name.endswith("-gpu.json"))
     groups = [g for path in rule_files for g in (yaml.safe_load(path.read_text()) or {}).get("groups", [])]
     assert len(by_kind(objects, "PrometheusRule")) == (1 if groups else 0)
     if groups:
         assert one(objects, "PrometheusRule")["spec"]["groups"] == groups
     if dashboard_files:
-        assert set(one(objects, "ConfigMap")["data"]) == {p.name for p in dashboard_files}
+        data = one(objects, "ConfigMap")["data"]
+        assert set(data) == {p.name for p in dashboard_files}
+        assert all(data[p.name] == p.read_text().rstrip("\n") for p in dashboard_files), "shipped byte for byte"
     for obj in objects:
         validate_object(obj, KUBE_VERSIONS[-1])
+
+
+def test_gpu_dashboards_and_only_they_are_named_for_the_charts_gpu_filter():
+    from dashboards.generate import DASHBOARDS
+
+    assert any(d.gpu_only for d in DASHBOARDS)
+    assert all(d.uid.endswith("-gpu") == d.gpu_only for d in DASHBOARDS)
 
 
 def test_network_policy_limits_callers(helm_binary):
@@ -352,6 +387,16 @@ BAD_VALUES = [
     ({"modelRepository": {"source": "pvc"}}, "needs modelRepository.pvc.claimName"),
     ({"modelRepository": {"source": "objectStorage"}}, "needs modelRepository.objectStorage.uri"),
     ({"probes": {"stubCheck": {"path": "probe.py"}}}, "/probes/stubCheck/path"),
+    ({"spot": {"enabled": True}}, "deployment.terminationGracePeriodSeconds (60) exceeds spot.noticeSeconds (15)"),
+    ({**SPOT, "spot": {**SPOT["spot"], "noticeSeconds": 10}},
+     "deployment.terminationGracePeriodSeconds (14) exceeds spot.noticeSeconds (10)"),
+    ({"priorityClass": {"create": True}}, "priorityClass.create needs deployment.priorityClassName"),
+    ({"gpu": {"enabled": True, "count": 0}}, "/gpu/count"),
+    ({"gpu": {"resource": "gpu"}}, "/gpu/resource"),
+    ({"spot": {"weight": 101}}, "/spot/weight"),
+    ({"spot": {"tolerations": [{"key": "x", "operator": "In"}]}}, "/spot/tolerations/0/operator"),
+    ({"topologySpread": {"whenUnsatisfiable": "Never"}}, "/topologySpread/whenUnsatisfiable"),
+    ({"priorityClass": {"value": 2000000000}}, "/priorityClass/value"),
 ]
 
 
@@ -422,3 +467,86 @@ def test_server_flags_mirror_the_local_runtime(helm_binary):
     header = settings.CONTROL_KEY_HEADER
     assert local["http-restricted-api"].startswith(f"model-repository:{header}=")
     assert pod["http-restricted-api"] == f"model-repository:{header}=$(TRITON_CONTROL_KEY)"
+
+
+def pod_spec(objects: list[dict]) -> dict:
+    return one(objects, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_gpu_pool_requests_gpus_lands_on_gpu_nodes_and_reports_gpu_metrics(helm_binary):
+    cpu = render(helm_binary, {"deployment": {"nodeSelector": {"pool": "serving"}}})
+    assert "--allow-gpu-metrics=false" in container(cpu)["args"]
+    assert not any("/" in name for limits in container(cpu)["resources"].values() for name in limits)
+    assert "tolerations" not in pod_spec(cpu) and pod_spec(cpu)["nodeSelector"] == {"pool": "serving"}
+
+    values = example("gpu")
+    gpu = render(helm_binary, {**values, "deployment": {"nodeSelector": {"pool": "serving"}}})
+    resources = container(gpu)["resources"]
+    # Extended resources must be requested and limited alike; CPU and memory stay as the values say.
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == values["gpu"]["count"]
+    assert {k: v for k, v in resources["limits"].items() if k != "nvidia.com/gpu"} == values["resources"]["limits"]
+    assert pod_spec(gpu)["nodeSelector"] == {"pool": "serving", **values["gpu"]["nodeSelector"]}
+    assert pod_spec(gpu)["tolerations"] == values["gpu"]["tolerations"]
+    assert "--allow-gpu-metrics=true" in container(gpu)["args"]
+
+    two = container(render(helm_binary, {"gpu": {"enabled": True, "count": 2, "resource": "example.com/gpu"}}))
+    assert two["resources"]["limits"]["example.com/gpu"] == two["resources"]["requests"]["example.com/gpu"] == 2
+
+
+def test_spot_prefers_spot_nodes_and_falls_back_to_on_demand(helm_binary):
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}}
+    pod = pod_spec(render(helm_binary, {**SPOT, "deployment": {**SPOT["deployment"], "affinity": own}}))
+    node = pod["affinity"]["nodeAffinity"]
+    (preferred,) = node["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred == {"weight": 100, "preference": {"matchExpressions": [
+        {"key": "cloud.google.com/gke-spot", "operator": "In", "values": ["true"]}]}}
+    # Spot is a preference only: the user's own required term is kept, and no spot term is required.
+    assert node["requiredDuringSchedulingIgnoredDuringExecution"] == own["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]
+    assert pod["tolerations"] == SPOT["spot"]["tolerations"]
+    assert "affinity" not in pod_spec(render(helm_binary)), "no affinity unless asked"
+
+    aws = {**SPOT, "spot": {"enabled": True, "nodeLabel": "eks.amazonaws.com/capacityType",
+                            "nodeLabelValues": ["SPOT"], "weight": 50}}
+    (term,) = pod_spec(render(helm_binary, aws))["affinity"]["nodeAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["weight"] == 50 and term["preference"]["matchExpressions"][0]["values"] == ["SPOT"]
+
+
+@pytest.mark.parametrize("notice", [15, 120])
+def test_spot_termination_path_finishes_in_flight_requests_within_the_notice(helm_binary, notice):
+    """What the pod gets: preStop delay, then SIGTERM with Triton waiting up to the longest request, all inside the
+    grace period, and the grace period inside the node's notice."""
+    grace = notice - 2
+    values = {"spot": {"enabled": True, "noticeSeconds": notice},
+              "deployment": {"preStopDelaySeconds": 5, "terminationGracePeriodSeconds": grace},
+              "server": {"maxRequestSeconds": grace - 6}}
+    objects = render(helm_binary, values)
+    server = container(objects)
+    pre_stop = int(server["lifecycle"]["preStop"]["exec"]["command"][-1])
+    longest = int(next(a for a in server["args"] if a.startswith("--exit-timeout-secs=")).split("=")[1])
+    assert pre_stop + longest < pod_spec(objects)["terminationGracePeriodSeconds"] <= notice
+    # The same grace period is refused as soon as the notice is shorter.
+    from pyhelm3.errors import Error
+
+    with pytest.raises(Error, match=rf"exceeds spot.noticeSeconds \({grace - 1}\)"):
+        render(helm_binary, {**values, "spot": {"enabled": True, "noticeSeconds": grace - 1}})
+
+
+def test_topology_spread_and_priority_class(helm_binary):
+    objects = render(helm_binary, VALUE_SETS["spread-priority"])
+    deployment = one(objects, "Deployment")
+    constraints = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in constraints] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    for constraint in constraints:
+        assert constraint["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway" and constraint["maxSkew"] == 1
+    priority = one(objects, "PriorityClass")
+    assert priority["metadata"]["name"] == deployment["spec"]["template"]["spec"]["priorityClassName"]
+    assert priority["value"] == 100000 and priority["globalDefault"] is False
+
+    named_only = render(helm_binary, {"deployment": {"priorityClassName": "existing-class"}})
+    assert not by_kind(named_only, "PriorityClass")
+    assert pod_spec(named_only)["priorityClassName"] == "existing-class"
+    assert "topologySpreadConstraints" not in pod_spec(render(helm_binary))

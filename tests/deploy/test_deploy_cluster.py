@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -293,3 +294,32 @@ def test_namespace_is_the_flag_then_helm_namespace_then_the_kube_contexts(cluste
         "from-context": [1], "from-env": [1], "from-flag": [1], "default": []}
     for extra, flag, _ in cases:
         ok(tools_deploy(cluster, "uninstall", namespace=flag, env=environment(cluster, kubeconfig, **extra)))
+
+
+def test_gpu_on_spot_profile_installs_and_the_api_server_accepts_it(cluster, tmp_path: Path):
+    """The example GPU and spot values with a GPU repository, through `tools deploy --target gpu`: the API server
+    validates the GPU requests and limits, creates the PriorityClass, and its Priority admission gives the pods the
+    class's value. No scheduler or GPU runs here: where the pods would land is asserted on their spec only."""
+    repository = tmp_path / "gpu_repository"
+    shutil.copytree(paths.PROJECT_ROOT / settings.MODEL_REPOSITORY, repository,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    config = repository / settings.ENCODER_MODEL / "config.pbtxt"
+    config.write_text(config.read_text().replace("kind: KIND_CPU", "kind: KIND_GPU"))
+    examples = paths.CHART / "examples"
+    ns, api = "gpu-spot", cluster.api
+    ok(tools_deploy(cluster, "upgrade", *FAST, "--create-namespace", "--target", "gpu", "--repository",
+                    str(repository), "-f", str(examples / "gpu.yaml"), "-f", str(examples / "spot.yaml"),
+                    "--set", "monitoring.scrape=none,monitoring.grafanaDashboards.enabled=false", namespace=ns))
+    priority = api.get("/apis/scheduling.k8s.io/v1/priorityclasses/triton-embeddings-serving")
+    pods = wait_for(lambda: api.ready_pods(ns), "ready pods")
+    for pod in pods:
+        spec = pod["spec"]
+        assert spec["priority"] == priority["value"] == 100000, "the Priority admission resolved the class"
+        limits = spec["containers"][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == spec["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        assert spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        assert {t["key"] for t in spec["tolerations"]} >= {"nvidia.com/gpu", "cloud.google.com/gke-spot"}
+        assert "requiredDuringSchedulingIgnoredDuringExecution" not in spec["affinity"]["nodeAffinity"]
+        assert spec["terminationGracePeriodSeconds"] == 14
+    ok(tools_deploy(cluster, "uninstall", namespace=ns))
+    assert not api.exists("/apis/scheduling.k8s.io/v1/priorityclasses/triton-embeddings-serving")

@@ -15,6 +15,7 @@ import typer
 from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console
+from tools.validation import Target as Hardware
 
 deploy_app = typer.Typer(no_args_is_help=True, help="Deploy the chart with helm: upgrade (or install), diff, status, "
                                                     "history, rollback, uninstall.")
@@ -62,6 +63,9 @@ SET = typer.Option([], "--set", metavar="KEY=VALUE", show_default=False,
                         "a=null (removes a key). Repeatable; wins over --values.")
 SET_STRING = typer.Option([], "--set-string", metavar="KEY=VALUE", show_default=False,
                           help="Like --set, but the value is always a string (repeatable).")
+HARDWARE = typer.Option(Hardware.CPU, "--target",
+                        help="Hardware of the node pool: the repository is validated for it; gpu also needs a model "
+                             "with a KIND_GPU instance group and turns on the chart's gpu.enabled (see gpu.*).")
 REPOSITORY = options.repository_option(f"Model repository to validate; its digest rolls the pods when it changes "
                                        f"(default: ./{settings.MODEL_REPOSITORY.as_posix()}).")
 
@@ -76,7 +80,7 @@ def _deploy_command(install_only: bool):
                                      help="Render the release against the cluster; change nothing."),
         create_namespace: bool = typer.Option(False, "--create-namespace",
                                               help="Create the namespace if it does not exist (without it: an error)."),
-        repository: Path = REPOSITORY,
+        repository: Path = REPOSITORY, hardware: Hardware = HARDWARE,
         release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
         kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT, timeout: str = TIMEOUT,
     ) -> None:
@@ -85,8 +89,8 @@ def _deploy_command(install_only: bool):
         target = _target(release, namespace, helm, kubeconfig, kube_context, timeout, chart, create_namespace)
         target.require_chart()
         user_values = deployment.load_values(target, values, set_values, set_string)
-        deployment.check_repository(repository)
-        planned = deployment.values_for(repository, user_values)
+        planned = deployment.values_for(repository, user_values, hardware)
+        deployment.check_repository(repository, hardware)
         verb = "rendering" if dry_run else "installing" if install_only else "installing/upgrading"
         with console.status(f"{verb} {_where(release, namespace)}; waiting up to {timeout} for pods to be ready..."):
             done = deployment.install_or_upgrade(target, planned, dry_run=dry_run, install_only=install_only)
@@ -106,7 +110,7 @@ deploy_app.command("install", help="Like upgrade, for a new release only: an exi
 @deploy_app.command()
 def diff(
     chart: Path = CHART, values: list[Path] = VALUES, set_values: list[str] = SET, set_string: list[str] = SET_STRING,
-    repository: Path = REPOSITORY,
+    repository: Path = REPOSITORY, hardware: Hardware = HARDWARE,
     release: str = RELEASE, namespace: str | None = NAMESPACE, helm: Path | None = HELM,
     kubeconfig: Path | None = KUBECONFIG, kube_context: str | None = KUBE_CONTEXT,
 ) -> None:
@@ -116,8 +120,9 @@ def diff(
     target = _target(release, namespace, helm, kubeconfig, kube_context, chart=chart)
     target.require_chart()
     user_values = deployment.load_values(target, values, set_values, set_string)
-    deployment.check_repository(repository)
-    changes = deployment.diff(target, deployment.values_for(repository, user_values))
+    planned = deployment.values_for(repository, user_values, hardware)
+    deployment.check_repository(repository, hardware)
+    changes = deployment.diff(target, planned)
     typer.echo(changes, nl=False)
     console.print("no changes" if not changes else f"{changes.count('+++ ')} object(s) would change")
 

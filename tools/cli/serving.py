@@ -16,6 +16,7 @@ from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console, data_console
 from tools.errors import ServingError, UsageError
+from tools.validation import Target
 
 if TYPE_CHECKING:
     from tools.serving.healing import Heal, HealFailure
@@ -36,6 +37,9 @@ def serve(
                                      help="Prometheus metrics port."),
     tritonserver: Path | None = typer.Option(None, envvar=settings.TRITONSERVER_ENV, show_default=False,
                                              help="tritonserver binary (default: the nvidia-pytriton wheel's)."),
+    target: Target = typer.Option(Target.CPU, help="Hardware to serve on: the repository is validated for it; gpu "
+                                                   "also needs a CUDA build of tritonserver and an NVIDIA GPU here "
+                                                   "(checked first) and turns on Triton's GPU metrics."),
     control_key: str | None = typer.Option(None, envvar=settings.CONTROL_KEY_ENV, show_default=False,
                                            help=f"Secret of the model-control API (header "
                                                 f"{settings.CONTROL_KEY_HEADER}); default: a new one per run, "
@@ -52,9 +56,12 @@ def serve(
     if len({http_port, grpc_port, metrics_port}) < 3:
         raise UsageError(f"--http-port, --grpc-port and --metrics-port must differ (got {http_port}, {grpc_port}, "
                          f"{metrics_port})")
-    refuse_errors(repository, console, "not starting tritonserver")
+    if target is Target.GPU:  # the host first: nothing else is worth reading when it cannot serve a GPU target
+        runtime.require_gpu(runtime.find_tritonserver(tritonserver))
+    refuse_errors(repository, console, "not starting tritonserver", target)
     opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
-                                 metrics_port=metrics_port, tritonserver=tritonserver, control_key=control_key)
+                                 metrics_port=metrics_port, tritonserver=tritonserver, control_key=control_key,
+                                 gpu=target is Target.GPU)
     server = runtime.TritonServer(opts)
     healer = None
     signal.signal(signal.SIGTERM, _interrupt)

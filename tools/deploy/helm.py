@@ -28,6 +28,8 @@ from rich.console import Console
 
 from tools import processes, settings
 from tools.errors import DeployError, UsageError
+from tools.repository import load_repository, model_config_pb2
+from tools.validation import Target as Hardware
 from tools.validation.run import refuse_errors
 
 # pyhelm3 logs every failed helm call; our DeployError already says it once, clearly.
@@ -184,15 +186,39 @@ def repository_checksum(repository: Path) -> str:
     return digest.hexdigest()
 
 
-def values_for(repository: Path, values: dict) -> dict:
-    """User values plus the repository checksum (unless the user set one)."""
-    return _merge({"modelRepository": {"checksum": repository_checksum(repository)}}, values)
+def values_for(repository: Path, values: dict, hardware: Hardware = Hardware.CPU) -> dict:
+    """User values plus the repository checksum (unless the user set one) and the target's GPU switch.
+
+    The chart's `gpu.enabled` follows the target; values that contradict it are a usage error, so a GPU pool is
+    never requested for a repository checked only for CPU (or the reverse).
+    """
+    gpu = hardware is Hardware.GPU
+    asked = (values.get("gpu") or {}).get("enabled")
+    if asked is not None and bool(asked) != gpu:
+        raise UsageError(f"the values set gpu.enabled={str(asked).lower()} but --target is {hardware.value}: pass "
+                         f"--target {'gpu' if asked else 'cpu'} (the repository is then validated for it)")
+    return _merge({"modelRepository": {"checksum": repository_checksum(repository)}, "gpu": {"enabled": gpu}}, values)
 
 
-def check_repository(repository: Path) -> None:
-    """Refuse a repository `tools validate` finds errors in; they are printed on stderr, so stdout keeps only data
-    (a diff, JSON)."""
-    refuse_errors(repository, Console(stderr=True), "nothing was deployed")
+_KIND_GPU = model_config_pb2.ModelInstanceGroup.Kind.KIND_GPU
+
+
+def gpu_models(repository: Path) -> list[str]:
+    """Models whose config.pbtxt (what Triton loads) has a KIND_GPU instance group."""
+    loaded = load_repository(repository)
+    return sorted(name for name, model in loaded.models.items()
+                  if model.config is not None and any(g.kind == _KIND_GPU for g in model.config.instance_group))
+
+
+def check_repository(repository: Path, hardware: Hardware = Hardware.CPU) -> None:
+    """Refuse a repository `tools validate --target <hardware>` finds errors in; they are printed on stderr, so stdout
+    keeps only data (a diff, JSON). For a GPU target the repository must also put at least one model on the GPU: the
+    chart rewrites no model config, and pods holding GPUs that no model uses only cost money."""
+    refuse_errors(repository, Console(stderr=True), "nothing was deployed", hardware)
+    if hardware is Hardware.GPU and not gpu_models(repository):
+        raise DeployError(f"--target gpu, but no model in {repository} has a KIND_GPU instance group (the chart "
+                          "rewrites no config): set `instance_group [{ kind: KIND_GPU ... }]` where the model should "
+                          "run on the GPU, or deploy with --target cpu; nothing was deployed")
 
 
 # -- operations -------------------------------------------------------------------------------------------

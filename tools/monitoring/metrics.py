@@ -16,9 +16,19 @@ COMPUTE_OUTPUT_DURATION_US = "nv_inference_compute_output_duration_us"
 PENDING_REQUESTS = "nv_inference_pending_request_count"
 CPU_UTILIZATION = "nv_cpu_utilization"
 CPU_MEMORY_USED_BYTES = "nv_cpu_memory_used_bytes"
+# GPU gauges, one series per GPU (label `gpu_uuid`), with --allow-gpu-metrics=true on a CUDA build that sees a GPU
+# (collected through DCGM; Triton 2.51, core src/metrics.cc). Utilisation is 0..1, power in watts.
+GPU_UTILIZATION = "nv_gpu_utilization"
+GPU_MEMORY_USED_BYTES = "nv_gpu_memory_used_bytes"
+GPU_MEMORY_TOTAL_BYTES = "nv_gpu_memory_total_bytes"
+GPU_POWER_USAGE = "nv_gpu_power_usage"
+GPU_POWER_LIMIT = "nv_gpu_power_limit"
+# Counter: joules the GPU used since Triton started (no `_total` suffix either).
+GPU_ENERGY_CONSUMPTION = "nv_energy_consumption"
 # Quantile summaries (with --metrics-config=summary_latencies=true); label `quantile`.
 REQUEST_SUMMARY_US = "nv_inference_request_summary_us"
 
 MODEL_LABEL = "model"
 VERSION_LABEL = "version"
 QUANTILE_LABEL = "quantile"  # on the *_summary_us families
+GPU_LABEL = "gpu_uuid"  # on the GPU families

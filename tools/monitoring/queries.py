@@ -121,6 +121,38 @@ def memory_used_bytes(sel: str, by: Sequence[str]) -> str:
     return gauge_sum(metrics.CPU_MEMORY_USED_BYTES, sel, by)
 
 
+def gpu_utilisation(sel: str, by: Sequence[str]) -> str:
+    """Triton's (DCGM's) reading of how busy its GPUs are (0..1), averaged over the GPUs of each group."""
+    return f"avg {_by(by)}({metrics.GPU_UTILIZATION}{sel})"
+
+
+def gpu_memory_used_bytes(sel: str, by: Sequence[str]) -> str:
+    return gauge_sum(metrics.GPU_MEMORY_USED_BYTES, sel, by)
+
+
+def gpu_memory_total_bytes(sel: str, by: Sequence[str]) -> str:
+    return gauge_sum(metrics.GPU_MEMORY_TOTAL_BYTES, sel, by)
+
+
+def gpu_memory_used_ratio(sel: str, by: Sequence[str]) -> str:
+    """Used / total GPU memory, both summed over the GPUs first (a small GPU nearly full does not hide)."""
+    return f"{gpu_memory_used_bytes(sel, by)} / {gpu_memory_total_bytes(sel, by)}"
+
+
+def gpu_power_watts(sel: str, by: Sequence[str]) -> str:
+    return gauge_sum(metrics.GPU_POWER_USAGE, sel, by)
+
+
+def gpu_power_limit_watts(sel: str, by: Sequence[str]) -> str:
+    return gauge_sum(metrics.GPU_POWER_LIMIT, sel, by)
+
+
+def gpu_energy_per_request_joules(gpu_sel: str, entry_sel: str, window: str, by: Sequence[str]) -> str:
+    """GPU energy per request to the entry model: joules used per second / requests per second, both summed over
+    the group's GPUs and pods first. `gpu_sel` and `entry_sel` select the same pods (the latter also the model)."""
+    return f"{rate_sum(metrics.GPU_ENERGY_CONSUMPTION, gpu_sel, window, by)} / {request_rate(entry_sel, window, by)}"
+
+
 def pod_count(sel: str) -> str:
     """Serving pods: every Triton process exports exactly one `nv_cpu_utilization` series."""
     return f"count({metrics.CPU_UTILIZATION}{sel})"

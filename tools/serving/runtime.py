@@ -27,7 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from tools import settings
 from tools.errors import ProcessError, ServingError
-from tools.processes import Child, free_port, require_free_port, spawn
+from tools.processes import Child, free_port, require_free_port, run, spawn
 
 READY_TIMEOUT_S = settings.SERVER_READY_TIMEOUT_S
 # Triton waits this long on SIGTERM for in-flight requests *and* open client connections (an idle keep-alive
@@ -84,6 +84,42 @@ def find_tritonserver(explicit: str | os.PathLike | None = None) -> Path:
         f"no tritonserver binary found (tried: {tried}); install nvidia-pytriton or pass --tritonserver "
         f"/ set ${settings.TRITONSERVER_ENV}"
     )
+
+
+# A tritonserver built with TRITON_ENABLE_GPU links the CUDA runtime (the server and its core library); a CPU-only
+# build links none. The pytriton wheel's binary is such a GPU build (it links libcudart 12.6 and DCGM).
+_CUDA_RUNTIME = re.compile(r"^\s*libcudart\S*\.so", re.MULTILINE)
+GPU_CHECK_TIMEOUT_S = 30.0
+GPU_BUILD_HINT = ("e.g. /opt/tritonserver/bin/tritonserver of the nvcr.io/nvidia/tritonserver:24.10-py3 image, "
+                  "or the nvidia-pytriton wheel's")
+
+
+def gpu_problem(binary: Path, search_path: str | None = None) -> str | None:
+    """Why `binary` cannot serve KIND_GPU instances on this host (None: it can): it must be a CUDA build of
+    tritonserver, and the host must have an NVIDIA driver whose `nvidia-smi -L` lists a GPU (looked up on
+    `search_path`, default $PATH)."""
+    problems = []
+    linked = run("ldd", ["ldd", binary], timeout=GPU_CHECK_TIMEOUT_S)
+    if linked.returncode != 0 or not _CUDA_RUNTIME.search(linked.stdout):
+        problems.append(f"{binary} links no CUDA runtime (a CPU-only build): pass --tritonserver with a GPU build "
+                        f"({GPU_BUILD_HINT})")
+    smi = shutil.which("nvidia-smi", path=search_path)
+    if smi is None:
+        problems.append("this host has no NVIDIA driver (nvidia-smi is not on PATH)")
+    else:
+        listed = run("nvidia-smi", [smi, "-L"], timeout=GPU_CHECK_TIMEOUT_S)
+        if listed.returncode != 0 or not re.search(r"^GPU \d+:", listed.stdout, re.MULTILINE):
+            said = " ".join((listed.stderr or listed.stdout).split()) or f"exit code {listed.returncode}"
+            problems.append(f"nvidia-smi -L lists no GPU ({said})")
+    return "; ".join(problems) or None
+
+
+def require_gpu(binary: Path) -> None:
+    """Refuse, in one line, to serve a GPU target where the binary or the host cannot run CUDA."""
+    problem = gpu_problem(binary)
+    if problem:
+        raise ServingError(f"--target gpu needs a GPU build of tritonserver on a host with an NVIDIA GPU: {problem}; "
+                           "use --target cpu (with KIND_CPU instance groups) here")
 
 
 def is_wheel_binary(binary: Path) -> bool:
@@ -147,6 +183,7 @@ class ServerOptions:
     log_verbose: int = 0
     exit_timeout: int = EXIT_TIMEOUT_S
     extra_args: list[str] = field(default_factory=list)
+    gpu: bool = False  # a GPU target (see require_gpu): Triton reports its GPU metrics too
 
     @classmethod
     def on_free_ports(cls, **kwargs) -> ServerOptions:
@@ -170,7 +207,7 @@ def build_command(binary: Path, opts: ServerOptions, backend_dir: Path | None, c
         f"--http-address={opts.host}", f"--http-port={opts.http_port}",
         f"--grpc-address={opts.host}", f"--grpc-port={opts.grpc_port}",
         f"--metrics-address={opts.host}", f"--metrics-port={opts.metrics_port}",
-        "--allow-metrics=true", "--allow-cpu-metrics=true", "--allow-gpu-metrics=false",
+        "--allow-metrics=true", "--allow-cpu-metrics=true", f"--allow-gpu-metrics={str(opts.gpu).lower()}",
         "--metrics-config=summary_latencies=true",
         # The model-control API is never open: it needs the secret header on both protocols.
         f"--http-restricted-api={restricted}",

@@ -127,3 +127,83 @@ periodSeconds: {{ $probe.periodSeconds }}
 failureThreshold: {{ $probe.failureThreshold }}
 timeoutSeconds: {{ $probe.timeoutSeconds }}
 {{- end -}}
+
+{{/*
+The termination path, checked once: the grace period must cover the preStop delay plus the longest request (Triton's
+--exit-timeout-secs), or Kubernetes kills pods with requests in flight; on spot nodes it must also fit in the node's
+preemption notice, or the node goes away first. Prints the grace period.
+*/}}
+{{- define "triton.terminationGracePeriod" -}}
+{{- $grace := int .Values.deployment.terminationGracePeriodSeconds -}}
+{{- $drain := int (add .Values.deployment.preStopDelaySeconds .Values.server.maxRequestSeconds) -}}
+{{- if le $grace $drain -}}
+{{- fail (printf "deployment.terminationGracePeriodSeconds (%d) must exceed deployment.preStopDelaySeconds + server.maxRequestSeconds (%d), or Kubernetes kills pods with requests in flight" $grace $drain) -}}
+{{- end -}}
+{{- $notice := int .Values.spot.noticeSeconds -}}
+{{- if and .Values.spot.enabled (gt $grace $notice) -}}
+{{- fail (printf "deployment.terminationGracePeriodSeconds (%d) exceeds spot.noticeSeconds (%d): a preempted node shuts down before its pods finish their in-flight requests; choose deployment.preStopDelaySeconds + server.maxRequestSeconds (now %d) < terminationGracePeriodSeconds <= spot.noticeSeconds" $grace $notice $drain) -}}
+{{- end -}}
+{{- $grace -}}
+{{- end -}}
+
+{{- define "triton.priorityClassName" -}}
+{{- if and .Values.priorityClass.create (not .Values.deployment.priorityClassName) -}}
+{{- fail "priorityClass.create needs deployment.priorityClassName (the name of the class to create)" -}}
+{{- end -}}
+{{- .Values.deployment.priorityClassName -}}
+{{- end -}}
+
+{{/* Container resources; a GPU pool adds its extended resource to requests and limits (they must be equal). */}}
+{{- define "triton.resources" -}}
+{{- $resources := deepCopy .Values.resources -}}
+{{- $gpu := .Values.gpu -}}
+{{- if $gpu.enabled -}}
+{{- $count := dict $gpu.resource (int $gpu.count) -}}
+{{- $_ := set $resources "requests" (merge (deepCopy $count) (default dict $resources.requests)) -}}
+{{- $_ := set $resources "limits" (merge (deepCopy $count) (default dict $resources.limits)) -}}
+{{- end -}}
+{{- toYaml $resources -}}
+{{- end -}}
+
+{{- define "triton.nodeSelector" -}}
+{{- $selector := deepCopy .Values.deployment.nodeSelector -}}
+{{- if .Values.gpu.enabled -}}
+{{- $selector = merge (deepCopy .Values.gpu.nodeSelector) $selector -}}
+{{- end -}}
+{{- toYaml $selector -}}
+{{- end -}}
+
+{{- define "triton.tolerations" -}}
+{{- $tolerations := .Values.deployment.tolerations -}}
+{{- if .Values.gpu.enabled -}}{{- $tolerations = concat $tolerations .Values.gpu.tolerations -}}{{- end -}}
+{{- if .Values.spot.enabled -}}{{- $tolerations = concat $tolerations .Values.spot.tolerations -}}{{- end -}}
+{{- toYaml $tolerations -}}
+{{- end -}}
+
+{{/*
+deployment.affinity, plus with spot on a *preferred* node affinity to spot nodes: the scheduler picks a spot node
+when one has room and an on-demand node otherwise, so a spot shortage never leaves pods Pending.
+*/}}
+{{- define "triton.affinity" -}}
+{{- $affinity := deepCopy .Values.deployment.affinity -}}
+{{- if .Values.spot.enabled -}}
+{{- $spot := .Values.spot -}}
+{{- $node := default dict $affinity.nodeAffinity -}}
+{{- $term := dict "weight" (int $spot.weight) "preference" (dict "matchExpressions" (list (dict "key" $spot.nodeLabel "operator" "In" "values" $spot.nodeLabelValues))) -}}
+{{- $_ := set $node "preferredDuringSchedulingIgnoredDuringExecution" (append (default list $node.preferredDuringSchedulingIgnoredDuringExecution) $term) -}}
+{{- $_ := set $affinity "nodeAffinity" $node -}}
+{{- end -}}
+{{- toYaml $affinity -}}
+{{- end -}}
+
+{{- define "triton.topologySpreadConstraints" -}}
+{{- $constraints := .Values.deployment.topologySpreadConstraints -}}
+{{- $spread := .Values.topologySpread -}}
+{{- if $spread.enabled -}}
+{{- range $spread.topologyKeys -}}
+{{- $selector := dict "matchLabels" (include "triton.selectorLabels" $ | fromYaml) -}}
+{{- $constraints = append $constraints (dict "topologyKey" . "maxSkew" (int $spread.maxSkew) "whenUnsatisfiable" $spread.whenUnsatisfiable "labelSelector" $selector) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $constraints -}}
+{{- end -}}
