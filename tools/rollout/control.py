@@ -19,6 +19,7 @@ from tools import settings
 from tools.errors import ServingError
 
 READY = "READY"
+UNLOADING = "UNLOADING"  # dropped by the policy, still finishing its requests
 LOAD_TIMEOUT_S = settings.SERVER_READY_TIMEOUT_S
 POLL_INTERVAL_S = 0.05
 
@@ -53,11 +54,14 @@ class Control:
         except OSError as exc:
             raise ControlError(f"{what}: cannot reach the server at {self.url} ({exc})") from None
 
-    def ready_versions(self, model: str) -> list[int]:
-        """The versions of `model` Triton serves now (READY), ascending."""
+    def versions(self, model: str, states: tuple[str, ...] = (READY,)) -> list[int]:
+        """The versions of `model` in one of `states` (default: the ones Triton serves now), ascending."""
         index = self._call("reading the repository index", "get_model_repository_index", headers=self.headers)
         return sorted(int(entry["version"]) for entry in index
-                      if entry.get("name") == model and entry.get("state") == READY and entry.get("version"))
+                      if entry.get("name") == model and entry.get("state") in states and entry.get("version"))
+
+    def ready_versions(self, model: str) -> list[int]:
+        return self.versions(model)
 
     def config(self, model: str) -> dict:
         """The config Triton runs for `model` (an override when one was given), as Triton's JSON."""
@@ -68,9 +72,10 @@ class Control:
         self._call(f"loading {model}", "load_model", model, headers=self.headers, config=json.dumps(config))
 
     def wait_unloaded(self, model: str, versions: set[int], timeout: float) -> None:
-        """Until none of `versions` is READY any more (Triton unloads a dropped version after its last request)."""
+        """Until none of `versions` is READY or UNLOADING: Triton finishes a dropped version's requests (each holds
+        the version it started on), then unloads it."""
         deadline = time.monotonic() + timeout
-        while set(self.ready_versions(model)) & versions:
+        while set(self.versions(model, (READY, UNLOADING))) & versions:
             if time.monotonic() > deadline:
                 raise ControlError(f"{model} version(s) {sorted(versions)} still serving after {timeout:.0f} s")
             time.sleep(POLL_INTERVAL_S)
