@@ -153,7 +153,7 @@ def test_a_rollout_and_its_rollback_under_traffic_fail_no_request(server, reposi
     assert result.exit_code == 0, result.output
     assert traffic.failed == 0, traffic.errors[:3]
     assert during_rollout > 0
-    for step in ("validate", "pin ensembles", "load version 3", "canary", "switch", "drain", "write config"):
+    for step in ("validate", "pin ensembles", "load new version", "canary", "switch", "drain", "write config"):
         assert step in result.output
     assert control.ready_versions("encoder") == [3]
     assert _encoder_stubs(server, {"3": 2}) == {"3": 2}, "the old versions' stubs are gone"
@@ -189,7 +189,7 @@ def test_an_instance_count_change_under_traffic_fails_no_request(server, control
     assert fewer == {str(v): 1 for v in ready} and _encoder_stubs(server, before) == before
 
 
-@pytest.mark.parametrize(("version", "failed_step"), [(BROKEN_AT_LOAD, "load version 4"),
+@pytest.mark.parametrize(("version", "failed_step"), [(BROKEN_AT_LOAD, "load new version"),
                                                       (BROKEN_ON_REQUEST, "canary")])
 def test_a_broken_version_is_rolled_back_and_only_canary_requests_fail(server, repository, control, version,
                                                                         failed_step):

@@ -55,6 +55,15 @@ def canary_texts(path=corpus.DEFAULT_CORPUS, short: int = SHORT_TEXTS, long: int
     return texts[:short] + texts[-long:]
 
 
+CALL_ERRORS = (InferenceServerException, OSError)  # Triton's refusal, or no answer
+
+
+def _message(exc: Exception) -> str:
+    """Triton's message on one line (a Python model's traceback is cut at its "At:" part)."""
+    text = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
+    return " ".join(text.split("\nAt:", 1)[0].split())
+
+
 def _datatype(config_type: str) -> str:
     name = config_type.removeprefix("TYPE_")
     return "BYTES" if name == "STRING" else name
@@ -150,17 +159,17 @@ def run_canary(control: Control, model: str, old: int, new: int, ensembles: dict
             where = f"text {index + 1} ({len(text.split())} words)"
             try:
                 inputs = feeder.inputs(connection, text)
-            except InferenceServerException as exc:
-                raise ServingError(f"canary: the steps before {model} failed on {where}: {exc.message()}") from None
+            except CALL_ERRORS as exc:
+                raise ServingError(f"the steps before {model} failed on {where}: {_message(exc)}") from None
             answers: dict[int, Tensors] = {}
             for version in ((old, new) if index % 2 else (new, old)):
                 result.requests += 1
                 started = time.perf_counter()
                 try:
                     answers[version] = _infer(connection, model, version, inputs, feeder.types[model])
-                except InferenceServerException as exc:
+                except CALL_ERRORS as exc:
                     result.failed_requests += 1
-                    result.problems.append(f"{where}: version {version} failed: {exc.message()}")
+                    result.problems.append(f"{where}: version {version} failed: {_message(exc)}")
                     continue
                 timings[version].append(time.perf_counter() - started)
             if len(answers) == 2:

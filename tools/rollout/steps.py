@@ -108,8 +108,8 @@ class _Run:
         started = time.monotonic()
         try:
             yield
-        except ToolsError as exc:
-            self._record(Step(name, time.monotonic() - started, False, str(exc)))
+        except (ToolsError, KeyboardInterrupt) as exc:
+            self._record(Step(name, time.monotonic() - started, False, str(exc) or "interrupted"))
             raise
         self._record(Step(name, time.monotonic() - started, True))
 
@@ -183,11 +183,11 @@ def _start(control: Control, repository: Repository, ensembles: list[str], model
 
 
 def _finish(run: _Run, body: Callable[[], None]) -> Report:
-    """Run the steps; on a failure restore the start's state and raise RolloutError naming the failed step."""
+    """Run the steps; on a failure (Ctrl-C too) restore the start's state and raise RolloutError naming the step."""
     try:
         body()
-    except ToolsError as exc:
-        run.report.error = f"{run.report.steps[-1].name if run.report.steps else 'start'}: {exc}"
+    except (ToolsError, KeyboardInterrupt) as exc:
+        run.report.error = f"{run.report.steps[-1].name if run.report.steps else 'start'}: {exc or 'interrupted'}"
         try:
             run.restore(run.report.before)
         except ToolsError as restore_exc:
@@ -236,7 +236,7 @@ def rollout(control: Control, path: Path, model: str, version: int, options: Opt
     def body() -> None:
         with run.step("pin ensembles"):
             run.pin(old, before)
-        with run.step(f"load version {version}"):
+        with run.step("load new version"):
             both = sorted(set(before) | {version})
             control.load(model, with_policy(run.original, both))
             run.expect(both)
@@ -285,7 +285,7 @@ def rollback(control: Control, path: Path, model: str, options: Options | None =
         with run.step("pin ensembles"):
             run.pin(max(before), before)
         both = sorted(set(before) | set(target))
-        with run.step(f"load version(s) {target}"):
+        with run.step("load old versions"):
             control.load(model, with_policy(run.original, both))
             run.expect(both)
         with run.step("switch"):
