@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import compileall
 import contextlib
+import json
 import shutil
 import threading
 import time
@@ -24,7 +25,7 @@ from tools import settings
 from tools.cli.app import app
 from tools.loadtest import corpus
 from tools.repository import load_repository
-from tools.rollout import history, steps
+from tools.rollout import history
 from tools.rollout.control import Control, with_policy
 from tools.serving import client, healing, runtime
 
@@ -192,20 +193,24 @@ def test_an_instance_count_change_under_traffic_fails_no_request(server, control
 @pytest.mark.parametrize(("version", "failed_step"), [(BROKEN_AT_LOAD, "load new version"),
                                                       (BROKEN_ON_REQUEST, "canary")])
 def test_a_broken_version_is_rolled_back_and_only_canary_requests_fail(server, repository, control, version,
-                                                                        failed_step):
+                                                                        failed_step, tmp_path):
     config_before = (repository / "encoder" / "config.pbtxt").read_text()
-    with Traffic(server.http_url) as traffic, pytest.raises(steps.RolloutError) as caught:
-        steps.rollout(control, repository, "encoder", version)
-    report = caught.value.report
+    report_path = tmp_path / "report.json"
+    with Traffic(server.http_url) as traffic:
+        result = CliRunner().invoke(app, ["rollout", "encoder", "--version", str(version), "--url", server.http_url,
+                                          "--repository", str(repository), "--control-key", server.control_key,
+                                          "--json", str(report_path)])
     assert traffic.failed == 0, traffic.errors[:3]
     assert traffic.ok > 0
-    assert report.restored is True and not report.ok
-    assert [s.name for s in report.steps if not s.ok] == [failed_step]
-    assert str(caught.value).startswith(failed_step)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"error: {failed_step}: ")
+    report = json.loads(report_path.read_text())
+    assert report["restored"] is True and report["ok"] is False
+    assert [s["name"] for s in report["steps"] if not s["ok"]] == [failed_step]
     if version == BROKEN_ON_REQUEST:
-        canary = report.canary
-        assert canary.failed_requests == canary.requests // 2, "every request to the new version, none to the old"
-        assert "fails every request" in canary.problems[0]
+        canary = report["canary"]
+        assert canary["failed_requests"] == canary["requests"] // 2, "every request to the new version, none to the old"
+        assert "fails every request" in canary["problems"][0]
     assert control.ready_versions("encoder") == [1, 2]
     assert _encoder_stubs(server, {"1": 2, "2": 2}) == {"1": 2, "2": 2}
     assert (repository / "encoder" / "config.pbtxt").read_text() == config_before
@@ -225,3 +230,11 @@ def test_bad_requests_are_one_line_errors_before_the_server_is_touched(repositor
         result = runner.invoke(app, ["rollout", *args, "--url", unreachable, "--repository", str(repository)])
         assert result.exit_code == code, (args, result.output)
         assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_repository_with_errors_is_refused_in_one_line(echo_repository):
+    (echo_repository / "echo" / "config.pbtxt").write_text('name: "echo"\nbackend: "python"\nmax_batch_size: -1\n')
+    result = CliRunner().invoke(app, ["rollout", "echo", "--version", "1", "--url", "127.0.0.1:9",
+                                      "--repository", str(echo_repository)])
+    assert result.exit_code == 1 and "configuration error" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -47,7 +47,8 @@ class Control:
             with contextlib.closing(connection):
                 return getattr(connection, method)(*args, **kwargs)
         except InferenceServerException as exc:
-            message = exc.message() or str(exc)
+            # One line: Triton ends some messages with a newline, and quotes a Python model's traceback after "At:".
+            message = " ".join((exc.message() or str(exc)).split("At:", 1)[0].split())
             if "restricted" in message or "control-key" in message or exc.status() == "403":
                 message += f" (pass --control-key or set ${settings.CONTROL_KEY_ENV})"
             raise ControlError(f"{what}: {message}") from None
