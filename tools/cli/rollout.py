@@ -60,9 +60,9 @@ def rollout_command(
     with console.status("") as status:
         hooks = steps.Hooks(
             started=lambda name: status.update(f"{name}..."),
-            finished=lambda step: console.print(
-                f"{'[green]ok[/]  ' if step.ok else '[red]failed[/]'} {step.name:<18} {step.seconds:6.2f} s"
-                + (f"  {escape(step.detail)}" if step.detail else ""), highlight=False),
+            finished=lambda step: console.print(  # a failure's detail is the error line that follows
+                f"{'[green]ok[/]    ' if step.ok else '[red]failed[/]'} {escape(step.name):<18} {step.seconds:6.2f} s",
+                highlight=False),
             canary=lambda done, total: status.update(f"canary: {done}/{total} texts"))
         try:
             report = steps.rollback(control, repository, model, opts, hooks) if rollback else \
