@@ -32,7 +32,9 @@ def rollout_command(
                                        help="Version folder to roll out."),
     rollback: bool = typer.Option(False, "--rollback",
                                   help="Return to the versions before the last rollout recorded in the config."),
-    url: str | None = options.url_option(),
+    url: str | None = typer.Option(None, "--url", envvar=settings.URL_ENV, show_default=False,
+                                   help="The server's HTTP endpoint: host:port or http://host:port (default: "
+                                        f"{settings.DEFAULT_HOST}:{settings.DEFAULT_HTTP_PORT})."),
     repository: Path = options.repository_option("The server's model repository (default: ./model_repository)."),
     control_key: str | None = typer.Option(None, envvar=settings.CONTROL_KEY_ENV, show_default=False,
                                            help="Secret of the model-control API (default: the key `tools serve` "
@@ -54,6 +56,8 @@ def rollout_command(
 
     if (version is None) == (not rollback):
         raise UsageError("give --version N, or --rollback (not both)")
+    if (url or "").lower().startswith("grpc://"):
+        raise UsageError(f"--url {url}: the rollout calls Triton's repository API over HTTP; give the HTTP endpoint")
     _, address = client.resolve(url, settings.Protocol.HTTP)
     control = Control(address, _control_key(control_key))
     opts = steps.Options(min_cosine=min_cosine, max_latency_ratio=max_latency_ratio, drain_timeout_s=drain_timeout)
