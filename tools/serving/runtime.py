@@ -39,6 +39,8 @@ EXIT_TIMEOUT_S = 5
 PYTHON_SHM_DEFAULT_BYTES = 16 * 1024 * 1024
 STOP_TIMEOUT_S = EXIT_TIMEOUT_S + 15.0
 SHM_DIR = Path("/dev/shm")
+# Where `tools serve` leaves a generated model-control secret, for the commands that call the control API.
+CONTROL_KEY_FILE = settings.CACHE_DIR / "control-key"
 
 
 class TritonNotFoundError(ServingError):
@@ -268,7 +270,7 @@ class TritonServer:
     def control_headers(self) -> dict[str, str]:
         return {settings.CONTROL_KEY_HEADER: self.control_key}
 
-    def write_control_key(self, path: Path = settings.CACHE_DIR / "control-key") -> Path:
+    def write_control_key(self, path: Path = CONTROL_KEY_FILE) -> Path:
         """Leave the model-control secret where only this user can read it (never on the console or in logs)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
