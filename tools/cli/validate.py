@@ -24,6 +24,11 @@ def validate(
         help=f"CPU cores of one server on the target, for W502 (single-instance Python models). Default: `cores` "
              f"in the tool.tools-validate table of pyproject.toml, else {DEFAULT_CORES} (the chart's CPU limit); never "
              f"the cores of the machine running the check, so every machine gives the same verdict."),
+    python_env: Path | None = typer.Option(
+        None, "--python-env", show_default=False,
+        help="Python interpreter (or venv folder) the Python models' stubs run with, for E219 (imports). "
+             "Default: the one `tools serve` gives its stubs."),
 ) -> None:
     """Check a model repository offline (exit 0 clean, 1 findings, 2 usage error)."""
-    raise typer.Exit(run_validation(repository, output_format, strict, target, server, cores=cores))
+    raise typer.Exit(run_validation(repository, output_format, strict, target, server, cores=cores,
+                                    python_env=python_env))

@@ -26,10 +26,12 @@ DEFAULT_CORES = 2
 
 @dataclass(frozen=True)
 class Options:
-    """What the repository is checked for: the target's hardware kind and its core count (per server)."""
+    """What the repository is checked for: the target's hardware kind, its core count (per server) and the Python
+    environment its Python-backend stubs run in."""
 
     target: Target = Target.CPU
     cores: int = DEFAULT_CORES
+    python_env: Path | None = None  # the interpreter Python models' imports are resolved with (None: tools serve's)
 
 
 @dataclass(frozen=True)

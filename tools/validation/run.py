@@ -13,6 +13,7 @@ from tools.repository import Repository, load_repository
 from tools.validation import Options, Target, has_errors, load_silenced, validate
 from tools.validation.context import DEFAULT_CORES
 from tools.validation.findings import Finding, Severity
+from tools.validation.python_env import interpreter_of
 from tools.validation.reporters import print_human, to_json, to_sarif
 from tools.validation.suppress import load_cores
 
@@ -31,25 +32,28 @@ def exit_code(findings: list[Finding], strict: bool) -> int:
     return EXIT_CLEAN
 
 
-def check_offline(path: Path, target: Target = Target.CPU,
-                  cores: int | None = None) -> tuple[Repository, list[Finding]]:
+def check_offline(path: Path, target: Target = Target.CPU, cores: int | None = None,
+                  python_env: Path | None = None) -> tuple[Repository, list[Finding]]:
     """Load the repository and run every offline rule, honouring silencing (a bad settings table: SettingsError).
 
     The target's cores are `cores` if given, else pyproject.toml's `cores`, else DEFAULT_CORES: never this machine's.
+    Python models' imports are resolved with `python_env` (an interpreter or a venv), else with the stubs' own.
     """
     repository = load_repository(path)
     if cores is None:
         cores = load_cores(repository) or DEFAULT_CORES
-    return repository, validate(repository, Options(target=target, cores=cores), load_silenced(repository))
+    interpreter = interpreter_of(python_env) if python_env is not None else None
+    return repository, validate(repository, Options(target=target, cores=cores, python_env=interpreter),
+                                load_silenced(repository))
 
 
 def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: bool = False,
                    target: Target = Target.CPU, server: bool = False, console: Console | None = None,
-                   cores: int | None = None) -> int:
+                   cores: int | None = None, python_env: Path | None = None) -> int:
     """Validate the repository at `path` and print the report; returns the process exit code."""
     console = console or Console(stderr=True)
     _require_folder(path)
-    repository, findings = check_offline(path, target, cores)
+    repository, findings = check_offline(path, target, cores, python_env)
     if server:
         from tools.validation.server import check_with_server  # starts processes: only imported when asked
 

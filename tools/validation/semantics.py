@@ -64,7 +64,7 @@ class _ModelChecks:
     def tensors(self) -> None:
         config = self.config
         auto = None if self.model.is_ensemble else self.can_auto_complete()
-        for kind, code, tensors in (("input", "E301", config.input), ("output", "E302", config.output)):
+        for kind, code, tensors in (("input", "W301", config.input), ("output", "W302", config.output)):
             if not tensors and not auto:
                 self.report(code, f"no {kind}s declared and the backend cannot fill them in; add an `{kind}` "
                                   "entry per tensor.", kind)
@@ -75,7 +75,7 @@ class _ModelChecks:
                 if not tensor.name:
                     self.report("E303", f"{label} has no name; give every {kind} a unique name.", *where)
                 elif tensor.name in seen:
-                    self.report("E303", f"{label} is declared twice; {kind} names must be unique.", *where, "name")
+                    self.report("W303", f"{label} is declared twice; {kind} names must be unique.", *where, "name")
                 seen.add(tensor.name)
                 if tensor.data_type == DataType.TYPE_INVALID:
                     self.report("E304", f"{label} has no data_type; set one such as TYPE_FP32.", *where)
@@ -100,7 +100,7 @@ class _ModelChecks:
             return
         batcher = config.dynamic_batching
         if config.max_batch_size == 0:
-            self.report("E309", "dynamic_batching is set but max_batch_size is 0, so no batch can form; set "
+            self.report("W309", "dynamic_batching is set but max_batch_size is 0, so no batch can form; set "
                                 "max_batch_size or drop dynamic_batching.", "dynamic_batching")
         for size in batcher.preferred_batch_size:
             if not 0 < size <= config.max_batch_size:
