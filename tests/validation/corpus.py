@@ -363,8 +363,9 @@ def _(spec):
     spec.files[f"{spec.name('double')}/config.pbtxt"] += "version_policy { specific { versions: [ 1 ] } }\n"
 
 
-@case("typed_backend_with_other_platform", "E210 E214", Triton.REJECTS)
+@case("typed_backend_with_other_platform", "E214", Triton.REJECTS)
 def _(spec):
+    spec.files[f"{spec.name('double')}/1/model.onnx"] = b"not really onnx"
     spec.edit("double", lambda c: (setattr(c, "backend", "onnxruntime"), setattr(c, "platform", "tensorrt_plan")))
 
 
