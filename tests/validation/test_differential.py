@@ -25,7 +25,7 @@ from tools.validation.server import poll_failure
 
 CONCURRENT_LOADS = 4
 LOAD_TIMEOUT_S = 60.0
-NO_ANSWER_WAIT_S = 20.0  # how long a NO_ANSWER case is given to answer after all
+NO_ANSWER_WAIT_S = 15.0  # how long a NO_ANSWER case is given to answer after all
 TRIED = [case for case in CASES if case.triton is not Triton.OFFLINE]
 
 
