@@ -446,6 +446,16 @@ def _(spec):
         'parameters { key: "TRITON_BATCH_STRATEGY_PATH" value: { string_value: "/nonexistent/libbatch.so" } }\n')
 
 
+@case("version_folder_with_suffix", "E222", Triton.NO_ANSWER)  # the latest is "3", loaded from 3/: no model.py
+def _(spec):
+    spec.files[f"{spec.name('double')}/3_old/model.py"] = MODEL_PY
+
+
+@case("version_folder_with_suffix_not_served", "W202", Triton.LOADS)  # read as version 1, the same as 1/
+def _(spec):
+    spec.files[f"{spec.name('double')}/1_old/model.py"] = MODEL_PY
+
+
 @case("empty_tensor_name", "E303", Triton.REJECTS)
 def _(spec):
     spec.edit("double", lambda c: c.output.add(data_type=c.output[0].data_type, dims=[-1]))

@@ -6,6 +6,7 @@ Each check mirrors one Triton 2.51 load-time check; parity.toml says which (and 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from tools.repository import ENSEMBLE_PLATFORM, VARIANTS_DIR, ConfigFile, Model, ModelConfig
@@ -15,8 +16,12 @@ from tools.validation.findings import Finding
 
 PYTHON_BACKEND = "python"
 WARMUP_DIR = "warmup"  # where model_warmup's input_data_file lives
+# Folders Triton never reads as versions.
+SKIPPED_DIRS = frozenset({VARIANTS_DIR, WARMUP_DIR, "initial_state"})
 # Folders that belong in a model folder without being versions.
-EXPECTED_DIRS = frozenset({VARIANTS_DIR, WARMUP_DIR, "__pycache__"})
+EXPECTED_DIRS = SKIPPED_DIRS | {"__pycache__"}
+# What Triton's std::stoll makes of a folder name: leading blanks, a sign and digits; the rest is dropped.
+_STOLL = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+")
 # Platform -> the backend that serves it (what Triton derives when only `platform` is set).
 PLATFORM_BACKENDS = {
     "tensorrt_plan": "tensorrt",
@@ -128,9 +133,10 @@ def _check_name(ctx: Context, model: Model, config_file: ConfigFile) -> None:
                            "match (or drop `name`).", model, config_file, ("name",))
 
 
-def triton_versions(model: Model, config: ModelConfig) -> list[int]:
-    """The versions Triton's version policy selects on disk (`latest` with num_versions 0 selects none)."""
-    on_disk = sorted(model.versions)
+def triton_versions(model: Model, config: ModelConfig, extra: int | None = None) -> list[int]:
+    """The versions Triton's version policy selects on disk (`latest` with num_versions 0 selects none), counting
+    `extra` as one more version when given."""
+    on_disk = sorted(set(model.versions) | ({extra} if extra is not None else set()))
     policy = config.version_policy
     choice = policy.WhichOneof("policy_choice")
     if choice == "all":
@@ -141,8 +147,23 @@ def triton_versions(model: Model, config: ModelConfig) -> list[int]:
     return on_disk[len(on_disk) - count:] if count > 0 else []
 
 
+def read_as_version(name: str) -> int | None:
+    """The version Triton reads from a folder name that is not a plain number ("2_old" is 2), or None if it skips it."""
+    if name in SKIPPED_DIRS or (len(name) > 1 and name.startswith("0")):
+        return None
+    match = _STOLL.match(name)
+    return int(match[0]) if match else None
+
+
 def _check_versions(ctx: Context, model: Model, config: ModelConfig) -> None:
     for ignored in model.ignored_dirs:
+        number = read_as_version(ignored)
+        # Triton counts such a version, then loads it from the folder named by the plain number, which is absent.
+        if number is not None and number not in model.versions and number in triton_versions(model, config, number):
+            ctx.report("E222", f"Triton reads folder \"{ignored}\" as version {number} and then looks for "
+                               f"{model.name}/{number}/, which does not exist; rename the folder.", model,
+                       file=model.path / ignored)
+            continue
         if ignored.isdigit():
             ctx.report("W203", f"version folder \"{ignored}\" has a leading zero, so Triton ignores it; rename it "
                                f"to \"{int(ignored)}\".", model, file=model.path / ignored)
