@@ -4,8 +4,10 @@ EXECUTION_ENV_PATH as the Python backend reads it. Real interpreters throughout 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +17,7 @@ from tests.validation.corpus import base_spec
 from tools import processes
 from tools.cli import app
 from tools.repository import load_repository
+from tools.serving import runtime
 from tools.validation import Options, validate
 from tools.validation import python_env as python_env_module
 from tools.validation.run import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE
@@ -51,6 +54,11 @@ def test_imports_are_judged_in_the_environment_the_stub_runs_in(bare_venv):
         exit_code, found = codes(paths.REPOSITORY, "--python-env", env)
         assert exit_code == EXIT_FINDINGS
         assert set(found) == {"E219"} and len(found) >= 3  # numpy in each of the three Python models, at least
+
+
+def test_default_interpreter_is_the_one_tools_serve_gives_its_stubs():
+    stub_path = runtime.stub_environment()["PATH"]
+    assert python_env_module.stub_interpreter() == Path(shutil.which("python3", path=stub_path))
 
 
 def test_python_env_that_is_not_an_interpreter_is_a_usage_error(tmp_path):

@@ -98,6 +98,8 @@ def _is_dir(entry: os.DirEntry) -> bool:
 def _dangling(entry: os.DirEntry) -> bool:
     """An entry Triton's stat() fails on: a symbolic link to nothing (or to itself)."""
     try:
+        if not entry.is_symlink():
+            return False
         os.stat(entry.path)
     except OSError:
         return True

@@ -8,8 +8,8 @@ importing anything (`importlib.util.find_spec` of top-level names).
 
 from __future__ import annotations
 
-import ast
 import json
+import os
 import shutil
 import sys
 import tarfile
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tools import processes
 from tools.errors import UsageError, ValidationError
-from tools.repository import Model, ModelConfig, read_text
+from tools.repository import Model, ModelConfig
 from tools.validation.context import Context
 
 ENV_PARAMETER = "EXECUTION_ENV_PATH"
@@ -62,11 +62,10 @@ def interpreter_of(path: Path) -> Path:
 
 
 def stub_interpreter() -> Path:
-    """The interpreter `tools serve`'s stubs run with: the first python3 on the PATH it gives them."""
-    from tools.serving.runtime import stub_environment  # only needed when a Python model is checked
-
-    found = shutil.which("python3", path=stub_environment()["PATH"])
-    return Path(found) if found else Path(sys.executable)
+    """The interpreter `tools serve`'s stubs run with: the python3 beside this interpreter, which
+    `tools.serving.runtime.stub_environment` puts first on their PATH (a test holds the two together; importing
+    runtime here would cost half a second of pytriton import on every validation)."""
+    return Path(shutil.which("python3", path=str(Path(sys.executable).parent)) or sys.executable)
 
 
 def execution_env(model: Model, config: ModelConfig) -> Path | None:
@@ -90,36 +89,24 @@ def local_modules(path: Path) -> set[str]:
     """Modules that sit beside a model file (its version folder) or in its model folder: present by definition."""
     names = set()
     for folder in (path.parent, path.parent.parent):
-        for entry in folder.iterdir() if folder.is_dir() else ():
-            if entry.suffix == ".py" or (entry.is_dir() and (entry / "__init__.py").is_file()):
-                names.add(entry.stem)
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".py"):
+                        names.add(entry.name[:-3])
+                    elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                        names.add(entry.name)
+        except OSError:
+            continue
     return names
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Top-level names of the absolute imports a module runs when loaded (optional imports in try blocks and
-    imports inside functions are not counted)."""
-    text, error = read_text(path)
-    if error is not None:
-        return set()
-    try:
-        tree = ast.parse(text, filename=str(path))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return set()
-    names: set[str] = set()
-    pending = list(tree.body)
-    while pending:
-        node = pending.pop()
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-        elif isinstance(node, ast.If | ast.With):
-            pending += node.body + getattr(node, "orelse", [])
-    return names - {"__future__"}
+def imported_modules(ctx: Context, path: Path) -> frozenset[str]:
+    """What a module imports when loaded (parsed once per file, shared with the other rules)."""
+    return ctx.python_model(path).imports
 
 
-def _needed(path: Path) -> set[str]:
+def _needed(ctx: Context, path: Path) -> set[str]:
     """External modules a model file needs, following its local modules transitively."""
     local = local_modules(path)
     needed: set[str] = set()
@@ -130,7 +117,7 @@ def _needed(path: Path) -> set[str]:
         if current in seen:
             continue
         seen.add(current)
-        for name in imported_modules(current):
+        for name in imported_modules(ctx, current):
             if name in local:
                 queue += [p for p in (current.parent / f"{name}.py", path.parent / f"{name}.py",
                                       path.parent.parent / f"{name}.py") if p.is_file()]
@@ -170,7 +157,7 @@ def check(ctx: Context, models: list[PythonModel]) -> None:
         else:
             interpreter = default if default is not None else None
         for path in item.files:
-            names = _needed(path)
+            names = _needed(ctx, path)
             if names:
                 if interpreter is None:
                     interpreter = default = stub_interpreter()
