@@ -146,7 +146,7 @@ def triton_versions(model: Model, config: ModelConfig, extra: int | None = None)
     if choice == "specific":
         return [v for v in on_disk if v in set(policy.specific.versions)]
     count = policy.latest.num_versions if choice == "latest" else 1
-    return on_disk[len(on_disk) - count:] if count > 0 else []
+    return on_disk[max(len(on_disk) - count, 0):] if count > 0 else []
 
 
 def read_as_version(name: str) -> int | None:
