@@ -118,8 +118,8 @@ def _check_root(ctx: Context) -> None:
         elif entry.name.startswith(".") and _is_dir(entry):
             # Attributed to the model name Triton gives the folder.
             ctx.findings.append(Finding(
-                "E217", f"hidden folder \"{entry.name}\" at the repository root is a model to Triton, which fails to "
-                        "load it (--load-model=* or polling); move it out of the repository.",
+                "E217", f"hidden folder \"{entry.name}\" at the repository root is a model to Triton, which tries to "
+                        "load it with --load-model=* or polling and fails; move it out of the repository.",
                 entry.name, Path(entry.path)))
     for model in repository.models.values():
         for entry in sorted(_entries(model.path), key=lambda e: e.name):
