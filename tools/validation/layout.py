@@ -181,7 +181,7 @@ def _check_versions(ctx: Context, model: Model, config: ModelConfig) -> None:
             ctx.report("E205", "version_policy latest asks for 0 versions, so Triton serves none; set num_versions "
                                "to 1 or more.", model, path=("version_policy",))
         else:
-            wanted = ", ".join(str(v) for v in policy.specific.versions)
+            wanted = ", ".join(str(v) for v in policy.specific.versions) or "none"
             ctx.report("E205", f"version_policy asks for version(s) {wanted} but the folders on disk are "
                                f"{', '.join(map(str, sorted(model.versions)))}; fix the policy or add the folders.",
                        model, path=("version_policy",))
