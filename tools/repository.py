@@ -55,13 +55,14 @@ class ConfigFile:
         """Line and column of each field, computed only when a finding needs one."""
         return field_positions(self.text or "")
 
-    def line_of(self, path: FieldPath = ()) -> int | None:
-        """The line of the field at `path`, or of its nearest enclosing field found in the text.
+    def position_of(self, path: FieldPath = ()) -> tuple[int, int | None] | None:
+        """Line and column of the field at `path`, or of its nearest enclosing field found in the text (of the
+        syntax error when the file does not parse).
 
         Singular message fields may be named without an index: ("dynamic_batching", "preferred_batch_size").
         """
         if self.error is not None:
-            return self.error.line
+            return (self.error.line, self.error.column) if self.error.line is not None else None
         positions = self.positions
         canonical: list[str | int] = []
         for index, here in enumerate(path):
@@ -71,7 +72,7 @@ class ConfigFile:
         for end in range(len(canonical), 0, -1):
             found = positions.get(tuple(canonical[:end]))
             if found is not None:
-                return found[0]
+                return found
         return None
 
 

@@ -1,9 +1,10 @@
 """The validation corpus: tiny repositories built from one base plus one mutation per case.
 
 Every case names the codes `tools validate` must report for it (exactly) and what the real Triton does
-with it: REJECTS (refuses the target model), LOADS (clean or warnings only), STRICTER (we report an
-error, Triton loads it anyway: deliberate), or OFFLINE (cannot be tried on this machine's server, which
-has only the Python backend and no GPU). All models of a case carry the case's prefix, so all cases can
+with it: REJECTS (refuses the target model, and says so), LOADS (clean or warnings only), STRICTER (we
+report an error, Triton loads it anyway: deliberate), NO_ANSWER (Triton never answers the load request:
+neither a refusal nor a load), or OFFLINE (cannot be tried on this machine's server, which has only the
+Python backend and no GPU). All models of a case carry the case's prefix, so all cases can
 share one repository and one server.
 """
 
@@ -83,6 +84,7 @@ class Triton(StrEnum):
     REJECTS = "rejects"
     LOADS = "loads"
     STRICTER = "stricter"
+    NO_ANSWER = "no answer"
     OFFLINE = "offline"
 
 
@@ -257,12 +259,12 @@ def _(spec):
     spec.files[spec.config_path("double")] = b'name: "caf\xe9"\n'
 
 
-@case("missing_config", "E101", Triton.STRICTER)  # Triton guesses the Python backend from model.py
+@case("missing_config", "W101", Triton.LOADS)  # Triton guesses the Python backend from model.py
 def _(spec):
     del spec.files[spec.config_path("double")]
 
 
-@case("config_symlink_loop", "E102", Triton.REJECTS)
+@case("config_symlink_loop", "E102 E218", Triton.REJECTS)
 def _(spec):
     del spec.files[spec.config_path("double")]
     spec.symlinks[spec.config_path("double")] = "config.pbtxt"
@@ -299,7 +301,7 @@ def _(spec):
     spec.edit("double", lambda c: c.version_policy.specific.versions.append(3))
 
 
-@case("no_backend", "E206", Triton.STRICTER)  # Triton guesses the backend from model.py
+@case("no_backend", "W206", Triton.LOADS)  # Triton guesses the backend from model.py
 def _(spec):
     spec.edit("double", lambda c: c.ClearField("backend"))
 
@@ -314,13 +316,13 @@ def _(spec):
     spec.edit("double", lambda c: setattr(c, "backend", "pythn"))
 
 
-@case("backend_platform_mismatch", "E209", Triton.STRICTER)  # Triton 2.51 goes by `backend` alone
+@case("backend_platform_mismatch", "W209", Triton.LOADS)  # Triton 2.51 goes by `backend` alone
 def _(spec):
     spec.edit("double", lambda c: setattr(c, "platform", "onnxruntime_onnx"))
 
 
-# Triton 2.51 never answers the load request for this one (seen: no answer in 120 s), so it stays offline.
-@case("missing_model_py", "E210", Triton.OFFLINE)
+# Triton 2.51 never answers the load request for this one (seen: no answer in 120 s).
+@case("missing_model_py", "E210", Triton.NO_ANSWER)
 def _(spec):
     del spec.files[f"{spec.name('double')}/1/model.py"]
     spec.files[f"{spec.name('double')}/1/other.py"] = MODEL_PY
@@ -347,18 +349,130 @@ def _(spec):
     spec.files[f"{spec.name('double')}/configs/small.pbtxt"] = "max_batch_size: [\n"
 
 
+# -- 2xx layout: parity with Triton's repository scan, version policy, backend resolution, Python backend --
+@case("no_config_no_model_file", "E213", Triton.REJECTS)
+def _(spec):
+    del spec.files[spec.config_path("double")]
+    spec.files[f"{spec.name('double')}/1/helper.py"] = spec.files.pop(f"{spec.name('double')}/1/model.py")
+
+
+@case("no_backend_first_folder_without_model_py", "E213", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: c.ClearField("backend"))
+    spec.files[f"{spec.name('double')}/0/helper.py"] = MODEL_PY  # "0" sorts first: Triton looks only there
+    spec.files[f"{spec.name('double')}/config.pbtxt"] += "version_policy { specific { versions: [ 1 ] } }\n"
+
+
+@case("typed_backend_with_other_platform", "E214", Triton.REJECTS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/model.onnx"] = b"not really onnx"
+    spec.edit("double", lambda c: (setattr(c, "backend", "onnxruntime"), setattr(c, "platform", "tensorrt_plan")))
+
+
+@case("unknown_platform_with_backend", "W209", Triton.LOADS)  # Triton goes by `backend`
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "platform", "tensorflow_lite"))
+
+
+@case("latest_zero_versions", "E205", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c.version_policy.latest, "num_versions", 0))
+
+
+@case("specific_version_partly_missing", "W215", Triton.LOADS)
+def _(spec):
+    spec.edit("double", lambda c: c.version_policy.specific.versions.extend([1, 3]))
+
+
+@case("label_file_missing", "E216", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c.output[0], "label_filename", "labels.txt"))
+
+
+@case("label_file_present", "", Triton.LOADS)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c.output[0], "label_filename", "labels.txt"))
+    spec.files[f"{spec.name('double')}/labels.txt"] = "zero\none\n"
+
+
+@case("hidden_folder_at_root", "E217", Triton.REJECTS, ".hidden")
+def _(spec):
+    spec.files[f".{spec.name('hidden')}/notes.txt"] = "what an editor or a notebook leaves behind\n"
+
+
+@case("dangling_link_in_model_folder", "E218", Triton.REJECTS)
+def _(spec):
+    spec.symlinks[f"{spec.name('double')}/old"] = "nowhere"
+
+
+@case("dangling_link_at_root", "E218", Triton.REJECTS, "gone")
+def _(spec):
+    spec.symlinks[spec.name("gone")] = "nowhere"
+
+
+@case("model_py_imports_missing_module", "E219", Triton.REJECTS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/model.py"] = "import no_such_module_anywhere\n" + MODEL_PY
+
+
+@case("model_py_imports_sibling_module", "", Triton.LOADS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/helper.py"] = "import numpy\n\nFACTOR = 2\n"
+    spec.files[f"{spec.name('double')}/1/model.py"] = "import helper  # noqa: F401\n" + MODEL_PY
+
+
+@case("sibling_module_imports_missing_module", "E219", Triton.REJECTS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/helper.py"] = "import no_such_module_anywhere\n"
+    spec.files[f"{spec.name('double')}/1/model.py"] = "import helper  # noqa: F401\n" + MODEL_PY
+
+
+@case("execution_env_missing", "E220", Triton.REJECTS)
+def _(spec):
+    spec.files[spec.config_path("double")] += (
+        'parameters { key: "EXECUTION_ENV_PATH" value: { string_value: "$$TRITON_MODEL_DIRECTORY/env.tar.gz" } }\n')
+
+
+@case("execution_env_without_activate", "E220 W202", Triton.REJECTS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/env/bin/python3.txt"] = ""
+    spec.files[spec.config_path("double")] += (
+        'parameters { key: "EXECUTION_ENV_PATH" value: { string_value: "$$TRITON_MODEL_DIRECTORY/env" } }\n')
+
+
+@case("batch_strategy_missing", "E221", Triton.REJECTS)
+def _(spec):
+    spec.files[spec.config_path("double")] += (
+        'parameters { key: "TRITON_BATCH_STRATEGY_PATH" value: { string_value: "/nonexistent/libbatch.so" } }\n')
+
+
+@case("version_folder_with_suffix", "E222", Triton.NO_ANSWER)  # the latest is "3", loaded from 3/: no model.py
+def _(spec):
+    spec.files[f"{spec.name('double')}/3_old/model.py"] = MODEL_PY
+
+
+@case("version_folder_with_suffix_not_served", "W202", Triton.LOADS)  # read as version 1, the same as 1/
+def _(spec):
+    spec.files[f"{spec.name('double')}/1_old/model.py"] = MODEL_PY
+
+
+@case("empty_tensor_name", "E303", Triton.REJECTS)
+def _(spec):
+    spec.edit("double", lambda c: c.output.add(data_type=c.output[0].data_type, dims=[-1]))
+
+
 # -- 3xx semantics ----------------------------------------------------------------------------------
-@case("no_inputs", "E301 E406", Triton.STRICTER)
+@case("no_inputs", "W301 E406", Triton.STRICTER)
 def _(spec):
     spec.edit("double", lambda c: c.ClearField("input"))
 
 
-@case("no_outputs", "E302 E407", Triton.STRICTER)
+@case("no_outputs", "W302 E407", Triton.STRICTER)
 def _(spec):
     spec.edit("double", lambda c: c.ClearField("output"))
 
 
-@case("duplicate_input", "E303", Triton.STRICTER)  # Triton 2.51 loads it; which IN gets the data?
+@case("duplicate_input", "W303", Triton.LOADS)  # Triton 2.51 loads it; which IN gets the data?
 def _(spec):
     spec.edit("double", lambda c: c.input.add().CopyFrom(c.input[0]))
 
@@ -388,7 +502,7 @@ def _(spec):
     spec.edit("double", lambda c: setattr(c, "max_batch_size", -1))
 
 
-@case("dynamic_batching_without_batching", "E309 W503", Triton.STRICTER)
+@case("dynamic_batching_without_batching", "W309 W503", Triton.LOADS)
 def _(spec):
     spec.edit("double", lambda c: setattr(c, "max_batch_size", 0))
 
@@ -689,30 +803,14 @@ def _(spec):
     spec.edit("double", lambda c: setattr(c.input[0], "format", c.input[0].FORMAT_NHWC))
 
 
-@case("label_file_missing", "E324", Triton.REJECTS)
-def _(spec):
-    spec.edit("double", lambda c: setattr(c.output[0], "label_filename", "labels.txt"))
-
-
-@case("valid_label_file", "", Triton.LOADS)
-def _(spec):
-    spec.edit("double", lambda c: setattr(c.output[0], "label_filename", "labels.txt"))
-    spec.files[f"{spec.name('double')}/labels.txt"] = "zero\none\n"
-
-
 @case("sequence_with_response_cache", "E325", Triton.REJECTS)
 def _(spec):
     use_sequence_batching(spec, "sequence_batching { }\nresponse_cache { enable: true }")
 
 
-@case("batch_strategy_with_sequence_batcher", "E326", Triton.REJECTS)
+@case("batch_strategy_with_sequence_batcher", "E221", Triton.REJECTS)
 def _(spec):
     use_sequence_batching(spec, "sequence_batching { }")
-    append(spec, "double", 'parameters { key: "TRITON_BATCH_STRATEGY_PATH" value: { string_value: "/nowhere/b.so" } }')
-
-
-@case("batch_strategy_missing", "E326", Triton.REJECTS)
-def _(spec):
     append(spec, "double", 'parameters { key: "TRITON_BATCH_STRATEGY_PATH" value: { string_value: "/nowhere/b.so" } }')
 
 
@@ -817,6 +915,12 @@ def _(spec):
 
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
+
+
+def model_name(prefix: str, target: str) -> str:
+    """A case's model name: the prefix goes after the dot of a hidden target (".hidden" -> ".c07_hidden")."""
+    hidden = "." if target.startswith(".") else ""
+    return hidden + prefix + target.removeprefix(".")
 
 
 def build_corpus(root: Path) -> dict[str, tuple[Case, str]]:

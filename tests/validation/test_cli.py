@@ -220,10 +220,10 @@ def test_unlistable_repository_is_a_usage_error_for_the_cli_and_a_finding_for_ca
     assert finding["code"] == "E104" and "cannot list repo: Permission denied" in finding["message"]
 
 
-def test_a_dangling_symlink_in_the_repository_is_not_a_model(tmp_path, clean_repo):
+def test_a_dangling_symlink_in_the_repository_is_not_a_model_but_breaks_triton_s_listing(tmp_path, clean_repo):
     os.symlink(tmp_path / "nowhere", clean_repo / "dangling")
-    assert validate(clean_repo).exit_code == EXIT_CLEAN
-    assert findings(clean_repo) == []
+    assert validate(clean_repo).exit_code == EXIT_FINDINGS
+    assert [(f["code"], f["model"]) for f in findings(clean_repo)] == [("E218", "dangling")]
     assert set(load_repository(clean_repo).models) == {"double", "add", "pipe"}
 
 

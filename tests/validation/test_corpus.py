@@ -24,7 +24,7 @@ def corpus(tmp_path_factory):
     built = build_corpus(root)
     repository = load_repository(root)
     findings = validate(repository, Options(cores=2), load_silenced(repository))
-    return {cid: (case, [f for f in findings if f.model and f.model.startswith(prefix)])
+    return {cid: (case, [f for f in findings if f.model and f.model.lstrip(".").startswith(prefix)])
             for cid, (case, prefix) in built.items()}
 
 

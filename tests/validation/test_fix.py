@@ -15,7 +15,7 @@ from tools.validation.fix import fix
 from tools.validation.run import EXIT_CLEAN, EXIT_FINDINGS
 
 runner = CliRunner()
-# "double" named "dbl" (E201) without a backend (E206), its header comment to keep; "add" served from "01" (W203).
+# "double" named "dbl" (E201) without a backend (W206), its header comment to keep; "add" served from "01" (W203).
 FIXABLE = "# double: the test model\n" + DOUBLE.replace("@double", "dbl").replace('backend: "python"\n', "")
 
 
@@ -82,9 +82,9 @@ def test_fix_leaves_what_it_cannot_fix_safely_and_says_why(tmp_path, monkeypatch
     result = runner.invoke(app, ["validate", "repo", "--fix"])
     assert snapshot(root) == before
     assert "not fixed: E201 double: config.pbtxt has comments below its header" in result.stderr
-    assert "not fixed: E206 add: the backend cannot be told from the files" in result.stderr
+    assert "not fixed: W206 add: the backend cannot be told from the files" in result.stderr
     assert "not fixed: W203 add: repo/add/1 exists already" in result.stderr
-    assert all(f" {code} " in result.stdout for code in ("E201", "E206", "W203"))  # reported as remaining
+    assert all(f" {code} " in result.stdout for code in ("E201", "W206", "W203"))  # reported as remaining
 
 
 def test_fix_never_writes_a_config_the_validator_refuses(fixable_repo):

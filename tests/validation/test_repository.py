@@ -69,3 +69,23 @@ def test_field_positions_follow_every_list_spelling():
     assert positions[("input", 1, "name")][0] == 5
     assert positions[("output", 1, "name")][0] == 10
     assert positions[("dynamic_batching", 0, "preferred_batch_size")][0] == 13
+
+
+def test_version_folder_names_are_read_as_triton_reads_them():
+    """std::stoll semantics: leading digits count, a leading zero or a skipped folder does not."""
+    from tools.validation.layout import read_as_version
+
+    assert [read_as_version(n) for n in ("3_old", "+4", "-1", "07", "0", "latest", "warmup", "configs")] == \
+        [3, 4, -1, None, 0, None, None, None]
+
+
+def test_version_policy_selection_follows_triton(repo):
+    from tools.validation.layout import triton_versions
+
+    double = repo.models["double"]
+    config = double.config
+    config.version_policy.latest.num_versions = 0
+    assert triton_versions(double, config) == []
+    config.version_policy.latest.num_versions = 5
+    assert triton_versions(double, config) == [1, 2]
+    assert triton_versions(double, config, extra=7) == [1, 2, 7]

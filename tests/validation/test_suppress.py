@@ -111,4 +111,4 @@ def test_selectors_are_checked(selectors, ignoring, error):
 
 def test_selectors_accept_codes_prefixes_and_all():
     assert check_selectors(["e3", " W ", "ALL", "E201"], "--x") == ("E3", "W", "ALL", "E201")
-    assert check_selectors(["W", "E301"], "--x", ignoring=True) == ("W", "E301")
+    assert check_selectors(["W", "W301"], "--x", ignoring=True) == ("W", "W301")

@@ -38,7 +38,11 @@ def validate(
         help=f"CPU cores of one server on the target, for W502 (single-instance Python models). Default: `cores` "
              f"in the tool.tools-validate table of pyproject.toml, else {DEFAULT_CORES} (the chart's CPU limit); never "
              f"the cores of the machine running the check, so every machine gives the same verdict."),
-    fix: bool = typer.Option(False, "--fix", help="Fix the mechanical findings (E201, E206, W203), print the diff, "
+    python_env: Path | None = typer.Option(
+        None, "--python-env", show_default=False,
+        help="Python interpreter (or venv folder) the Python models' stubs run with, for E219 (imports). "
+             "Default: the one `tools serve` gives its stubs."),
+    fix: bool = typer.Option(False, "--fix", help="Fix the mechanical findings (E201, W206, W203), print the diff, "
                                                   "then report what remains."),
     diff: bool = typer.Option(False, "--diff", help="Print the fixes --fix would make, write nothing (exit 1 if any)."),
     explain: str | None = typer.Option(None, "--explain", metavar="CODE", show_default=False,
@@ -50,4 +54,4 @@ def validate(
         raise typer.Exit()
     raise typer.Exit(run_validation(repository, output_format, strict, target, server, cores=cores,
                                     select=split_codes(select) if select else None, ignore=split_codes(ignore),
-                                    fix=fix, diff=diff))
+                                    fix=fix, diff=diff, python_env=python_env))

@@ -26,10 +26,12 @@ DEFAULT_CORES = 2
 
 @dataclass(frozen=True)
 class Options:
-    """What the repository is checked for: the target's hardware kind and its core count (per server)."""
+    """What the repository is checked for: the target's hardware kind, its core count (per server) and the Python
+    environment its Python-backend stubs run in."""
 
     target: Target = Target.CPU
     cores: int = DEFAULT_CORES
+    python_env: Path | None = None  # the interpreter Python models' imports are resolved with (None: tools serve's)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,23 @@ class PythonModelInfo:
     has_class: bool = False
     has_execute: bool = False
     has_auto_complete: bool = False
+    imports: frozenset[str] = frozenset()  # top-level names of the absolute imports run when the module loads
+
+
+def module_imports(tree: ast.Module) -> frozenset[str]:
+    """Top-level names of the absolute imports a module runs when loaded (optional imports in try blocks and
+    imports inside functions are not counted)."""
+    names: set[str] = set()
+    pending = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.If | ast.With):
+            pending += node.body + getattr(node, "orelse", [])
+    return frozenset(names - {"__future__"})
 
 
 def inspect_python_model(path: Path) -> PythonModelInfo:
@@ -57,11 +76,11 @@ def inspect_python_model(path: Path) -> PythonModelInfo:
         if isinstance(node, ast.ClassDef) and node.name == "TritonPythonModel":
             methods = {item.name for item in node.body if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)}
             return PythonModelInfo(has_class=True, has_execute="execute" in methods,
-                                   has_auto_complete="auto_complete_config" in methods)
+                                   has_auto_complete="auto_complete_config" in methods, imports=module_imports(tree))
     if any(_binds_model_class(node) for node in tree.body):
         # Built or imported elsewhere (a factory, a sibling module): trust it, as we cannot see its methods.
-        return PythonModelInfo(has_class=True, has_execute=True, has_auto_complete=True)
-    return PythonModelInfo()
+        return PythonModelInfo(has_class=True, has_execute=True, has_auto_complete=True, imports=module_imports(tree))
+    return PythonModelInfo(imports=module_imports(tree))
 
 
 def _binds_model_class(node: ast.stmt) -> bool:
@@ -84,13 +103,14 @@ class Context:
     def report(self, code: str, message: str, model: Model | None = None, config_file: ConfigFile | None = None,
                path: FieldPath = (), step: Step | None = None, file: Path | None = None,
                line: int | None = None) -> None:
-        """Record a finding; its file and line come from `config_file` and the field `path` unless given."""
+        """Record a finding; its file, line and column come from `config_file` and the field `path` unless given."""
         if config_file is None and model is not None and file is None:
             config_file = model.config_file
+        column = None
         if config_file is not None and file is None:
             file = config_file.path
-            line = config_file.line_of(path)
-        self.findings.append(Finding(code, message, model.name if model else None, file, line, step=step))
+            line, column = config_file.position_of(path) or (None, None)
+        self.findings.append(Finding(code, message, model.name if model else None, file, line, column, step=step))
 
     def python_model(self, path: Path) -> PythonModelInfo:
         if path not in self._python_models:

@@ -1,6 +1,6 @@
 """`tools validate --fix` / `--diff`: the mechanical findings, fixed through the one config write-back.
 
-Fixed: E201 (the config's name becomes the folder's), E206 (no backend, but every served version holds only a
+Fixed: E201 (the config's name becomes the folder's), W206 (no backend, but every served version holds only a
 model.py: backend "python"), W203 (a zero-prefixed version folder renamed to its number when that name is free).
 A config is only rewritten when it parsed and holds no comment below its leading comment block (protobuf text
 keeps only that block); every rewrite goes through `write_config` (validated, atomic) and shows as a unified diff.
@@ -16,13 +16,13 @@ from pathlib import Path
 from tools.repository import CONFIG_FILE, ConfigFile, Model, ModelConfig, Repository, replace_config
 from tools.validation import ConfigRejectedError, blocking_errors, write_config
 from tools.validation.findings import Finding
-from tools.validation.layout import DEFAULT_MODEL_FILES, PLATFORM_MODEL_FILES, PYTHON_BACKEND
+from tools.validation.layout import DEFAULT_MODEL_FILES, GUESSED_BACKENDS, PLATFORM_MODEL_FILES, PYTHON_BACKEND
 from tools.validation.suppress import comment_start
-from tools.validation.syntax import AUTO_COMPLETE_FILES
 
-FIXABLE = frozenset({"E201", "E206", "W203"})
+FIXABLE = frozenset({"E201", "W206", "W203"})
 PYTHON_BACKEND_FILE = DEFAULT_MODEL_FILES[PYTHON_BACKEND]
-_MODEL_FILES = frozenset({*DEFAULT_MODEL_FILES.values(), *PLATFORM_MODEL_FILES.values(), *AUTO_COMPLETE_FILES})
+_MODEL_FILES = frozenset({*DEFAULT_MODEL_FILES.values(), *PLATFORM_MODEL_FILES.values(),
+                          *(name for name, _ in GUESSED_BACKENDS)})
 
 
 @dataclass

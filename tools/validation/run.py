@@ -17,6 +17,7 @@ from tools.validation.context import DEFAULT_CORES
 from tools.validation.findings import Finding, Severity
 from tools.validation.fix import FIXABLE, Outcome
 from tools.validation.fix import fix as fix_findings
+from tools.validation.python_env import interpreter_of
 from tools.validation.reporters import print_grouped, print_lines, to_github, to_json, to_junit, to_sarif
 from tools.validation.suppress import load_cores
 
@@ -40,49 +41,37 @@ def exit_code(findings: list[Finding], strict: bool) -> int:
 
 def check_offline(path: Path, target: Target = Target.CPU, cores: int | None = None,
                   select: Iterable[str] | None = None, ignore: Iterable[str] = (),
-                  gate: bool = False) -> tuple[Repository, list[Finding]]:
+                  gate: bool = False, python_env: Path | None = None) -> tuple[Repository, list[Finding]]:
     """Load the repository and run every offline rule, honouring the selection and suppression comments (bad
     settings: SettingsError). `gate`: report every code Triton refuses, whatever the selection says.
 
     The target's cores are `cores` if given, else pyproject.toml's `cores`, else DEFAULT_CORES: never this machine's.
+    Python models' imports are resolved with `python_env` (an interpreter or a venv), else with the stubs' own.
     """
     repository = load_repository(path)
     if cores is None:
         cores = load_cores(repository) or DEFAULT_CORES
+    interpreter = interpreter_of(python_env) if python_env is not None else None
     silenced = replace(load_silenced(repository, select=select, ignore=ignore), gate=gate)
-    return repository, with_columns(repository, validate(repository, Options(target=target, cores=cores), silenced))
-
-
-def with_columns(repository: Repository, findings: list[Finding]) -> list[Finding]:
-    """Findings in a config file given the column of their line's first field (or of the syntax error)."""
-    files = {config_file.path: config_file for model in repository.models.values()
-             for config_file in (model.config_file, *model.variants.values()) if config_file is not None}
-    placed = []
-    for finding in findings:
-        config_file = files.get(finding.file)
-        if finding.column is None and finding.line is not None and config_file is not None:
-            error = config_file.error
-            columns = [error.column] if error is not None and error.line == finding.line else \
-                [column for line, column in config_file.positions.values() if line == finding.line]
-            finding = replace(finding, column=min((c for c in columns if c), default=None))
-        placed.append(finding)
-    return placed
+    options = Options(target=target, cores=cores, python_env=interpreter)
+    return repository, validate(repository, options, silenced)
 
 
 def run_validation(path: Path, fmt: OutputFormat = OutputFormat.HUMAN, strict: bool = False,
                    target: Target = Target.CPU, server: bool = False, console: Console | None = None,
                    cores: int | None = None, select: Iterable[str] | None = None, ignore: Iterable[str] = (),
-                   fix: bool = False, diff: bool = False) -> int:
+                   fix: bool = False, diff: bool = False,
+                   python_env: Path | None = None) -> int:
     """Validate the repository at `path` and print the report; returns the process exit code.
 
     `fix` rewrites what is mechanical and reports what remains; `diff` only shows those fixes (exit 1 if any)."""
     console = console or Console(stderr=True)
     _require_folder(path)
-    repository, findings = check_offline(path, target, cores, select, ignore)
+    repository, findings = check_offline(path, target, cores, select, ignore, python_env=python_env)
     if diff:
         return _show_fixes(repository, findings, console)
     if fix and _apply_fixes(repository, findings, console):
-        repository, findings = check_offline(path, target, cores, select, ignore)
+        repository, findings = check_offline(path, target, cores, select, ignore, python_env=python_env)
     if server:
         from tools.validation.server import check_with_server  # starts processes: only imported when asked
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 from tools.repository import ConfigFile, Model, model_config_pb2
 from tools.validation.context import Context, Target, is_batching
@@ -25,8 +24,6 @@ ELEMENT_BYTES = {
     DataType.TYPE_UINT32: 4, DataType.TYPE_INT32: 4, DataType.TYPE_FP32: 4,
     DataType.TYPE_UINT64: 8, DataType.TYPE_INT64: 8, DataType.TYPE_FP64: 8,
 }
-# A model parameter naming a custom batching library, which the sequence batcher cannot use.
-BATCH_STRATEGY_PARAMETER = "TRITON_BATCH_STRATEGY_PATH"
 # Repository agents published with Triton releases (Triton looks for repoagents/<name>/libtritonrepoagent_<name>.so).
 SHIPPED_REPOSITORY_AGENTS = frozenset({"checksum"})
 INITIAL_STATE_DIR = "initial_state"  # where a sequence state's initial_state data_file lives
@@ -88,7 +85,7 @@ class _ModelChecks:
     def tensors(self) -> None:
         config = self.config
         auto = None if self.model.is_ensemble else self.can_auto_complete()
-        for kind, code, tensors in (("input", "E301", config.input), ("output", "E302", config.output)):
+        for kind, code, tensors in (("input", "W301", config.input), ("output", "W302", config.output)):
             if not tensors and not auto:
                 self.report(code, f"no {kind}s declared and the backend cannot fill them in; add an `{kind}` "
                                   "entry per tensor.", kind)
@@ -99,7 +96,7 @@ class _ModelChecks:
                 if not tensor.name:
                     self.report("E303", f"{label} has no name; give every {kind} a unique name.", *where)
                 elif tensor.name in seen:
-                    self.report("E303", f"{label} is declared twice; {kind} names must be unique.", *where, "name")
+                    self.report("W303", f"{label} is declared twice; {kind} names must be unique.", *where, "name")
                 seen.add(tensor.name)
                 if tensor.data_type == DataType.TYPE_INVALID:
                     self.report("E304", f"{label} has no data_type; set one such as TYPE_FP32.", *where)
@@ -131,9 +128,6 @@ class _ModelChecks:
         if image and len(tensor.dims) != 3:
             self.report("E323", f"{label} has format {InputFormat.Name(tensor.format)} with {len(tensor.dims)} dims; "
                                 "NHWC/NCHW needs exactly 3 (without the batch dimension).", *where, "format")
-        if getattr(tensor, "label_filename", "") and not (self.model.path / tensor.label_filename).is_file():
-            self.report("E324", f"{label} names label file \"{tensor.label_filename}\", which is not in "
-                                f"{self.model.name}/; add the file or drop label_filename.", *where, "label_filename")
 
     def batch_io(self) -> None:
         """batch_input and batch_output: one source each, sources among the inputs, targets among the outputs."""
@@ -184,7 +178,7 @@ class _ModelChecks:
             return
         batcher = config.dynamic_batching
         if config.max_batch_size == 0:
-            self.report("E309", "dynamic_batching is set but max_batch_size is 0, so no batch can form; set "
+            self.report("W309", "dynamic_batching is set but max_batch_size is 0, so no batch can form; set "
                                 "max_batch_size or drop dynamic_batching.", "dynamic_batching")
         for size in batcher.preferred_batch_size:
             if not 0 < size <= config.max_batch_size:
@@ -393,21 +387,6 @@ class _ModelChecks:
                                     f"repoagents/{agent.name}/ on every server or drop it.",
                             "model_repository_agents", "agents", index)
 
-    def batch_strategy(self) -> None:
-        """A custom batching library: never with the sequence batcher, and it must exist where it is named."""
-        config = self.config
-        if BATCH_STRATEGY_PARAMETER not in config.parameters:
-            return
-        where = ("parameters",)
-        if config.HasField("sequence_batching"):
-            self.report("E326", f"parameter {BATCH_STRATEGY_PARAMETER} cannot be used with sequence batching; drop "
-                                "it or use dynamic batching.", *where)
-            return
-        path = config.parameters[BATCH_STRATEGY_PARAMETER].string_value
-        if path.startswith("/") and not Path(path).is_file():
-            self.report("E326", f"parameter {BATCH_STRATEGY_PARAMETER} names \"{path}\", which does not exist; fix "
-                                "the path or drop the parameter.", *where)
-
 
 def check(ctx: Context) -> None:
     for model in ctx.repository.models.values():
@@ -421,5 +400,4 @@ def check(ctx: Context) -> None:
                 checks.instances()
                 checks.warmup()
                 checks.sequences()
-                checks.batch_strategy()
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from tools.repository import CONFIG_FILE, ConfigFile, Model
 from tools.validation.context import Context
-
-# Model files from which Triton's backends can build a config themselves.
-AUTO_COMPLETE_FILES = frozenset({"model.onnx", "model.savedmodel", "model.plan", "model.graphdef"})
+from tools.validation.layout import PYTHON_BACKEND, guessed_backend
 
 
 def _check_file(ctx: Context, model: Model, config_file: ConfigFile) -> None:
@@ -29,15 +27,19 @@ def check(ctx: Context) -> None:
         for path, error in model.read_errors:
             ctx.report("E102", f"{error.message}; fix the permissions or remove the entry.", model, file=path)
         if model.config_file is None:
-            on_disk = set().union(*(v.files for v in model.versions.values()))
-            if on_disk & AUTO_COMPLETE_FILES:
-                ctx.report("W105", f"no {CONFIG_FILE}: the backend will guess one from the model file; write it "
-                                   "down so batching and instances are under your control.", model,
-                           file=model.path / CONFIG_FILE)
-            else:
-                ctx.report("E101", f"no {CONFIG_FILE}, so Triton has to guess the backend and the model runs with "
+            backend = guessed_backend(model)
+            if backend is None:
+                ctx.report("E213", f"no {CONFIG_FILE} and no file in the first sub-folder names a backend, so Triton "
+                                   f"refuses the model; add {model.name}/{CONFIG_FILE} with its backend.",
+                           model, file=model.path / CONFIG_FILE)
+            elif backend == PYTHON_BACKEND:
+                ctx.report("W101", f"no {CONFIG_FILE}, so Triton guesses the Python backend and the model runs with "
                                    f"no declared inputs, outputs or batching; add {model.name}/{CONFIG_FILE}.",
                            model, file=model.path / CONFIG_FILE)
+            else:
+                ctx.report("W105", f"no {CONFIG_FILE}: the {backend} backend will guess one from the model file; "
+                                   "write it down so batching and instances are under your control.", model,
+                           file=model.path / CONFIG_FILE)
             continue
         _check_file(ctx, model, model.config_file)
         for variant in model.variants.values():
