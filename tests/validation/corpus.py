@@ -601,6 +601,11 @@ def _(spec):
     spec.edit("pipe", lambda c: c.model_warmup.add(name="w", batch_size=1))
 
 
+@case("ensemble_with_backend", "E419", Triton.REJECTS, "pipe")
+def _(spec):
+    spec.edit("pipe", lambda c: setattr(c, "backend", "python"))
+
+
 @case("ensemble_without_steps", "E403", Triton.REJECTS, "pipe")
 def _(spec):
     spec.edit("pipe", lambda c: (c.ensemble_scheduling.ClearField("step"), c.ensemble_scheduling.SetInParent()))

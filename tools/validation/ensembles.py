@@ -72,6 +72,9 @@ class _EnsembleChecks:
                               ("model_warmup", bool(config.model_warmup))):
             if present:
                 self.report("E402", f"an ensemble cannot set {name}; set it on the composing models instead.", name)
+        if config.backend:
+            self.report("E419", f"an ensemble cannot set a backend (\"{config.backend}\"); drop `backend` and keep "
+                                "platform \"ensemble\".", "backend")
         if not self.steps:
             self.report("E403", "the ensemble has no steps; add at least one step.", "ensemble_scheduling")
             return False

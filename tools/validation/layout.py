@@ -215,7 +215,7 @@ def _check_backend(ctx: Context, model: Model, config_file: ConfigFile) -> None:
         ctx.report("E207", f"unknown platform \"{config.platform}\"; use one of "
                            f"{', '.join(sorted(PLATFORM_BACKENDS))} or set `backend` instead.",
                    model, config_file, ("platform",))
-    elif config.platform and config.backend and implied != config.backend:
+    elif config.platform and config.backend and implied != config.backend and config.platform != ENSEMBLE_PLATFORM:
         if config.backend in TYPED_BACKENDS:
             ctx.report("E214", f"backend \"{config.backend}\" does not serve platform \"{config.platform}\", so Triton "
                                "refuses the pair; drop `platform` or make it match.", model, config_file, ("backend",))
