@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support import paths
 from tools.validation import RULES
 from tools.validation.parity import load_parity, parity_figure
 
@@ -36,3 +37,14 @@ def test_parity_figure_counts_checks_by_area():
         in_area = [c for c in parity.checks if c.area == area]
         assert figure.mirrored == sum(1 for c in in_area if c.rules)
         assert figure.unproven <= set(parity.unproven)
+
+
+def test_readme_states_the_parity_figure():
+    """The README's table of mirrored checks is the one parity.toml gives (docs that cannot drift)."""
+    figures = parity_figure()
+    rows = ["| area | Triton checks | mirrored by a rule | unproven rules |", "| --- | ---: | ---: | --- |"]
+    rows += [f"| {area} | {f.checks} | {f.mirrored} | {', '.join(sorted(f.unproven)) or '-'} |"
+             for area, f in figures.items()]
+    total = sum(f.checks for f in figures.values()), sum(f.mirrored for f in figures.values())
+    rows.append(f"| **all** | **{total[0]}** | **{total[1]}** | |")
+    assert "\n".join(rows) in (paths.PROJECT_ROOT / "README.md").read_text(encoding="utf-8"), "\n".join(rows)
