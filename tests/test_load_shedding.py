@@ -104,6 +104,7 @@ def tiny_queue_server(tmp_path_factory):
     shutil.copytree(paths.REPOSITORY, target, ignore=shutil.ignore_patterns("__pycache__"))
     repo = repository.load_repository(target)
     encoder = repo.models[settings.ENCODER_MODEL].config
+    encoder.dynamic_batching.ClearField("default_queue_policy")  # no timeout: only the queue's length refuses
     encoder.dynamic_batching.default_queue_policy.max_queue_size = 1
     write_config(repo, settings.ENCODER_MODEL, encoder)
     with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=target)) as server:
