@@ -156,7 +156,8 @@ def markdown(report: dict) -> str:
     lines += [f"| {r['rate']:g} | {r['accepted_rps']:g} | {r['p50_ms']:g} | {r['p99_ms']:g} | {r['refused']} | "
               f"{r['errors']} |" for r in report["sustainable_steps"]]
     lines += ["", f"Spike: {s['rate']:g} req/s (4 x) from {s['users']} paced users, {s['duration_s']:g} s runs "
-                  f"(spike in the middle fifth), {s['rounds']} interleaved rounds, medians; encoder queue policy "
+                  f"(spike in the middle fifth), {s['rounds']} interleaved rounds (each column the median of its "
+                  "rounds); encoder queue policy "
                   "(max_queue_size, default_timeout_microseconds; timeout_action REJECT):", "",
               "| encoder queue policy | requests | accepted | refused | errors | accepted/s | p50 ms | p99 ms | "
               "max ms | refused p50 / p99 ms | p99 none / this |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]

@@ -145,3 +145,10 @@ def test_refusals_outside_a_spike_fail_the_grpc_run_with_triton_words(tiny_queue
     with pytest.raises(LoadTestError, match="outside a spike"):
         result.verdict()
     assert server.is_ready()
+
+
+def test_the_help_states_the_exit_rule():
+    outcome = CliRunner().invoke(app, ["loadtest", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(outcome.output.split())
+    assert outcome.exit_code == 0 and "refusals are counted apart from errors" in text, text
+    assert "unless --slo refused=... allows some): in a spike, refusals are expected" in text, text
