@@ -56,11 +56,12 @@ def test_bad_slos_are_refused_with_a_hint(text):
 
 
 def test_slo_check_reports_each_broken_term_with_the_measurement():
-    summary = loadtest.ClientSummary(requests=1000, failures=5, elapsed_s=10, throughput_rps=100,
+    summary = loadtest.ClientSummary(requests=1000, refused=20, failures=5, elapsed_s=10, throughput_rps=100,
                                      latency_ms={"p50": 10, "p90": 20, "p95": 30, "p99": 80, "max": 120}, errors={})
-    assert loadtest.check_slo(summary, loadtest.parse_slo("p99=100ms,errors=1%,rps=50")) == []
-    broken = loadtest.check_slo(summary, loadtest.parse_slo("p99=50ms,errors=0.1%,rps=200"))
-    assert len(broken) == 3 and "80 ms" in broken[0] and "0.5000%" in broken[1] and "100.0 req/s" in broken[2]
+    assert loadtest.check_slo(summary, loadtest.parse_slo("p99=100ms,errors=1%,refused=5%,rps=50")) == []
+    broken = loadtest.check_slo(summary, loadtest.parse_slo("p99=50ms,errors=0.1%,refused=1%,rps=200"))
+    assert len(broken) == 4 and "80 ms" in broken[0] and "0.5000%" in broken[1] and "2.0000%" in broken[2]
+    assert "100.0 req/s" in broken[3]
 
 
 def test_profiles_shape_the_user_count_over_time():
@@ -100,17 +101,19 @@ def test_metrics_urls_are_checked_and_completed_up_front():
 
 
 def test_a_run_where_no_request_succeeded_fails_with_or_without_an_slo():
-    def result(requests: int, failures: int, slo_broken: list[str]) -> loadtest.LoadTestResult:
-        client = loadtest.ClientSummary(requests=requests, failures=failures, elapsed_s=1, throughput_rps=0,
-                                        latency_ms=dict.fromkeys(loadtest.LATENCY_KEYS, 0.0), errors={"refused": 3})
-        return loadtest.LoadTestResult(loadtest.LoadTestConfig(url="h:1"), client, [], [], [], slo_broken)
+    def result(requests: int, refused: int, failures: int, slo_broken: list[str]) -> loadtest.LoadTestResult:
+        client = loadtest.ClientSummary(requests=requests, refused=refused, failures=failures, elapsed_s=1,
+                                        throughput_rps=0, latency_ms=dict.fromkeys(loadtest.LATENCY_KEYS, 0.0),
+                                        errors={"refused": 3})
+        config = loadtest.LoadTestConfig(url="h:1", shape=Shape.SPIKE)
+        return loadtest.LoadTestResult(config, client, [], [], loadtest.parse_slo("errors=80%"), slo_broken)
 
-    for requests, failures in ((0, 0), (3, 3)):
+    for requests, refused, failures in ((0, 0, 0), (3, 0, 3), (3, 3, 0), (4, 2, 2)):
         with pytest.raises(LoadTestError, match="no request succeeded"):
-            result(requests, failures, []).verdict()
+            result(requests, refused, failures, []).verdict()
     with pytest.raises(LoadTestError, match="SLO"):
-        result(3, 0, ["p99 broken"]).verdict()
-    result(3, 2, []).verdict()
+        result(3, 0, 0, ["p99 broken"]).verdict()
+    result(4, 1, 2, []).verdict()
 
 
 def test_the_corpus_is_deterministic_varied_and_has_long_texts():

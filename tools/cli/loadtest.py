@@ -38,12 +38,20 @@ def loadtest_command(
                                        show_default=False),
     serve: bool = typer.Option(False, help="Start a local server on free loopback ports for the run."),
     repository: Path = options.repository_option("Repository to serve with --serve (default: ./model_repository)."),
-    slo: str | None = typer.Option(None, help="Fail (exit 1) if broken, e.g. p99=50ms,errors=0.1%,rps=100."),
+    slo: str | None = typer.Option(None, help="Fail (exit 1) if broken, e.g. p99=50ms,errors=0.1%,refused=5%,rps=100 "
+                                             "(latencies and rps: accepted requests; rates: of all requests)."),
     out: Path = typer.Option(Path("results/loadtest"), help="Folder for summary.json/.csv, timeline.png, raw files."),
     web: bool = typer.Option(False, help="Open Locust's web UI on 127.0.0.1 instead of a headless run."),
     web_port: int = typer.Option(settings.LOCUST_WEB_PORT, min=1, max=65535, help="Port of the web UI."),
 ) -> None:
-    """Load-test a model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO."""
+    """Load-test a model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO.
+
+    Every request is accepted, refused (the server shed load: HTTP 503/429, gRPC RESOURCE_EXHAUSTED, or UNAVAILABLE
+    worded by Triton's queue policy) or failed with an error; refusals are counted apart from errors, and latencies
+    are those of accepted requests. Exit 1 when no request is accepted, an --slo term breaks, any request fails with
+    an error (unless --slo errors=... allows some), or the server refuses requests under a shape other than spike
+    (unless --slo refused=... allows some): in a spike, refusals are expected.
+    """
     from tools.loadtest import corpus as corpus_texts
     from tools.loadtest import report, runner
     from tools.serving import client

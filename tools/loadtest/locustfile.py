@@ -1,9 +1,11 @@
 """Locust users for a Triton text model over HTTP and gRPC, built on tritonclient.
 
 Each request is one or more texts from the corpus and is reported to Locust with its real latency, response
-size and error. `tools loadtest` hands this module (shipped in the package) to Locust by its path, with --host
-already host:port; `tools loadtest --web` opens Locust's UI.
-With --summary-file, Locust's own totals and percentiles are written there as it quits, for `tools loadtest` to read.
+size and error, under one stats entry per outcome (accepted, refused by an overloaded server, failed with an error:
+`tools.loadtest.outcomes`); a refusal is a result like any other, never a crash of the user.
+`tools loadtest` hands this module (shipped in the package) to Locust by its path, with --host already host:port;
+`tools loadtest --web` opens Locust's UI. With --summary-file, Locust's own totals and percentiles (per outcome too)
+are written there as it quits, for `tools loadtest` to read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from grpc.experimental import gevent as grpc_gevent
 from locust import User, events, stats, task
 
 from tools import settings
-from tools.loadtest import corpus, profiles, shapes
+from tools.loadtest import corpus, outcomes, profiles, shapes
 from tools.loadtest.runner import PERCENTILES
 from tools.serving import client
 
@@ -55,6 +57,17 @@ def _entry_summary(entry: stats.StatsEntry) -> dict:
             "percentiles": {str(p): entry.get_response_time_percentile(p / 100) for p in PERCENTILES}}
 
 
+def _outcome_summaries(request_stats: stats.RequestStats) -> dict[str, dict]:
+    """Locust's figures per outcome, over every entry of that outcome (one per request name)."""
+    merged: dict[str, stats.StatsEntry] = {}
+    for entry in request_stats.entries.values():
+        outcome = outcomes.outcome_of_entry(entry.name)
+        if outcome not in merged:
+            merged[outcome] = stats.StatsEntry(request_stats, str(outcome), "")
+        merged[outcome].extend(entry)
+    return {outcome: _entry_summary(entry) for outcome, entry in merged.items()}
+
+
 @events.quitting.add_listener
 def _write_summary(environment, **_) -> None:
     """Fired as Locust quits, after its users stopped: the totals are final. Written whole, then renamed, so a reader
@@ -62,9 +75,12 @@ def _write_summary(environment, **_) -> None:
     path = environment.parsed_options.summary_file
     if not path:
         return
-    summary = {"total": _entry_summary(environment.stats.total),
-               "entries": [_entry_summary(entry) for entry in environment.stats.entries.values()],
-               "errors": {error.to_name(): error.occurrences for error in environment.stats.errors.values()}}
+    said: dict[str, dict[str, int]] = {"refusals": {}, "errors": {}}
+    for error in environment.stats.errors.values():
+        kind = "refusals" if outcomes.outcome_of_entry(error.name) == outcomes.Outcome.REFUSED else "errors"
+        said[kind][error.to_name()] = said[kind].get(error.to_name(), 0) + error.occurrences
+    summary = {"total": _entry_summary(environment.stats.total), "outcomes": _outcome_summaries(environment.stats),
+               "entries": [_entry_summary(entry) for entry in environment.stats.entries.values()], **said}
     partial = f"{path}.partial"
     with open(partial, "w") as handle:
         json.dump(summary, handle, indent=2)
@@ -120,11 +136,12 @@ class TritonUser(User):
                 raise ValueError(f"expected {len(texts)} rows of {settings.EMBED_OUTPUT}, got "
                                  f"{None if embeddings is None else embeddings.shape}")
             size = embeddings.nbytes
-        except Exception as exc:  # every failure is a result to report, not a crash of the user
+        except Exception as exc:  # every refusal or failure is a result to report, not a crash of the user
             error = exc
         self.environment.events.request.fire(
-            request_type=self.protocol.value, name=self.request_name,
-            response_time=(time.perf_counter() - started) * 1e3, response_length=size, exception=error, context={})
+            request_type=self.protocol.value, name=outcomes.entry_name(self.request_name, outcomes.classify(error)),
+            response_time=(time.perf_counter() - started) * 1e3, response_length=size,
+            exception=None if error is None else outcomes.reported(error), context={})
 
 
 class GrpcTritonUser(TritonUser):

@@ -1,4 +1,5 @@
-"""How a load test is shown and kept: rich tables on the console, summary.json/.csv and a timeline PNG on disk."""
+"""How a load test is shown and kept: rich tables on the console, summary.json/.csv and a timeline PNG on disk.
+Refusals (load shedding) are shown apart from errors everywhere; latencies are those of accepted requests."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tools.loadtest.runner import LATENCY_KEYS, PERCENTILES, LoadTestResult
+from tools.loadtest.runner import LATENCY_KEYS, PERCENTILES, REFUSAL_LATENCY_KEYS, LoadTestResult
 
-SUMMARY_FIELDS = ("model", "protocol", "shape", "users", "requests", "failures", "throughput_rps",
-                  *(f"{k}_ms" for k in LATENCY_KEYS))
+SUMMARY_FIELDS = ("model", "protocol", "shape", "users", "requests", "accepted", "refused", "failures",
+                  "throughput_rps", "offered_rps", *(f"{k}_ms" for k in LATENCY_KEYS),
+                  *(f"refused_{k}_ms" for k in REFUSAL_LATENCY_KEYS))
 
 
 def summary_row(result: LoadTestResult) -> dict[str, object]:
     client = result.client
     return {"model": result.config.model, "protocol": result.config.protocol, "shape": result.config.shape,
-            "users": result.config.users, "requests": client.requests, "failures": client.failures,
-            "throughput_rps": round(client.throughput_rps, 2),
-            **{f"{k}_ms": client.latency_ms[k] for k in LATENCY_KEYS}}
+            "users": result.config.users, "requests": client.requests, "accepted": client.accepted,
+            "refused": client.refused, "failures": client.failures, "throughput_rps": round(client.throughput_rps, 2),
+            "offered_rps": round(client.offered_rps, 2), **{f"{k}_ms": client.latency_ms[k] for k in LATENCY_KEYS},
+            **{f"refused_{k}_ms": client.refusal_latency_ms[k] for k in REFUSAL_LATENCY_KEYS}}
 
 
 def write(result: LoadTestResult, out_dir: Path) -> dict[str, Path]:
@@ -36,7 +39,8 @@ def write(result: LoadTestResult, out_dir: Path) -> dict[str, Path]:
 
 
 def plot_timeline(result: LoadTestResult, path: Path) -> None:
-    """Throughput (with users) and latency percentiles over the run, one point per second."""
+    """Requests/s by outcome (with users) and accepted requests' latency percentiles over the run, one point per
+    second."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,8 +50,10 @@ def plot_timeline(result: LoadTestResult, path: Path) -> None:
     start = history[0]["timestamp"] if history else 0
     seconds = [(row["timestamp"] or 0) - start for row in history]
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    top.plot(seconds, [row["rps"] for row in history], label="requests/s", color="tab:blue")
-    top.plot(seconds, [row["failures_per_s"] for row in history], label="failures/s", color="tab:red")
+    top.plot(seconds, [row["rps"] for row in history], label="sent/s", color="tab:blue")
+    top.plot(seconds, [row["accepted_per_s"] for row in history], label="accepted/s", color="tab:green")
+    top.plot(seconds, [row["refused_per_s"] for row in history], label="refused/s", color="tab:orange")
+    top.plot(seconds, [row["failures_per_s"] for row in history], label="errors/s", color="tab:red")
     top.set_ylabel("requests/s")
     users_axis = top.twinx()
     users_axis.step(seconds, [row["users"] for row in history], where="post", color="tab:gray", alpha=0.6,
@@ -56,7 +62,7 @@ def plot_timeline(result: LoadTestResult, path: Path) -> None:
     top.legend(loc="upper left")
     for p in PERCENTILES:
         bottom.plot(seconds, [row[f"p{p}_ms"] for row in history], label=f"p{p}")
-    bottom.set_ylabel("latency (ms, last 10 s)")
+    bottom.set_ylabel("accepted latency (ms, last 10 s)")
     bottom.set_xlabel("seconds")
     bottom.legend(loc="upper left")
     config = result.config
@@ -72,12 +78,16 @@ def render(result: LoadTestResult, console: Console) -> None:
 
     client = result.client
     table = Table(title=f"client view: {result.config.model} over {result.config.protocol}, "
-                        f"{result.config.shape} shape, {result.config.users} users")
-    for column in ("requests", "failures", "req/s", *(f"{k} ms" for k in LATENCY_KEYS)):
+                        f"{result.config.shape} shape, {result.config.users} users (latencies: accepted requests)")
+    for column in ("requests", "accepted", "refused", "errors", "accepted/s", *(f"{k} ms" for k in LATENCY_KEYS),
+                   "refused p99 ms"):
         table.add_column(column, justify="right")
-    table.add_row(str(client.requests), f"{client.failures} ({client.error_rate:.2%})", f"{client.throughput_rps:.1f}",
-                  *(f"{client.latency_ms[k]:g}" for k in LATENCY_KEYS))
+    table.add_row(str(client.requests), str(client.accepted), f"{client.refused} ({client.refusal_rate:.2%})",
+                  f"{client.failures} ({client.error_rate:.2%})", f"{client.throughput_rps:.1f}",
+                  *(f"{client.latency_ms[k]:g}" for k in LATENCY_KEYS), f"{client.refusal_latency_ms['p99']:g}")
     console.print(table)
+    for message, count in client.refusals.items():
+        console.print(f"  [yellow]{count} x refused:[/] {message}", highlight=False)
     for message, count in client.errors.items():
         console.print(f"  [red]{count} x[/] {message}", highlight=False)
     if result.triton:
@@ -96,3 +106,5 @@ def render(result: LoadTestResult, console: Console) -> None:
         console.print(f"SLO {target.describe()}", highlight=False)
     for broken in result.slo_broken:
         console.print(f"[bold red]SLO broken:[/] {broken}", highlight=False)
+    for problem in result.problems():
+        console.print(f"[bold red]failed:[/] {problem}", highlight=False)

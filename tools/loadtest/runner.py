@@ -1,6 +1,9 @@
 """Run Locust headless against Triton and collect the client's view beside Triton's own, and judge an SLO; the
 tables, files and plot of a run are `tools.loadtest.report`'s.
 
+Every request ends accepted, refused (an overloaded server shed it: expected in a burst) or failed with an error
+(`tools.loadtest.outcomes`); latencies are those of accepted requests.
+
 Locust runs as a subprocess (its gevent monkey-patching must not touch this process); we read its CSV history
 while it runs for live progress, and at the end the totals and percentiles Locust itself computed, which our
 locustfile writes as Locust quits.
@@ -20,12 +23,13 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tools import settings
 from tools.errors import LoadTestError, UsageError
 from tools.loadtest import corpus as corpus_texts
+from tools.loadtest.outcomes import Outcome, outcome_of_entry
 from tools.loadtest.profiles import Shape
 from tools.monitoring import metrics, scrape
 from tools.processes import spawn
@@ -69,45 +73,48 @@ def parse_duration(text: str) -> int:
 
 
 LATENCY_KEYS = (*(f"p{p}" for p in PERCENTILES), "max")
+RATE_KEYS = {"errors": "error rate", "refused": "refusal rate"}  # SLO ceilings on a share of all requests
 _LATENCY_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 _SLO_TERM = re.compile(r"^\s*(?P<key>[a-z0-9]+)\s*=\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>us|ms|s|%)?\s*$")
 
 
 @dataclass(frozen=True)
 class SloTarget:
-    """One bound a run must keep: a latency ceiling in ms, an error-rate ceiling (fraction) or a throughput floor."""
+    """One bound a run must keep: a latency ceiling in ms (accepted requests), an error- or refusal-rate ceiling
+    (fraction of all requests) or a floor on accepted requests per second."""
 
     key: str
     limit: float
 
     def describe(self) -> str:
-        if self.key == "errors":
-            return f"errors <= {self.limit:.4%}"
+        if self.key in RATE_KEYS:
+            return f"{self.key} <= {self.limit:.4%}"
         if self.key == "rps":
             return f"throughput >= {self.limit:g} req/s"
         return f"{self.key} <= {self.limit:g} ms"
 
 
 def parse_slo(text: str) -> list[SloTarget]:
-    """'p99=50ms,errors=0.1%,rps=100' -> targets; latencies default to ms, errors to a fraction unless '%'."""
+    """'p99=50ms,errors=0.1%,refused=5%,rps=100' -> targets; latencies default to ms, rates to a fraction unless
+    '%'."""
     targets = []
     for term in filter(str.strip, text.split(",")):
         match = _SLO_TERM.match(term)
         if match is None:
-            raise UsageError(f"invalid SLO term {term.strip()!r}: use e.g. p99=50ms,errors=0.1%,rps=100")
+            raise UsageError(f"invalid SLO term {term.strip()!r}: use e.g. p99=50ms,errors=0.1%,refused=5%,rps=100")
         key, number, unit = match["key"], float(match["number"]), match["unit"]
         if key in LATENCY_KEYS and unit in (None, *_LATENCY_UNITS_MS):
             targets.append(SloTarget(key, number * _LATENCY_UNITS_MS[unit or "ms"]))
-        elif key == "errors" and unit in (None, "%"):
+        elif key in RATE_KEYS and unit in (None, "%"):
             rate = number / 100 if unit == "%" else number
             if rate > 1:
-                raise UsageError(f"invalid SLO term {term.strip()!r}: an error rate is at most 100% (or 1)")
+                raise UsageError(f"invalid SLO term {term.strip()!r}: an {RATE_KEYS[key]} is at most 100% (or 1)")
             targets.append(SloTarget(key, rate))
         elif key == "rps" and unit is None:
             targets.append(SloTarget(key, number))
         else:
             raise UsageError(f"invalid SLO term {term.strip()!r}: keys are {', '.join(LATENCY_KEYS)} (a latency), "
-                             "errors (a rate, e.g. 0.1%) and rps (a throughput floor)")
+                             "errors and refused (rates, e.g. 0.1%) and rps (a throughput floor)")
     if not targets:
         raise UsageError("empty SLO: use e.g. p99=50ms,errors=0.1%")
     return targets
@@ -204,6 +211,7 @@ class Progress:
     elapsed_s: float
     users: int
     requests: int
+    refused: int
     failures: int
     rps: float
     p50_ms: float | None
@@ -214,10 +222,11 @@ class Progress:
             return "-" if value is None else f"{value:g} ms"
 
         return (f"{self.elapsed_s:.0f}/{duration_s:.0f} s  users {self.users}  requests {self.requests}  "
-                f"failures {self.failures}  {self.rps:.1f} req/s  p50 {ms(self.p50_ms)}  p99 {ms(self.p99_ms)}")
+                f"refused {self.refused}  errors {self.failures}  {self.rps:.1f} req/s  "
+                f"accepted p50 {ms(self.p50_ms)}  p99 {ms(self.p99_ms)}")
 
 
-def _number(text: str) -> float | None:
+def _number(text: str | None) -> float | None:
     try:
         return float(text)
     except (TypeError, ValueError):
@@ -225,16 +234,31 @@ def _number(text: str) -> float | None:
 
 
 def read_history(path: Path) -> list[dict[str, float | None]]:
-    """Locust's per-second aggregate rows: timestamp, users, rps, failures/s, current percentiles, totals."""
+    """One row per second from Locust's full CSV history: users and offered requests/s over all requests, accepted
+    requests' current percentiles, refusals/s and errors/s, and the running totals of each."""
     if not path.exists():
         return []
+    seconds: dict[str, dict[str, dict[str, str]]] = {}  # timestamp -> outcome (or "all") -> Locust's row
     with path.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("Name") == "Aggregated"]
-    return [{"timestamp": _number(row["Timestamp"]), "users": _number(row["User Count"]),
-             "rps": _number(row["Requests/s"]), "failures_per_s": _number(row["Failures/s"]),
-             **{f"p{p}_ms": _number(row[f"{p}%"]) for p in PERCENTILES},
-             "requests": _number(row["Total Request Count"]), "failures": _number(row["Total Failure Count"])}
-            for row in rows]
+        for row in csv.DictReader(handle):
+            kind = "all" if row.get("Name") == "Aggregated" else outcome_of_entry(row.get("Name") or "")
+            seconds.setdefault(row["Timestamp"], {})[kind] = row
+    history = []
+    for stamp, rows in seconds.items():
+        if "all" not in rows:
+            continue
+        accepted, refused, error = (rows.get(outcome, {}) for outcome in Outcome)
+        history.append({
+            "timestamp": _number(stamp), "users": _number(rows["all"]["User Count"]),
+            "rps": _number(rows["all"]["Requests/s"]),
+            "accepted_per_s": _number(accepted.get("Requests/s")) or 0.0,
+            "refused_per_s": _number(refused.get("Requests/s")) or 0.0,
+            "failures_per_s": _number(error.get("Requests/s")) or 0.0,
+            **{f"p{p}_ms": _number(accepted.get(f"{p}%")) for p in PERCENTILES},
+            "requests": _number(rows["all"]["Total Request Count"]),
+            "refused": _number(refused.get("Total Request Count")) or 0.0,
+            "failures": _number(error.get("Total Request Count")) or 0.0})
+    return history
 
 
 def progress_of(history: list[dict[str, float | None]]) -> Progress | None:
@@ -242,45 +266,79 @@ def progress_of(history: list[dict[str, float | None]]) -> Progress | None:
         return None
     last = history[-1]
     return Progress(elapsed_s=(last["timestamp"] or 0) - (history[0]["timestamp"] or 0), users=int(last["users"] or 0),
-                    requests=int(last["requests"] or 0), failures=int(last["failures"] or 0), rps=last["rps"] or 0.0,
-                    p50_ms=last["p50_ms"], p99_ms=last["p99_ms"])
+                    requests=int(last["requests"] or 0), refused=int(last["refused"] or 0),
+                    failures=int(last["failures"] or 0), rps=last["rps"] or 0.0, p50_ms=last["p50_ms"],
+                    p99_ms=last["p99_ms"])
+
+
+REFUSAL_LATENCY_KEYS = ("p50", "p99", "max")
 
 
 @dataclass(frozen=True)
 class ClientSummary:
-    """The client's view of a whole run, as Locust computed it (latencies in ms, Locust's rounding)."""
+    """The client's view of a whole run, as Locust computed it (latencies in ms, Locust's rounding). `failures` are
+    errors only: refusals (load shedding) are counted apart, and latencies are of accepted requests only."""
 
     requests: int
+    refused: int
     failures: int
     elapsed_s: float
-    throughput_rps: float
-    latency_ms: dict[str, float]
-    errors: dict[str, int]
+    throughput_rps: float  # accepted requests per second
+    latency_ms: dict[str, float]  # accepted requests
+    errors: dict[str, int]  # error message -> count
+    refusals: dict[str, int] = field(default_factory=dict)  # the server's words -> count
+    refusal_latency_ms: dict[str, float] = field(default_factory=dict)  # how fast refusals came back
+    offered_rps: float = 0.0  # all requests per second, refused and failed ones too
+
+    @property
+    def accepted(self) -> int:
+        return self.requests - self.refused - self.failures
 
     @property
     def error_rate(self) -> float:
         return self.failures / self.requests if self.requests else 0.0
 
+    @property
+    def refusal_rate(self) -> float:
+        return self.refused / self.requests if self.requests else 0.0
+
+    def rate(self, key: str) -> float:
+        """The share of all requests an SLO rate term (`RATE_KEYS`) bounds."""
+        return self.error_rate if key == "errors" else self.refusal_rate
+
+
+def _latencies(entry: dict | None, keys: tuple[str, ...]) -> dict[str, float]:
+    if not entry or not entry["num_requests"]:
+        return dict.fromkeys(keys, 0.0)
+    latency = {key: float(entry["percentiles"][key[1:]]) for key in keys if key != "max"}
+    latency["max"] = float(entry["max_response_time"])
+    return {key: round(latency[key], 2) for key in keys}
+
 
 def read_summary(path: Path) -> ClientSummary:
-    """The totals the locustfile wrote as Locust quit: Locust's own counts, rate and percentiles over all requests."""
+    """The totals the locustfile wrote as Locust quit: Locust's own counts, rates and percentiles, per outcome."""
     summary = json.loads(path.read_text())
-    total = summary["total"]
-    latency = {f"p{p}": float(total["percentiles"][str(p)]) for p in PERCENTILES}
-    latency["max"] = float(total["max_response_time"])
-    return ClientSummary(requests=total["num_requests"], failures=total["num_failures"],
-                         elapsed_s=round(total["elapsed_s"], 3), throughput_rps=total["total_rps"],
-                         latency_ms={key: round(value, 2) for key, value in latency.items()},
-                         errors=summary["errors"])
+    total, outcomes = summary["total"], summary["outcomes"]
+    accepted, refused, error = (outcomes.get(outcome) for outcome in Outcome)
+
+    def count(entry: dict | None) -> int:
+        return entry["num_requests"] if entry else 0
+
+    return ClientSummary(requests=total["num_requests"], refused=count(refused), failures=count(error),
+                         elapsed_s=round(total["elapsed_s"], 3),
+                         throughput_rps=accepted["total_rps"] if accepted else 0.0,
+                         latency_ms=_latencies(accepted, LATENCY_KEYS), errors=summary["errors"],
+                         refusals=summary["refusals"], refusal_latency_ms=_latencies(refused, REFUSAL_LATENCY_KEYS),
+                         offered_rps=total["total_rps"])
 
 
 def check_slo(summary: ClientSummary, targets: list[SloTarget]) -> list[str]:
     """The SLO terms the run broke, each with what was measured; empty when the run kept them all."""
     broken = []
     for target in targets:
-        if target.key == "errors":
-            measured, ok = summary.error_rate, summary.error_rate <= target.limit
-            shown = f"{measured:.4%}"
+        if target.key in RATE_KEYS:
+            measured = summary.rate(target.key)
+            ok, shown = measured <= target.limit, f"{measured:.4%}"
         elif target.key == "rps":
             measured, ok = summary.throughput_rps, summary.throughput_rps >= target.limit
             shown = f"{measured:.1f} req/s"
@@ -337,27 +395,41 @@ class LoadTestResult:
     triton_note: str = ""  # why Triton's view is missing, when it is
     log: Path | None = None  # Locust's own log of the run
 
-    @property
-    def succeeded(self) -> int:
-        return self.client.requests - self.client.failures
+    def problems(self) -> list[str]:
+        """Why the run fails beyond its broken SLO terms: errors, unless an `errors` term bounds them; refusals
+        outside a spike (where shedding is expected), unless a `refused` term bounds them."""
+        keys = {target.key for target in self.slo}
+        client, found = self.client, []
+        if client.failures and "errors" not in keys:
+            found.append(f"{client.failures} request(s) failed with an error (bound them with --slo errors=...)")
+        if client.refused and "refused" not in keys and self.config.shape != Shape.SPIKE:
+            found.append(f"the server refused {client.refused} request(s) outside a spike shape (bound them with "
+                         "--slo refused=...)")
+        return found
 
     def verdict(self) -> None:
-        """Raise LoadTestError for a run that proved nothing (not one request succeeded) or broke its SLO."""
-        if self.succeeded <= 0:
-            errors = "; ".join(f"{count} x {message}" for message, count in list(self.client.errors.items())[:3])
-            raise LoadTestError(f"no request succeeded ({self.client.requests} sent, {self.client.failures} failed"
-                                f"{': ' + errors if errors else ''}); Locust's log: {self.log}")
+        """Raise LoadTestError for a run that proved nothing (not one request accepted), broke its SLO, or met errors
+        or refusals it did not allow (the rule `tools loadtest --help` states)."""
+        client = self.client
+        if client.accepted <= 0:
+            said = list(client.refusals.items())[:2] + list(client.errors.items())[:3]
+            shown = "; ".join(f"{count} x {message}" for message, count in said)
+            raise LoadTestError(f"no request succeeded ({client.requests} sent, {client.refused} refused, "
+                                f"{client.failures} failed{': ' + shown if shown else ''}); Locust's log: {self.log}")
         if self.slo_broken:
             raise LoadTestError("the run broke the SLO")
+        if problems := self.problems():
+            raise LoadTestError("; ".join(problems))
 
     def as_dict(self) -> dict:
         return {
             "config": {**asdict(self.config), "corpus": str(self.config.corpus)},
-            "client": {**asdict(self.client), "error_rate": self.client.error_rate},
+            "client": {**asdict(self.client), "accepted": self.client.accepted, "error_rate": self.client.error_rate,
+                       "refusal_rate": self.client.refusal_rate},
             "triton": [figures.as_dict() for figures in self.triton],
             "triton_note": self.triton_note,
             "slo": {"targets": [t.describe() for t in self.slo], "broken": self.slo_broken,
-                    "passed": not self.slo_broken},
+                    "passed": not self.slo_broken, "problems": self.problems()},
             "history": self.history,
         }
 

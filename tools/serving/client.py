@@ -98,12 +98,15 @@ def text_input(client, texts: Sequence[Text], name: str = settings.EMBED_INPUT):
 # What a call can fail with short of an answer: Triton's refusal, no connection, or something that is not a Triton
 # server on the other end (an HTTP client talking to a gRPC port reads an unparseable answer).
 CALL_ERRORS = (InferenceServerException, OSError, HTTPException)
+# Triton's words when a queue policy sheds a request (core r24.10: scheduler_utils.cc, dynamic_batch_scheduler.cc).
+# Over gRPC they come as UNAVAILABLE, the code gRPC also gives a server it cannot reach: these words tell them apart.
+QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
 
 
 def _error(exc: Exception, where: str = "") -> EmbeddingError:
     if isinstance(exc, InferenceServerException):
         status = None if exc.status() is None else str(exc.status())
-        if status != "StatusCode.UNAVAILABLE":
+        if status != "StatusCode.UNAVAILABLE" or any(words in exc.message() for words in QUEUE_REFUSALS):
             return EmbeddingError(exc.message(), status)
     at = f" at {where}" if where else ""
     if isinstance(exc, HTTPException):
