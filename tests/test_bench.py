@@ -15,6 +15,7 @@ from tools.bench import report
 from tools.bench import runner as benchmark
 from tools.bench.cases import Case
 from tools.cli import app
+from tools.repository import load_repository
 
 
 def _point(case: Case, concurrency: int, rate: float, p99: float) -> benchmark.Point:
@@ -115,3 +116,16 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_the_run(tmp_path):
                                        "--out", str(blocker / "results")])
     assert outcome.exit_code == 2 and "--out" in outcome.output and "cannot write" in outcome.output, outcome.output
     assert "x ceiling" not in outcome.output  # refused before measuring
+
+
+def test_the_bench_serves_a_copy_without_the_shipped_queue_limit(tmp_path):
+    """Closed-loop capacity is measured without load shedding; the shipped repository keeps its policy."""
+    shipped = load_repository(paths.REPOSITORY)
+    limited = [name for name, m in shipped.models.items()
+               if m.config_file.config.dynamic_batching.HasField("default_queue_policy")]
+    assert limited, "the shipped repository sheds load somewhere"
+    copy = load_repository(benchmark.without_queue_limits(paths.REPOSITORY, tmp_path))
+    assert set(copy.models) == set(shipped.models)
+    assert not any(m.config_file.config.dynamic_batching.HasField("default_queue_policy") for m in copy.models.values())
+    assert load_repository(paths.REPOSITORY).models[limited[0]].config_file.config.dynamic_batching.HasField(
+        "default_queue_policy")

@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from tools.bench.cases import CASE_TITLES, Case
 from tools.errors import BenchmarkError, ProcessError, UsageError
 from tools.loadtest import corpus
 from tools.processes import spawn
+from tools.repository import load_repository, replace_config
 from tools.serving import client, runtime
 
 TARGET_RATIO = 0.85
@@ -275,9 +277,27 @@ class Target:
     threads: str
 
 
+def without_queue_limits(source: Path, folder: Path) -> Path:
+    """A copy of the repository in `folder` whose models shed no load (no default queue policy).
+
+    The bench measures capacity with closed-loop clients, as it does for the services that have no queue limit; with
+    the shipped policy, in-flight requests beyond the encoder's queue would be refused and measured as such.
+    """
+    copy = Path(shutil.copytree(source, folder / source.name, symlinks=True))
+    repository = load_repository(copy)
+    for name, model in repository.models.items():
+        config = model.config_file.config if model.config_file else None
+        if config is not None and config.dynamic_batching.HasField("default_queue_policy"):
+            config.dynamic_batching.ClearField("default_queue_policy")
+            replace_config(repository, name, config, accept=lambda candidate: None)
+    return copy
+
+
 @contextlib.contextmanager
 def triton_target(config: BenchConfig) -> Iterator[Target]:
-    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=config.repository)) as server:
+    with tempfile.TemporaryDirectory(prefix="bench-repository-") as folder, \
+            runtime.running_server(runtime.ServerOptions.on_free_ports(
+                repository=without_queue_limits(config.repository, Path(folder)))) as server:
         yield Target(lambda: triton_sender(server.grpc_url, settings.EMBED_MODEL), "config")
 
 
