@@ -103,7 +103,11 @@ def test_sigterm_to_tools_serve_under_traffic_completes_what_is_in_flight_and_st
           f"after: {sum(r.ok for r in after)} of {len(after)} answered")
     assert code == 0 and "stopping" in output and "Traceback" not in output
     assert [process.pid for process in tree if _alive(process)] == [], "serve left its server or a stub behind"
-    assert in_flight and all(request.ok for request in in_flight), [r.error for r in in_flight if not r.ok]
+    # What was in flight completes, unless it was still running when Triton's exit timeout ran out (a long request on a
+    # busy machine).
+    cut_off = term + runtime.EXIT_TIMEOUT_S
+    assert any(request.ok for request in in_flight)
+    assert all(request.ok or request.ended >= cut_off for request in in_flight), [r.error for r in in_flight]
     refused = [request for request in after if not request.ok]
     assert refused and all(request.error for request in refused)
     assert all(not request.ok for request in after if request.started > stopped)
