@@ -84,6 +84,25 @@ def test_encoder_refuses_tokens_onnx_runtime_would_choke_on(encoders):
         encoders[0].encode(ids, np.ones((1, 3), dtype=np.int64))
 
 
+def test_encoder_refuses_sequences_of_no_tokens_or_more_than_the_model_has_positions_for(encoders):
+    for encoder in encoders:
+        for length in (0, onnx_encoder.MAX_SEQUENCE + 1):
+            ids = np.full((1, length), 101, dtype=np.int64)
+            with pytest.raises(ValueError, match=f"must hold 1 to 512 tokens, got {length}"):
+                encoder.encode(ids, np.ones_like(ids))
+        longest = np.full((1, onnx_encoder.MAX_SEQUENCE), 101, dtype=np.int64)
+        assert encoder.encode(longest, np.ones_like(longest)).shape == (1, onnx_encoder.MAX_SEQUENCE, 384)
+
+
+def test_a_text_above_the_size_limit_is_refused_before_it_is_tokenized():
+    limit = tokenization.MAX_TEXT_BYTES
+    assert tokenization.decode_texts([b"x" * limit]) == ["x" * limit]
+    with pytest.raises(tokenization.InvalidTextError, match=f"text 1 is {limit + 1} bytes, above the limit"):
+        tokenization.decode_texts([b"fine", b"x" * (limit + 1)])
+    with pytest.raises(tokenization.InvalidTextError, match=f"text 0 is {limit + 2} bytes"):
+        tokenization.decode_texts(["é" * (limit // 2 + 1)])  # counted in UTF-8 bytes, not characters
+
+
 def test_used_lengths_and_length_classes():
     mask = np.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
     lengths = onnx_encoder.used_lengths(mask)

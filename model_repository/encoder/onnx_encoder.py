@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 HIDDEN_SIZE = 384
 VOCAB_SIZE = 30522
+MAX_SEQUENCE = 512  # the model's position embeddings: a longer sequence fails inside ONNX Runtime
 
 
 def model_file() -> str:
@@ -34,10 +35,13 @@ class EncoderSettings:
 
 
 def check_tokens(input_ids: np.ndarray, attention_mask: np.ndarray) -> None:
-    """Refuse what ONNX Runtime would fail on obscurely: mismatched shapes, unknown ids, a non-0/1 mask."""
+    """Refuse what ONNX Runtime would fail on obscurely: mismatched shapes, sequences of no or too many tokens,
+    unknown ids, a non-0/1 mask."""
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
         raise ValueError(f"input_ids {list(input_ids.shape)} and attention_mask {list(attention_mask.shape)} "
                          "must both be [batch, sequence]")
+    if not 1 <= input_ids.shape[1] <= MAX_SEQUENCE:
+        raise ValueError(f"sequences must hold 1 to {MAX_SEQUENCE} tokens, got {input_ids.shape[1]}")
     if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= VOCAB_SIZE):
         raise ValueError(f"input_ids must lie in [0, {VOCAB_SIZE})")
     if attention_mask.size and not np.isin(attention_mask, (0, 1)).all():
@@ -46,8 +50,6 @@ def check_tokens(input_ids: np.ndarray, attention_mask: np.ndarray) -> None:
 
 def used_lengths(attention_mask: np.ndarray) -> np.ndarray:
     """Per sequence, how many leading columns hold its tokens (at least 1, so every run has a column)."""
-    if attention_mask.shape[1] == 0:
-        return np.ones(len(attention_mask), dtype=np.int64)
     last = attention_mask.shape[1] - np.argmax(attention_mask[:, ::-1] != 0, axis=1)
     return np.where(attention_mask.any(axis=1), last, 1)
 
@@ -77,7 +79,7 @@ class OnnxEncoder:
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         check_tokens(input_ids, attention_mask)
-        if not self.settings.split_by_length or input_ids.shape[1] == 0:
+        if not self.settings.split_by_length:
             return self._run(input_ids, attention_mask)
         batch, length = input_ids.shape
         lengths = used_lengths(attention_mask)

@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+# Longer texts are refused: tokenizing costs time in proportion to the whole text (about 0.6 s per MiB here) although
+# only its first max_length tokens are used.
+MAX_TEXT_BYTES = 1024 * 1024
+
 
 class InvalidTextError(ValueError):
     """A text the service refuses; the message names which one and why."""
@@ -51,11 +55,15 @@ def padded_length(longest: int, buckets: Sequence[int]) -> int:
 
 
 def decode_texts(raw: Sequence[bytes | str]) -> list[str]:
-    """UTF-8 bytes -> str, refusing undecodable and blank texts with the index of the offender."""
+    """UTF-8 bytes -> str, refusing undecodable, blank and huge texts with the index of the offender."""
     if len(raw) == 0:
         raise InvalidTextError("no texts: send at least one")
     texts = []
     for index, item in enumerate(raw):
+        size = len(item) if isinstance(item, bytes) else len(item.encode("utf-8", "surrogatepass"))
+        if size > MAX_TEXT_BYTES:
+            raise InvalidTextError(f"text {index} is {size} bytes, above the limit of {MAX_TEXT_BYTES} (only its "
+                                   "first tokens would be used: send a shorter text)")
         if isinstance(item, bytes):
             try:
                 item = item.decode("utf-8")

@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
+from geventhttpclient.response import HTTPConnectionClosed
 from tritonclient.utils import InferenceServerException
 
 from tools import settings
@@ -109,6 +110,9 @@ def _error(exc: Exception, where: str = "") -> EmbeddingError:
         if status != "StatusCode.UNAVAILABLE" or any(words in exc.message() for words in QUEUE_REFUSALS):
             return EmbeddingError(exc.message(), status)
     at = f" at {where}" if where else ""
+    if isinstance(exc, HTTPConnectionClosed):  # e.g. the server died or stopped with the request in flight
+        return EmbeddingError(f"the server{at} closed the connection without an answer ({exc}); is it stopping, or "
+                              "not Triton's HTTP port?")
     if isinstance(exc, HTTPException):
         return EmbeddingError(f"the server{at} does not answer as Triton's HTTP endpoint does ({exc}); is it the "
                               "gRPC port?")

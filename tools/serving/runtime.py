@@ -142,14 +142,21 @@ def prepare_backends(cache_dir: Path = settings.CACHE_DIR) -> Path:
     python_dir = target / "python"
     sources = [*sorted((wheel / "backends" / "python").glob("*.*")), stub]
     if not all((python_dir / s.name).is_file() for s in sources):
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix="backends-", dir=cache_dir))
-        (staging / "python").mkdir()
-        for source in sources:
-            shutil.copy2(source, staging / "python" / source.name)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)  # atomic: a concurrent reader sees all files or none
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix="backends-", dir=cache_dir))
+            (staging / "python").mkdir()
+            for source in sources:
+                shutil.copy2(source, staging / "python" / source.name)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)  # atomic: a concurrent reader sees all files or none
+        except OSError as exc:
+            raise ServingError(_unwritable_cache(cache_dir, exc)) from None
     return target
+
+
+def _unwritable_cache(cache_dir: Path, exc: OSError) -> str:
+    return f"cannot write under {cache_dir} ({exc.strerror}); point $TRITON_TOOLKIT_CACHE at a writable folder"
 
 
 def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -272,8 +279,11 @@ class TritonServer:
 
     def write_control_key(self, path: Path = CONTROL_KEY_FILE) -> Path:
         """Leave the model-control secret where only this user can read it (never on the console or in logs)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise ServingError(_unwritable_cache(path.parent, exc)) from None
         with os.fdopen(fd, "w") as key_file:
             key_file.write(self.control_key)
         return path
