@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import random
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,26 @@ def test_malformed_requests_are_refused_in_words_and_the_server_and_its_stubs_su
     np.testing.assert_allclose(_reference(server), reference, atol=1e-5)
     assert client.embed_texts([fuzz.GOOD_TEXT], Protocol.GRPC, server.grpc_url)[0] == pytest.approx(reference,
                                                                                                        abs=1e-5)
+
+
+def test_one_clients_malformed_bytes_fail_no_other_clients_request(server):
+    """Triton 2.51 fails a whole batch when one request in it has malformed BYTES data, before any model runs: with a
+    batcher on the tokenizer, good requests batched with a bad one were refused. Good and bad clients side by side."""
+    rounds, clients = 60, 3
+
+    def run(make_case) -> list[fuzz.Outcome]:
+        rng = random.Random(SEED)
+        with fuzz.Sender(server.http_url, server.grpc_url) as sender:
+            return [sender.send(make_case(rng)) for _ in range(rounds)]
+
+    with ThreadPoolExecutor(2 * clients) as pool:
+        bad = [pool.submit(run, fuzz.grpc_raw_length_lies) for _ in range(clients)]
+        good = [pool.submit(run, fuzz.grpc_good) for _ in range(clients)]
+        good_outcomes = [outcome for future in good for outcome in future.result()]
+        bad_outcomes = [outcome for future in bad for outcome in future.result()]
+    assert sum(not outcome.ok for outcome in bad_outcomes) > rounds, "the bad clients were not refused"
+    failed = [outcome.message[:160] for outcome in good_outcomes if not outcome.ok]
+    assert not failed, f"{len(failed)} of {len(good_outcomes)} good requests failed: {failed[:3]}"
 
 
 def test_the_generator_is_seeded_and_covers_every_kind():
