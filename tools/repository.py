@@ -9,6 +9,7 @@ validator to report. `replace_config` writes a config back atomically, after a c
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
 import re
@@ -467,20 +468,6 @@ class _Scanner:
         return self.end_of_last()
 
 
-def _subsequence(old: list, new: list) -> set[int] | None:
-    """The indices of `old` that, in order, make up `new` (matched greedily), or None."""
-    kept: set[int] = set()
-    index = 0
-    for value in new:
-        while index < len(old) and old[index] != value:
-            index += 1
-        if index == len(old):
-            return None
-        kept.add(index)
-        index += 1
-    return kept
-
-
 def _is_repeated(descriptor) -> bool:
     """protobuf 6 deprecates `label`; 4.25 has no `is_repeated`."""
     if hasattr(descriptor, "is_repeated"):
@@ -581,10 +568,14 @@ class _Editor:
         else:
             self.replace(anchor.end, anchor.end, ("," if comma else "") + " " + render("", True))
 
-    def insert_before(self, anchor: _Item, render: Callable[[str, bool], str]) -> None:
+    def insert_before(self, anchor: _Item, render: Callable[[str, bool], str], nested: bool) -> None:
+        """Insert on its own line before the anchor's (inside a message, also before the comments just above it,
+        which speak of the anchor; at the top, right before it, to leave the leading comment block whole)."""
         if not self.text[self.line_start(anchor.start):anchor.start].strip():
             indent = self.indent_at(anchor.start)
             start = self.line_start(anchor.start)
+            while nested and start > 0 and self.text[self.line_start(start - 1):start].lstrip().startswith("#"):
+                start = self.line_start(start - 1)
             self.replace(start, start, indent + render(indent, False) + "\n")
         else:
             self.replace(anchor.start, anchor.start, render("", True) + " ")
@@ -629,7 +620,7 @@ class _Editor:
             if before:
                 self.insert_after(max(before, key=lambda item: fields[item.name].index), render)
             elif kept:
-                self.insert_before(kept[0], render)
+                self.insert_before(kept[0], render, parent is not None)
             else:
                 self.insert_into(parent, render)
 
@@ -670,25 +661,33 @@ class _Editor:
             raise _CannotEdit(f"{descriptor.name}: elements not found")
         if not found:
             return new
-        if len(old) == len(new):
-            for element, before, after in zip(elements, old, new, strict=True):
-                if before == after:
-                    continue
-                if descriptor.type != descriptor.TYPE_MESSAGE:
-                    self.replace(*element.value, _render_value(descriptor, after))
-                elif element.body is None:
-                    raise _CannotEdit(f"{descriptor.name}: element is not a message")
-                else:
-                    self.message(before, after, element.body, element)
-            return []
-        if new[:len(old)] == old and descriptor.type == descriptor.TYPE_MESSAGE:
-            self.append(descriptor, found[-1], new[len(old):])
-            return []
-        keep = _subsequence(old, new)
-        if keep is not None:
-            self.remove_elements(found, {id(e) for i, e in enumerate(elements) if i not in keep}, removed)
-            return []
-        self.replace_all(descriptor, found, new, removed)
+        message = descriptor.type == descriptor.TYPE_MESSAGE
+        keys = [[v.SerializeToString(deterministic=True) if message else v for v in values] for values in (old, new)]
+        pairs: list[tuple[int, int]] = []
+        gone: set[int] = set()
+        appended: list = []
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, *keys, autojunk=False).get_opcodes():
+            if tag == "equal":
+                continue
+            common = min(i2 - i1, j2 - j1)
+            pairs += zip(range(i1, i1 + common), range(j1, j1 + common), strict=True)
+            gone.update(range(i1 + common, i2))
+            if j1 + common < j2:
+                if i2 < len(old) or len(old) - 1 in gone:  # new elements in the middle, or after a removed one
+                    self.replace_all(descriptor, found, new, removed)
+                    return []
+                appended = new[j1 + common:]
+        for i, j in pairs:
+            if not message:
+                self.replace(*elements[i].value, _render_value(descriptor, new[j]))
+            elif elements[i].body is None:
+                raise _CannotEdit(f"{descriptor.name}: element is not a message")
+            else:
+                self.message(old[i], new[j], elements[i].body, elements[i])
+        if gone:
+            self.remove_elements(found, {id(elements[i]) for i in gone}, removed)
+        if appended:
+            self.append(descriptor, found[-1], appended)
         return []
 
     def map(self, descriptor, old, new, found, elements, removed) -> list:
@@ -729,7 +728,9 @@ class _Editor:
 
         def render(indent: str, inline: bool) -> str:
             one_line = inline or not multi_line
-            return ("," + (" " if inline else "\n" + indent)).join(_render_element(v, indent, one_line) for v in values)
+            return ("," + (" " if inline else "\n" + indent)).join(
+                _render_element(v, indent, one_line) if descriptor.message_type else _render_value(descriptor, v)
+                for v in values)
         self.insert_after(element, render, comma=True)
 
     def remove_elements(self, found: list[_Item], gone: set[int], removed: set[int]) -> None:
