@@ -100,16 +100,16 @@ CHANGES: list[Callable[[ModelConfig, random.Random], bool]] = [
     instance_count, queue_delay, version_policy, toggle_dynamic_batching, parameters, preferred_batch_sizes]
 
 
-def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
-    """First and last line (1-based) of each top-level field: from its name to the line before the next field."""
-    starts = sorted((line, path[0]) for path, (line, _) in field_positions(text).items() if len(path) == 1)
+def top_level_lines(text: str) -> dict[str, set[int]]:
+    """The lines (1-based) of each top-level field: each occurrence from its name to the line before the next one."""
+    starts = sorted({(line, path[0]) for path, (line, _) in field_positions(text).items()
+                     if len(path) == 1 or (len(path) == 2 and isinstance(path[1], int))})
     last_line = len(text.splitlines())
-    spans: dict[str, tuple[int, int]] = {}
+    lines: dict[str, set[int]] = {}
     for index, (line, name) in enumerate(starts):
         end = starts[index + 1][0] - 1 if index + 1 < len(starts) else last_line
-        first, _ = spans.get(name, (line, end))
-        spans[name] = (first, end)
-    return spans
+        lines.setdefault(name, set()).update(range(line, end + 1))
+    return lines
 
 
 def changed_fields(old: ModelConfig, new: ModelConfig) -> set[str]:
@@ -128,9 +128,8 @@ def check_edit(text: str, new: ModelConfig, may_remove: bool) -> list[str]:
     assert parse_config_text(edited)[0] == new
     before, after = text.splitlines(keepends=True), edited.splitlines(keepends=True)
     diff = list(difflib.unified_diff(before, after, n=0))
-    spans = top_level_spans(text)
-    changed = {line for name in changed_fields(old, new) if name in spans
-               for line in range(spans[name][0], spans[name][1] + 1)}
+    lines = top_level_lines(text)
+    changed = {line for name in changed_fields(old, new) for line in lines.get(name, ())}
     remaining = iter(after)
     for number, line in enumerate(before, start=1):
         if number not in changed:
@@ -192,20 +191,25 @@ def test_added_and_removed_fields_land_beside_their_siblings():
 
 
 def test_write_back_keeps_comments_and_falls_back_only_when_the_editor_gives_up(tmp_path):
-    """`output: []` then a new output: appending to an empty list is a layout the editor leaves to protobuf."""
+    """Dropping the last entry of a `[ ... ]` map list while adding one to it is a layout the editor leaves to a full
+    rendering (which keeps the leading comment block only)."""
     (tmp_path / "m" / "1").mkdir(parents=True)
     path = tmp_path / "m" / "config.pbtxt"
-    path.write_text('# silencing\nname: "m"\n# two instances\ninstance_group [ { count: 2 } ]\noutput: []\n')
+    path.write_text('# silencing\nname: "m"\n# two instances\ninstance_group [ { count: 2 } ]\n'
+                    'parameters [\n  { key: "a" value { string_value: "1" } },\n'
+                    '  { key: "b" value { string_value: "2" } }\n]\n')
     repository = load_repository(tmp_path)
     seen: list[ConfigFile] = []
     config = ModelConfig()
     config.CopyFrom(repository.models["m"].config)
     config.instance_group[0].count = 3
+    before = path.read_text()
     replace_config(repository, "m", config, seen.append)
-    assert path.read_text() == '# silencing\nname: "m"\n# two instances\ninstance_group [ { count: 3 } ]\noutput: []\n'
+    assert path.read_text() == before.replace("count: 2", "count: 3")
     assert seen[-1].layout_kept and repository.models["m"].config_file.text == path.read_text()
-    config.output.add(name="Y")
+    del config.parameters["b"]
+    config.parameters["c"].string_value = "3"
     replace_config(repository, "m", config, seen.append)
     assert not seen[-1].layout_kept
-    assert path.read_text().startswith("# silencing\n") and "# two instances" not in path.read_text()
+    assert path.read_text().startswith("# silencing\nname:") and "# two instances" not in path.read_text()
     assert parse_config_text(path.read_text())[0] == config

@@ -498,8 +498,10 @@ def _render_field(descriptor, values: list, indent: str, one_line: bool, padded:
     return text if one_line else text[len(indent):]
 
 
-def _render_element(value, indent: str, one_line: bool) -> str:
-    """A list element `{ ... }` whose closing brace is at `indent`."""
+def _render_element(descriptor, value, indent: str, one_line: bool) -> str:
+    """A list element: a scalar, or a message `{ ... }` whose closing brace is at `indent`."""
+    if descriptor.message_type is None:
+        return _render_value(descriptor, value)
     if one_line:
         return "{ " + text_format.MessageToString(value, as_one_line=True).strip() + " }"
     return "{\n" + text_format.MessageToString(value, indent=len(indent) + 2) + indent + "}"
@@ -722,15 +724,16 @@ class _Editor:
             self.insert_after(last, lambda indent, one_line: _render_field(descriptor, values, indent, one_line))
             return
         if not last.elements:
-            raise _CannotEdit(f"{descriptor.name}: empty list")
+            self.replace(last.open + 1, last.close, " " + ", ".join(
+                _render_element(descriptor, v, "", True) for v in values) + " ")
+            return
         element = last.elements[-1]
         multi_line = "\n" in self.text[element.start:element.end]
 
         def render(indent: str, inline: bool) -> str:
             one_line = inline or not multi_line
             return ("," + (" " if inline else "\n" + indent)).join(
-                _render_element(v, indent, one_line) if descriptor.message_type else _render_value(descriptor, v)
-                for v in values)
+                _render_element(descriptor, v, indent, one_line) for v in values)
         self.insert_after(element, render, comma=True)
 
     def remove_elements(self, found: list[_Item], gone: set[int], removed: set[int]) -> None:
