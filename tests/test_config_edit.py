@@ -141,13 +141,13 @@ def check_edit(text: str, new: ModelConfig, may_remove: bool) -> list[str]:
     return diff
 
 
-@pytest.mark.parametrize("texts", [SHIPPED, CORPUS], ids=["shipped", "corpus"])
-def test_random_field_changes_parse_to_the_new_config_and_keep_the_rest(texts):
+@pytest.mark.parametrize(("texts", "trials"), [(SHIPPED, 50), (CORPUS, 8)], ids=["shipped", "corpus"])
+def test_random_field_changes_parse_to_the_new_config_and_keep_the_rest(texts, trials):
     rng = random.Random(2051)
-    assert len(texts) >= (4 if texts is SHIPPED else 20)
+    assert len(texts) >= (4 if texts is SHIPPED else 50)
     for name, text in texts.items():
         old, _ = parse_config_text(text)
-        for _ in range(25):
+        for _ in range(trials):
             new = ModelConfig()
             new.CopyFrom(old)
             may_remove = False

@@ -4,7 +4,9 @@
 parses every `config.pbtxt` (and `configs/<name>.pbtxt` variants) into `ModelConfig`, and never
 raises for a broken repository: whatever could not be read is recorded on the object, for the
 validator to report. `replace_config` writes a config back atomically, after a check it is given
-(`tools.validation.write_config` gives it the validator). This module imports nothing else of the project.
+(`tools.validation.write_config` gives it the validator), changing only the text of the fields that changed
+(`edit_config_text`), so that the comments explaining a config survive tools that edit it.
+This module imports nothing else of the project.
 """
 
 from __future__ import annotations
