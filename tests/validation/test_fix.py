@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.validation.corpus import DOUBLE, base_spec
+from tools import repository
 from tools.cli import app
 from tools.repository import load_repository
 from tools.validation import validate
@@ -69,6 +70,17 @@ def test_fix_writes_through_the_validated_write_back_and_reports_what_remains(fi
     assert again.exit_code == EXIT_CLEAN and again.stdout == ""
 
 
+def test_fix_keeps_comments_below_the_header_and_changes_only_the_fixed_lines(fixable_repo):
+    config = fixable_repo / "double" / "config.pbtxt"
+    before = FIXABLE.replace("max_batch_size: 8", "# why eight:\nmax_batch_size: 8  # keep me")
+    config.write_text(before)
+    result = validate_cli("--fix")
+    assert result.exit_code == EXIT_CLEAN, result.output
+    after = config.read_text()
+    assert after == before.replace('name: "dbl"\n', 'name: "double"\nbackend: "python"\n')
+    assert "-name: \"dbl\"\n+name: \"double\"\n+backend: \"python\"\n" in result.stderr
+
+
 def test_fix_leaves_what_it_cannot_fix_safely_and_says_why(tmp_path, monkeypatch):
     root = tmp_path / "repo"
     spec = base_spec("")
@@ -78,10 +90,13 @@ def test_fix_leaves_what_it_cannot_fix_safely_and_says_why(tmp_path, monkeypatch
     spec.files["add/01/model.py"] = spec.files["add/1/model.py"]
     spec.write(root)
     monkeypatch.chdir(tmp_path)
+    # Stand-in for a layout the text editor gives up on: name and backend edits always fit in place, so the
+    # fallback to a full rendering (which would drop "# keep me") is forced here.
+    monkeypatch.setattr(repository, "edit_config_text", lambda text, old, new: None)
     before = snapshot(root)
     result = runner.invoke(app, ["validate", "repo", "--fix"])
     assert snapshot(root) == before
-    assert "not fixed: E201 double: config.pbtxt has comments below its header" in result.stderr
+    assert "not fixed: E201 double: config.pbtxt: comments could not be kept in a rewrite" in result.stderr
     assert "not fixed: W206 add: the backend cannot be told from the files" in result.stderr
     assert "not fixed: W203 add: repo/add/1 exists already" in result.stderr
     assert all(f" {code} " in result.stdout for code in ("E201", "W206", "W203"))  # reported as remaining

@@ -2,8 +2,9 @@
 
 Fixed: E201 (the config's name becomes the folder's), W206 (no backend, but every served version holds only a
 model.py: backend "python"), W203 (a zero-prefixed version folder renamed to its number when that name is free).
-A config is only rewritten when it parsed and holds no comment below its leading comment block (protobuf text
-keeps only that block); every rewrite goes through `write_config` (validated, atomic) and shows as a unified diff.
+A config is only rewritten when it parsed; every rewrite goes through `write_config` (validated, atomic), changes only
+the fixed fields' text (comments and layout stay) and shows as a unified diff. Should the write-back ever have to
+re-render a config that holds comments below its leading block, that fix is left for a hand edit.
 """
 
 from __future__ import annotations
@@ -91,10 +92,6 @@ def _fix_config(repository: Repository, model: Model, found: list[Finding], writ
     if config_file is None or config_file.config is None or config_file.text is None:
         outcome.left += [(f, f"{CONFIG_FILE} cannot be parsed, so it is left alone") for f in found]
         return
-    if _comments_below_header(config_file.text):
-        outcome.left += [(f, f"{CONFIG_FILE} has comments below its header, which a rewrite would drop: fix by hand")
-                         for f in found]
-        return
     config = ModelConfig()
     config.CopyFrom(config_file.config)
     done = []
@@ -108,6 +105,9 @@ def _fix_config(repository: Repository, model: Model, found: list[Finding], writ
         return
     try:
         candidate = _preview(repository, model.name, config)
+        if not candidate.layout_kept and _comments_below_header(config_file.text):
+            outcome.left += [(f, f"{CONFIG_FILE}: comments could not be kept in a rewrite: fix by hand") for f in done]
+            return
         if write:
             write_config(repository, model.name, config)
     except ConfigRejectedError as exc:
