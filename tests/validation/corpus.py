@@ -918,6 +918,22 @@ def _(spec):
     spec.files[spec.config_path("double")] = "# tools-validate: ignore W501\n" + spec.files[spec.config_path("double")]
 
 
+
+# -- found by differential fuzzing against the real Triton -------------------------------------------
+@case("version_folder_beyond_int64", "E223 W504", Triton.NO_ANSWER)  # Triton aborts reading the folder name
+def _(spec):
+    spec.files[f"{spec.name('double')}/99999999999999999999/model.py"] = MODEL_PY
+
+
+@case("model_py_with_bom", "", Triton.LOADS)  # Python's import honours a UTF-8 BOM
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/model.py"] = "\ufeff" + MODEL_PY
+
+
+@case("not_utf8_in_comment", "", Triton.LOADS)  # Triton's parser skips comments, whatever their bytes
+def _(spec):
+    spec.files[spec.config_path("double")] = b"# caf\xe9\n" + spec.files[spec.config_path("double")].encode()
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 

@@ -20,6 +20,7 @@ WARMUP_DIR = "warmup"  # where model_warmup's input_data_file lives
 SKIPPED_DIRS = frozenset({VARIANTS_DIR, WARMUP_DIR, "initial_state"})
 # Folders that belong in a model folder without being versions.
 EXPECTED_DIRS = SKIPPED_DIRS | {"__pycache__"}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the range std::stoll reads without throwing
 # What Triton's std::stoll makes of a folder name: leading blanks, a sign and digits; the rest is dropped.
 _STOLL = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+")
 # Platform -> the backend that serves it (what Triton derives when only `platform` is set).
@@ -158,6 +159,12 @@ def read_as_version(name: str) -> int | None:
 
 
 def _check_versions(ctx: Context, model: Model, config: ModelConfig) -> None:
+    for folder in [str(v) for v in model.versions] + model.ignored_dirs:
+        number = read_as_version(folder)
+        if number is not None and not INT64_MIN <= number <= INT64_MAX:
+            ctx.report("E223", f"folder \"{folder}\" starts with a number beyond 64 bits: reading it as a version "
+                               "makes Triton abort, taking the whole server down; rename the folder.", model,
+                       file=model.path / folder)
     for ignored in model.ignored_dirs:
         number = read_as_version(ignored)
         # Triton counts such a version, then loads it from the folder named by the plain number, which is absent.
