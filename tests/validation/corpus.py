@@ -934,6 +934,12 @@ def _(spec):
 def _(spec):
     spec.files[spec.config_path("double")] = b"# caf\xe9\n" + spec.files[spec.config_path("double")].encode()
 
+
+@case("invalid_escape_in_string", "E103", Triton.REJECTS)  # Python's text_format lets `\q` through
+def _(spec):
+    append(spec, "double", 'parameters { key: "pattern" value: { string_value: "a\\qb" } }')
+
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 

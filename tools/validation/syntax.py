@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import re
+
 from tools.repository import CONFIG_FILE, ConfigFile, Model
 from tools.validation.context import Context
 from tools.validation.layout import PYTHON_BACKEND, guessed_backend
+
+# Protobuf's C++ tokenizer, which Triton parses with, accepts only these escapes in a string literal (Python's
+# text_format lets any other `\\c` through as the two characters).
+_VALID_ESCAPE = re.compile(r"""\\(?:[abfnrtv\\?'"]|[0-7]|x[0-9a-fA-F]|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})""")
+_STRING_OR_COMMENT = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
+
+
+def bad_escape(text: str) -> tuple[int, int, str] | None:
+    """Line, column and text of the first escape in a string literal that Triton's parser refuses, if any."""
+    for literal in _STRING_OR_COMMENT.finditer(text):
+        if literal[0].startswith("#"):
+            continue
+        for escape in re.finditer(r"\\.", literal[0]):
+            if not _VALID_ESCAPE.match(literal[0], escape.start()):
+                offset = literal.start() + escape.start()
+                line = text.count("\n", 0, offset) + 1
+                return line, offset - (text.rfind("\n", 0, offset) + 1) + 1, escape[0]
+    return None
 
 
 def _check_file(ctx: Context, model: Model, config_file: ConfigFile) -> None:
     error = config_file.error
     if error is None:
+        escape = bad_escape(config_file.text or "")
+        if escape is not None:
+            line, column, sequence = escape
+            ctx.report("E103", f"{line}:{column}: invalid escape sequence {sequence} in a string literal, which "
+                               "Triton's parser refuses; write the character itself or a valid escape (\\n, \\t, "
+                               "\\\\, \\\", \\xHH, \\uHHHH).", model, file=config_file.path, line=line)
         return
     if config_file.text is None:
         ctx.report("E102", f"{error.message}; make it a readable UTF-8 text file.", model, config_file)
