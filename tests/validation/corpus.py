@@ -940,6 +940,12 @@ def _(spec):
     append(spec, "double", 'parameters { key: "pattern" value: { string_value: "a\\qb" } }')
 
 
+@case("priority_queue_policy_without_levels", "", Triton.LOADS)  # ignored while priority_levels is 0
+def _(spec):
+    spec.edit("double", lambda c: c.dynamic_batching.priority_queue_policy[3].CopyFrom(
+        model_config_pb2.ModelQueuePolicy(max_queue_size=4)))
+
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 

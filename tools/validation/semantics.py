@@ -189,7 +189,8 @@ class _ModelChecks:
         if levels and not 0 < batcher.default_priority_level <= levels:
             self.report("E311", f"default_priority_level must be in 1..{levels} (priority_levels).",
                         "dynamic_batching", "default_priority_level")
-        wrong = sorted(level for level in batcher.priority_queue_policy if not 0 < level <= levels)
+        # Triton checks the levels of priority_queue_policy only when priority_levels is set; else it ignores them.
+        wrong = sorted(level for level in batcher.priority_queue_policy if levels and not 0 < level <= levels)
         if wrong:
             self.report("E311", f"priority_queue_policy names level(s) {wrong} outside 1..{levels} "
                                 "(priority_levels).", "dynamic_batching", "priority_queue_policy")
