@@ -946,6 +946,17 @@ def _(spec):
         model_config_pb2.ModelQueuePolicy(max_queue_size=4)))
 
 
+@case("auto_instances_with_gpus_on_cpu", "E312", Triton.REJECTS)  # KIND_AUTO is KIND_CPU without GPUs
+def _(spec):
+    spec.edit("double", lambda c: (setattr(c.instance_group[0], "kind", c.instance_group[0].KIND_AUTO),
+                                   c.instance_group[0].gpus.append(0)))
+
+
+@case("step_version_below_latest", "E405", Triton.REJECTS, "pipe")  # only -1 means the latest
+def _(spec):
+    spec.edit("pipe", lambda c: setattr(step(c, 0), "model_version", -2))
+
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 
