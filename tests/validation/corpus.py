@@ -957,6 +957,12 @@ def _(spec):
     spec.edit("pipe", lambda c: setattr(step(c, 0), "model_version", -2))
 
 
+@case("field_newer_than_the_server", "E103", Triton.REJECTS)  # model_metrics came after Triton 2.51
+def _(spec):
+    append(spec, "double", 'model_metrics { metric_control [ { metric_identifier { family: "nv_inference_count" } '
+                           'histogram_options { buckets: [ 1, 10 ] } } ] }')
+
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 

@@ -14,6 +14,19 @@ _VALID_ESCAPE = re.compile(r"""\\(?:[abfnrtv\\?'"]|[0-7]|x[0-9a-fA-F]|u[0-9a-fA-
 _STRING_OR_COMMENT = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
 
 
+# ModelConfig fields the Python protobuf (tritonclient's, newer) knows but Triton 2.51's (r24.10) does not: its parser
+# refuses them as unknown fields. Both names occur nowhere else in ModelConfig.
+NEWER_THAN_TRITON = ("model_metrics", "max_inflight_requests")
+_NEWER_FIELD = re.compile(rf"\b({'|'.join(NEWER_THAN_TRITON)})\s*[:{{<]")
+
+
+def newer_field(text: str) -> tuple[int, str] | None:
+    """Line and name of the first field Triton 2.51's parser does not know, if any (comments and strings skipped)."""
+    code = _STRING_OR_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), text)
+    match = _NEWER_FIELD.search(code)
+    return (code.count("\n", 0, match.start()) + 1, match[1]) if match else None
+
+
 def bad_escape(text: str) -> tuple[int, int, str] | None:
     """Line, column and text of the first escape in a string literal that Triton's parser refuses, if any."""
     for literal in _STRING_OR_COMMENT.finditer(text):
@@ -36,6 +49,12 @@ def _check_file(ctx: Context, model: Model, config_file: ConfigFile) -> None:
             ctx.report("E103", f"{line}:{column}: invalid escape sequence {sequence} in a string literal, which "
                                "Triton's parser refuses; write the character itself or a valid escape (\\n, \\t, "
                                "\\\\, \\\", \\xHH, \\uHHHH).", model, file=config_file.path, line=line)
+        newer = newer_field(config_file.text or "")
+        if newer is not None:
+            line, name = newer
+            ctx.report("E103", f"{line}: `{name}` is a ModelConfig field newer than Triton 2.51, whose parser refuses "
+                               "it as unknown; drop it (or upgrade the server).", model, file=config_file.path,
+                       line=line)
         return
     if config_file.text is None:
         ctx.report("E102", f"{error.message}; make it a readable UTF-8 text file.", model, config_file)
