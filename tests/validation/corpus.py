@@ -963,6 +963,11 @@ def _(spec):
                            'histogram_options { buckets: [ 1, 10 ] } } ] }')
 
 
+@case("force_cpu_only_not_yes_or_no", "E224", Triton.REJECTS)
+def _(spec):
+    append(spec, "double", 'parameters { key: "FORCE_CPU_ONLY_INPUT_TENSORS" value: { string_value: "true" } }')
+
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 

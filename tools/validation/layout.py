@@ -20,6 +20,7 @@ WARMUP_DIR = "warmup"  # where model_warmup's input_data_file lives
 SKIPPED_DIRS = frozenset({VARIANTS_DIR, WARMUP_DIR, "initial_state"})
 # Folders that belong in a model folder without being versions.
 EXPECTED_DIRS = SKIPPED_DIRS | {"__pycache__"}
+FORCE_CPU_ONLY = "FORCE_CPU_ONLY_INPUT_TENSORS"  # a Python-backend model parameter: "yes" or "no"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the range std::stoll reads without throwing
 # What Triton's std::stoll makes of a folder name: leading blanks, a sign and digits; the rest is dropped.
 _STOLL = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+")
@@ -284,6 +285,18 @@ def _check_model_files(ctx: Context, model: Model, config: ModelConfig) -> list[
     return compiled
 
 
+def _check_python_parameters(ctx: Context, model: Model, config_file: ConfigFile) -> None:
+    """The Python backend's own model parameters, which it reads when the model loads."""
+    config = config_file.config
+    if effective_backend(config) != PYTHON_BACKEND or FORCE_CPU_ONLY not in config.parameters:
+        return
+    value = config.parameters[FORCE_CPU_ONLY].string_value
+    if value not in ("yes", "no"):
+        ctx.report("E224", f"parameter {FORCE_CPU_ONLY} is \"{value}\", but the Python backend takes only \"yes\" or "
+                           "\"no\" (lower case) and refuses the model otherwise; set one of them.", model, config_file,
+                   ("parameters",))
+
+
 def check(ctx: Context) -> None:
     _check_root(ctx)
     python_models: list[python_env.PythonModel] = []
@@ -293,6 +306,7 @@ def check(ctx: Context) -> None:
             _check_name(ctx, model, config_file)
             _check_backend(ctx, model, config_file)
             _check_referenced_files(ctx, model, config_file)
+            _check_python_parameters(ctx, model, config_file)
         if model.config is not None:
             _check_versions(ctx, model, model.config)
             python_files = _check_model_files(ctx, model, model.config)
