@@ -968,6 +968,11 @@ def _(spec):
     append(spec, "double", 'parameters { key: "FORCE_CPU_ONLY_INPUT_TENSORS" value: { string_value: "true" } }')
 
 
+@case("backend_name_in_capitals", "E225", Triton.REJECTS)  # backends are found by their exact name
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "backend", "Python"))
+
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 

@@ -230,9 +230,21 @@ def _check_backend(ctx: Context, model: Model, config_file: ConfigFile) -> None:
         else:
             ctx.report("W209", f"platform \"{config.platform}\" is not served by backend \"{config.backend}\"; Triton "
                                "goes by `backend` and ignores it: drop `platform`.", model, config_file, ("platform",))
-    if config.backend and config.backend not in KNOWN_BACKENDS and not _ships_backend(model, config.backend):
+    near = _shipped_backend_like(config.backend)
+    if near is not None and not _ships_backend(model, config.backend):
+        ctx.report("E225", f"backend \"{config.backend}\" is not \"{near}\": Triton looks the name up as it is "
+                           f"(backends/{config.backend}/libtriton_{config.backend}.so) and finds no such backend; "
+                           f"write backend: \"{near}\".", model, config_file, ("backend",))
+    elif config.backend and config.backend not in KNOWN_BACKENDS and not _ships_backend(model, config.backend):
         ctx.report("W208", f"backend \"{config.backend}\" is not a Triton backend; check the spelling, or install "
                            "it as a custom backend on every server.", model, config_file, ("backend",))
+
+
+def _shipped_backend_like(backend: str) -> str | None:
+    """The Triton backend a misspelt name stands for (other case, blanks around it), or None."""
+    if backend in KNOWN_BACKENDS:
+        return None
+    return next((known for known in sorted(KNOWN_BACKENDS) if known == backend.strip().lower()), None)
 
 
 def _ships_backend(model: Model, backend: str) -> bool:
