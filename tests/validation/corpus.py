@@ -973,6 +973,11 @@ def _(spec):
     spec.edit("double", lambda c: setattr(c, "backend", "Python"))
 
 
+@case("runtime_model_py_on_python_backend", "E226", Triton.REJECTS)  # runtime model.py means a Python-based backend
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "runtime", "model.py"))
+
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 

@@ -20,6 +20,8 @@ WARMUP_DIR = "warmup"  # where model_warmup's input_data_file lives
 SKIPPED_DIRS = frozenset({VARIANTS_DIR, WARMUP_DIR, "initial_state"})
 # Folders that belong in a model folder without being versions.
 EXPECTED_DIRS = SKIPPED_DIRS | {"__pycache__"}
+PYTHON_RUNTIME_LIBRARY = "libtriton_python.so"  # what `runtime` may name for the Python backend
+PYTHON_BASED_RUNTIME = "model.py"  # a `runtime` of this name means a Python-based backend (backends/<name>/model.py)
 FORCE_CPU_ONLY = "FORCE_CPU_ONLY_INPUT_TENSORS"  # a Python-backend model parameter: "yes" or "no"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the range std::stoll reads without throwing
 # What Triton's std::stoll makes of a folder name: leading blanks, a sign and digits; the rest is dropped.
@@ -297,6 +299,25 @@ def _check_model_files(ctx: Context, model: Model, config: ModelConfig) -> list[
     return compiled
 
 
+def _check_runtime(ctx: Context, model: Model, config_file: ConfigFile) -> None:
+    """`runtime` on a Python-backend model: Triton looks for that exact library in the served version folder, the model
+    folder and the Python backend's folder (which holds libtriton_python.so and no model.py)."""
+    config = config_file.config
+    runtime = config.runtime
+    if not runtime or effective_backend(config) != PYTHON_BACKEND or runtime == PYTHON_RUNTIME_LIBRARY:
+        return
+    if runtime == PYTHON_BASED_RUNTIME:
+        reason = ("makes Triton treat the model as a Python-based backend and look for "
+                  f"backends/{PYTHON_BACKEND}/{PYTHON_BASED_RUNTIME}, which the Python backend does not have")
+    elif (model.path / runtime).is_file() or any(runtime in model.versions[v].files
+                                                  for v in model.served_versions(config) if v in model.versions):
+        return
+    else:
+        reason = "names a library found neither in the version folder, the model folder nor the Python backend's"
+    ctx.report("E226", f"runtime \"{runtime}\" {reason}, so Triton refuses the model; drop `runtime` (the Python "
+                       "backend loads model.py by itself).", model, config_file, ("runtime",))
+
+
 def _check_python_parameters(ctx: Context, model: Model, config_file: ConfigFile) -> None:
     """The Python backend's own model parameters, which it reads when the model loads."""
     config = config_file.config
@@ -319,6 +340,7 @@ def check(ctx: Context) -> None:
             _check_backend(ctx, model, config_file)
             _check_referenced_files(ctx, model, config_file)
             _check_python_parameters(ctx, model, config_file)
+            _check_runtime(ctx, model, config_file)
         if model.config is not None:
             _check_versions(ctx, model, model.config)
             python_files = _check_model_files(ctx, model, model.config)
