@@ -978,6 +978,12 @@ def _(spec):
     spec.edit("double", lambda c: setattr(c, "runtime", "model.py"))
 
 
+@case("number_with_plus_sign", "E103", Triton.REJECTS)  # Python's text_format takes "+8"; Triton's parser does not
+def _(spec):
+    spec.files[spec.config_path("double")] = spec.files[spec.config_path("double")].replace(
+        "max_batch_size: 8", "max_batch_size: +8")
+
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 

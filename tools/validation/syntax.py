@@ -20,11 +20,27 @@ NEWER_THAN_TRITON = ("model_metrics", "max_inflight_requests")
 _NEWER_FIELD = re.compile(rf"\b({'|'.join(NEWER_THAN_TRITON)})\s*[:{{<]")
 
 
+# A number written with a leading "+": Python's text_format takes it, protobuf's C++ parser accepts only "-".
+_PLUS_NUMBER = re.compile(r"[:\[,]\s*(\+)\s*[0-9.]")
+
+
+def _code_only(text: str) -> str:
+    """The text with comments and string literals blanked out (line breaks kept)."""
+    return _STRING_OR_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), text)
+
+
 def newer_field(text: str) -> tuple[int, str] | None:
     """Line and name of the first field Triton 2.51's parser does not know, if any (comments and strings skipped)."""
-    code = _STRING_OR_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), text)
+    code = _code_only(text)
     match = _NEWER_FIELD.search(code)
     return (code.count("\n", 0, match.start()) + 1, match[1]) if match else None
+
+
+def plus_signed_number(text: str) -> int | None:
+    """Line of the first number written with a leading "+", which Triton's parser refuses, if any."""
+    code = _code_only(text)
+    match = _PLUS_NUMBER.search(code)
+    return code.count("\n", 0, match.start(1)) + 1 if match else None
 
 
 def bad_escape(text: str) -> tuple[int, int, str] | None:
@@ -49,6 +65,11 @@ def _check_file(ctx: Context, model: Model, config_file: ConfigFile) -> None:
             ctx.report("E103", f"{line}:{column}: invalid escape sequence {sequence} in a string literal, which "
                                "Triton's parser refuses; write the character itself or a valid escape (\\n, \\t, "
                                "\\\\, \\\", \\xHH, \\uHHHH).", model, file=config_file.path, line=line)
+        plus = plus_signed_number(config_file.text or "")
+        if plus is not None:
+            ctx.report("E103", f"{plus}: a number written with a leading \"+\", which Triton's parser refuses "
+                               "(only \"-\" may sign a number); drop the \"+\".", model, file=config_file.path,
+                       line=plus)
         newer = newer_field(config_file.text or "")
         if newer is not None:
             line, name = newer
