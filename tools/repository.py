@@ -196,9 +196,22 @@ def parse_config_text(text: str) -> tuple[ModelConfig | None, ReadError | None]:
 def read_config(path: Path) -> ConfigFile:
     text, error = read_text(path)
     if error is not None:
-        return ConfigFile(path, error=error)
+        return _read_lenient_config(path) or ConfigFile(path, error=error)
     config, error = parse_config_text(text)
     return ConfigFile(path, text=text, config=config, error=error)
+
+
+def _read_lenient_config(path: Path) -> ConfigFile | None:
+    """A config whose bytes that are not UTF-8 all sit in comments, which Triton's parser skips: parsed as Triton
+    parses it (the text keeps a replacement character for each such byte). None if that does not parse either."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if b"\0" in data:
+        return None
+    config, error = parse_config_text(data.decode("utf-8", "surrogateescape"))
+    return ConfigFile(path, text=data.decode("utf-8", "replace"), config=config) if error is None else None
 
 
 def _list_dir(path: Path) -> tuple[list[os.DirEntry], ReadError | None]:

@@ -918,6 +918,72 @@ def _(spec):
     spec.files[spec.config_path("double")] = "# tools-validate: ignore W501\n" + spec.files[spec.config_path("double")]
 
 
+
+# -- found by differential fuzzing against the real Triton -------------------------------------------
+@case("version_folder_beyond_int64", "E223 W504", Triton.NO_ANSWER)  # Triton aborts reading the folder name
+def _(spec):
+    spec.files[f"{spec.name('double')}/99999999999999999999/model.py"] = MODEL_PY
+
+
+@case("model_py_with_bom", "", Triton.LOADS)  # Python's import honours a UTF-8 BOM
+def _(spec):
+    spec.files[f"{spec.name('double')}/1/model.py"] = "\ufeff" + MODEL_PY
+
+
+@case("not_utf8_in_comment", "", Triton.LOADS)  # Triton's parser skips comments, whatever their bytes
+def _(spec):
+    spec.files[spec.config_path("double")] = b"# caf\xe9\n" + spec.files[spec.config_path("double")].encode()
+
+
+@case("invalid_escape_in_string", "E103", Triton.REJECTS)  # Python's text_format lets `\q` through
+def _(spec):
+    append(spec, "double", 'parameters { key: "pattern" value: { string_value: "a\\qb" } }')
+
+
+@case("priority_queue_policy_without_levels", "", Triton.LOADS)  # ignored while priority_levels is 0
+def _(spec):
+    spec.edit("double", lambda c: c.dynamic_batching.priority_queue_policy[3].CopyFrom(
+        model_config_pb2.ModelQueuePolicy(max_queue_size=4)))
+
+
+@case("auto_instances_with_gpus_on_cpu", "E312", Triton.REJECTS)  # KIND_AUTO is KIND_CPU without GPUs
+def _(spec):
+    spec.edit("double", lambda c: (setattr(c.instance_group[0], "kind", c.instance_group[0].KIND_AUTO),
+                                   c.instance_group[0].gpus.append(0)))
+
+
+@case("step_version_below_latest", "E405", Triton.REJECTS, "pipe")  # only -1 means the latest
+def _(spec):
+    spec.edit("pipe", lambda c: setattr(step(c, 0), "model_version", -2))
+
+
+@case("field_newer_than_the_server", "E103", Triton.REJECTS)  # model_metrics came after Triton 2.51
+def _(spec):
+    append(spec, "double", 'model_metrics { metric_control [ { metric_identifier { family: "nv_inference_count" } '
+                           'histogram_options { buckets: [ 1, 10 ] } } ] }')
+
+
+@case("force_cpu_only_not_yes_or_no", "E224", Triton.REJECTS)
+def _(spec):
+    append(spec, "double", 'parameters { key: "FORCE_CPU_ONLY_INPUT_TENSORS" value: { string_value: "true" } }')
+
+
+@case("backend_name_in_capitals", "E225", Triton.REJECTS)  # backends are found by their exact name
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "backend", "Python"))
+
+
+@case("runtime_model_py_on_python_backend", "E226", Triton.REJECTS)  # runtime model.py means a Python-based backend
+def _(spec):
+    spec.edit("double", lambda c: setattr(c, "runtime", "model.py"))
+
+
+@case("number_with_plus_sign", "E103", Triton.REJECTS)  # Python's text_format takes "+8"; Triton's parser does not
+def _(spec):
+    spec.files[spec.config_path("double")] = spec.files[spec.config_path("double")].replace(
+        "max_batch_size: 8", "max_batch_size: +8")
+
+
 def prefix_of(index: int) -> str:
     return f"c{index:02d}_"
 

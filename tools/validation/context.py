@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from tools.repository import ConfigFile, FieldPath, Model, ModelConfig, Repository, read_text
+from tools.repository import ConfigFile, FieldPath, Model, ModelConfig, Repository
 from tools.validation.findings import Finding, Step
 
 
@@ -64,11 +64,12 @@ def module_imports(tree: ast.Module) -> frozenset[str]:
 
 def inspect_python_model(path: Path) -> PythonModelInfo:
     """Compile a model.py (without running it) and look for TritonPythonModel and its methods."""
-    text, error = read_text(path)
-    if error is not None:
-        return PythonModelInfo(error=error.message)
     try:
-        tree = ast.parse(text, filename=str(path))
+        source = path.read_bytes()  # as bytes, the way Python's import reads it: a BOM or a coding line is honoured
+    except OSError as exc:
+        return PythonModelInfo(error=f"cannot read {path.name}: {exc.strerror or exc}")
+    try:
+        tree = ast.parse(source, filename=str(path))
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return PythonModelInfo(error=f"{type(exc).__name__}: {getattr(exc, 'msg', exc)}",
                                error_line=getattr(exc, "lineno", None))

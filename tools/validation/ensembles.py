@@ -99,7 +99,8 @@ class _EnsembleChecks:
             config = target.config
             if config is None:
                 continue  # the composing model's own findings say why
-            if step.model_version >= 0 and step.model_version not in target.served_versions():
+            # Only -1 means "the latest"; any other number, negative ones included, must be a served version.
+            if step.model_version != -1 and step.model_version not in target.served_versions():
                 omitted = " (an omitted model_version means 0, not the latest)" if step.model_version == 0 else ""
                 self.report("E405", f"step {index} asks for version {step.model_version} of \"{step.model_name}\""
                                     f"{omitted}, which serves {target.served_versions() or 'no version'}; set "

@@ -20,6 +20,10 @@ WARMUP_DIR = "warmup"  # where model_warmup's input_data_file lives
 SKIPPED_DIRS = frozenset({VARIANTS_DIR, WARMUP_DIR, "initial_state"})
 # Folders that belong in a model folder without being versions.
 EXPECTED_DIRS = SKIPPED_DIRS | {"__pycache__"}
+PYTHON_RUNTIME_LIBRARY = "libtriton_python.so"  # what `runtime` may name for the Python backend
+PYTHON_BASED_RUNTIME = "model.py"  # a `runtime` of this name means a Python-based backend (backends/<name>/model.py)
+FORCE_CPU_ONLY = "FORCE_CPU_ONLY_INPUT_TENSORS"  # a Python-backend model parameter: "yes" or "no"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the range std::stoll reads without throwing
 # What Triton's std::stoll makes of a folder name: leading blanks, a sign and digits; the rest is dropped.
 _STOLL = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+")
 # Platform -> the backend that serves it (what Triton derives when only `platform` is set).
@@ -158,6 +162,12 @@ def read_as_version(name: str) -> int | None:
 
 
 def _check_versions(ctx: Context, model: Model, config: ModelConfig) -> None:
+    for folder in [str(v) for v in model.versions] + model.ignored_dirs:
+        number = read_as_version(folder)
+        if number is not None and not INT64_MIN <= number <= INT64_MAX:
+            ctx.report("E223", f"folder \"{folder}\" starts with a number beyond 64 bits: reading it as a version "
+                               "makes Triton abort, taking the whole server down; rename the folder.", model,
+                       file=model.path / folder)
     for ignored in model.ignored_dirs:
         number = read_as_version(ignored)
         # Triton counts such a version, then loads it from the folder named by the plain number, which is absent.
@@ -222,9 +232,21 @@ def _check_backend(ctx: Context, model: Model, config_file: ConfigFile) -> None:
         else:
             ctx.report("W209", f"platform \"{config.platform}\" is not served by backend \"{config.backend}\"; Triton "
                                "goes by `backend` and ignores it: drop `platform`.", model, config_file, ("platform",))
-    if config.backend and config.backend not in KNOWN_BACKENDS and not _ships_backend(model, config.backend):
+    near = _shipped_backend_like(config.backend)
+    if near is not None and not _ships_backend(model, config.backend):
+        ctx.report("E225", f"backend \"{config.backend}\" is not \"{near}\": Triton looks the name up as it is "
+                           f"(backends/{config.backend}/libtriton_{config.backend}.so) and finds no such backend; "
+                           f"write backend: \"{near}\".", model, config_file, ("backend",))
+    elif config.backend and config.backend not in KNOWN_BACKENDS and not _ships_backend(model, config.backend):
         ctx.report("W208", f"backend \"{config.backend}\" is not a Triton backend; check the spelling, or install "
                            "it as a custom backend on every server.", model, config_file, ("backend",))
+
+
+def _shipped_backend_like(backend: str) -> str | None:
+    """The Triton backend a misspelt name stands for (other case, blanks around it), or None."""
+    if backend in KNOWN_BACKENDS:
+        return None
+    return next((known for known in sorted(KNOWN_BACKENDS) if known == backend.strip().lower()), None)
 
 
 def _ships_backend(model: Model, backend: str) -> bool:
@@ -277,6 +299,37 @@ def _check_model_files(ctx: Context, model: Model, config: ModelConfig) -> list[
     return compiled
 
 
+def _check_runtime(ctx: Context, model: Model, config_file: ConfigFile) -> None:
+    """`runtime` on a Python-backend model: Triton looks for that exact library in the served version folder, the model
+    folder and the Python backend's folder (which holds libtriton_python.so and no model.py)."""
+    config = config_file.config
+    runtime = config.runtime
+    if not runtime or effective_backend(config) != PYTHON_BACKEND or runtime == PYTHON_RUNTIME_LIBRARY:
+        return
+    if runtime == PYTHON_BASED_RUNTIME:
+        reason = ("makes Triton treat the model as a Python-based backend and look for "
+                  f"backends/{PYTHON_BACKEND}/{PYTHON_BASED_RUNTIME}, which the Python backend does not have")
+    elif (model.path / runtime).is_file() or any(runtime in model.versions[v].files
+                                                  for v in model.served_versions(config) if v in model.versions):
+        return
+    else:
+        reason = "names a library found neither in the version folder, the model folder nor the Python backend's"
+    ctx.report("E226", f"runtime \"{runtime}\" {reason}, so Triton refuses the model; drop `runtime` (the Python "
+                       "backend loads model.py by itself).", model, config_file, ("runtime",))
+
+
+def _check_python_parameters(ctx: Context, model: Model, config_file: ConfigFile) -> None:
+    """The Python backend's own model parameters, which it reads when the model loads."""
+    config = config_file.config
+    if effective_backend(config) != PYTHON_BACKEND or FORCE_CPU_ONLY not in config.parameters:
+        return
+    value = config.parameters[FORCE_CPU_ONLY].string_value
+    if value not in ("yes", "no"):
+        ctx.report("E224", f"parameter {FORCE_CPU_ONLY} is \"{value}\", but the Python backend takes only \"yes\" or "
+                           "\"no\" (lower case) and refuses the model otherwise; set one of them.", model, config_file,
+                   ("parameters",))
+
+
 def check(ctx: Context) -> None:
     _check_root(ctx)
     python_models: list[python_env.PythonModel] = []
@@ -286,6 +339,8 @@ def check(ctx: Context) -> None:
             _check_name(ctx, model, config_file)
             _check_backend(ctx, model, config_file)
             _check_referenced_files(ctx, model, config_file)
+            _check_python_parameters(ctx, model, config_file)
+            _check_runtime(ctx, model, config_file)
         if model.config is not None:
             _check_versions(ctx, model, model.config)
             python_files = _check_model_files(ctx, model, model.config)

@@ -189,7 +189,8 @@ class _ModelChecks:
         if levels and not 0 < batcher.default_priority_level <= levels:
             self.report("E311", f"default_priority_level must be in 1..{levels} (priority_levels).",
                         "dynamic_batching", "default_priority_level")
-        wrong = sorted(level for level in batcher.priority_queue_policy if not 0 < level <= levels)
+        # Triton checks the levels of priority_queue_policy only when priority_levels is set; else it ignores them.
+        wrong = sorted(level for level in batcher.priority_queue_policy if levels and not 0 < level <= levels)
         if wrong:
             self.report("E311", f"priority_queue_policy names level(s) {wrong} outside 1..{levels} "
                                 "(priority_levels).", "dynamic_batching", "priority_queue_policy")
@@ -209,9 +210,14 @@ class _ModelChecks:
                 self.report("W327", f"{label} has count {group.count}, which Triton replaces by the backend's "
                                     "default (1 for Python); set the count you mean (>= 1).",
                             "instance_group", index, "count")
-            if group.gpus and group.kind in (InstanceKind.KIND_CPU, InstanceKind.KIND_MODEL):
-                self.report("E312", f"{label} is {InstanceKind.Name(group.kind)} but lists GPUs; drop `gpus` or "
-                                    "use KIND_GPU.", "instance_group", index, "gpus")
+            # Without GPUs Triton turns KIND_AUTO into KIND_CPU before it checks the group.
+            cpu_kinds = (InstanceKind.KIND_CPU, InstanceKind.KIND_MODEL) + (
+                (InstanceKind.KIND_AUTO,) if self.ctx.options.target is Target.CPU else ())
+            if group.gpus and group.kind in cpu_kinds:
+                kind = "KIND_AUTO (KIND_CPU on a CPU-only target)" if group.kind == InstanceKind.KIND_AUTO else \
+                    InstanceKind.Name(group.kind)
+                self.report("E312", f"{label} is {kind} but lists GPUs; drop `gpus` or use KIND_GPU.",
+                            "instance_group", index, "gpus")
             if group.profile and effective_backend(self.config) != "tensorrt":
                 self.report("E312", f"{label} sets `profile`, which only TensorRT models have; drop it.",
                             "instance_group", index, "profile")
