@@ -912,6 +912,19 @@ def _(spec):
     spec.edit("double", lambda c: c.ClearField("dynamic_batching"))
 
 
+@case("timeout_override_without_default", "W506", Triton.LOADS)
+def _(spec):
+    spec.edit("double", lambda c: setattr(c.dynamic_batching.default_queue_policy, "allow_timeout_override", True))
+
+
+@case("queue_policy_on_a_model_that_does_not_batch", "W503", Triton.LOADS)  # the policy needs the batcher's field
+def _(spec):
+    def edit(config):
+        config.max_batch_size = 0
+        config.dynamic_batching.default_queue_policy.max_queue_size = 4
+    spec.edit("double", edit)
+
+
 @case("warning_silenced_in_config", "", Triton.LOADS)
 def _(spec):
     spec.edit("double", lambda c: c.dynamic_batching.ClearField("max_queue_delay_microseconds"))

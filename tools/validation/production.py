@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tools.repository import Model
 from tools.validation.context import Context, is_batching
 from tools.validation.findings import Step
 from tools.validation.layout import PYTHON_BACKEND, effective_backend
@@ -36,8 +37,23 @@ def check(ctx: Context) -> None:
                 ctx.report("W505", f"max_batch_size is {config.max_batch_size} but no batcher is configured, so "
                                    "batches only come from clients; add dynamic_batching { }.", model,
                            path=("max_batch_size",))
+        _check_timeout_overrides(ctx, model)
         instances = sum(max(group.count, 1) for group in config.instance_group)
         if effective_backend(config) == PYTHON_BACKEND and cores > 1 and instances == 1:
             ctx.report("W502", f"a Python model runs one request at a time per instance and this one has a single "
                                f"instance on a {cores}-core target; raise instance_group count.", model,
                        path=("instance_group",))
+
+
+def _check_timeout_overrides(ctx: Context, model: Model) -> None:
+    """Triton takes a request's own timeout only when it is shorter than the policy's default, and a default of 0
+    (no timeout) is never longer: `allow_timeout_override` then silently ignores every client's timeout."""
+    batcher = model.config.dynamic_batching
+    policies = [(("dynamic_batching", "default_queue_policy"), batcher.default_queue_policy)]
+    policies += [(("dynamic_batching", "priority_queue_policy"), policy)
+                 for policy in batcher.priority_queue_policy.values()]
+    for path, policy in policies:
+        if policy.allow_timeout_override and not policy.default_timeout_microseconds:
+            ctx.report("W506", "allow_timeout_override is set but default_timeout_microseconds is 0, so Triton ignores "
+                               "every client's timeout (it only takes one shorter than the default); set a default "
+                               "timeout or drop the override.", model, path=path)

@@ -177,7 +177,8 @@ class _ModelChecks:
         if not config.HasField("dynamic_batching"):
             return
         batcher = config.dynamic_batching
-        if config.max_batch_size == 0:
+        # A model that does not batch may keep dynamic_batching for its queue policy: the only way to get one.
+        if config.max_batch_size == 0 and not (batcher.HasField("default_queue_policy") or batcher.priority_levels):
             self.report("W309", "dynamic_batching is set but max_batch_size is 0, so no batch can form; set "
                                 "max_batch_size or drop dynamic_batching.", "dynamic_batching")
         for size in batcher.preferred_batch_size:
