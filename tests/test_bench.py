@@ -3,6 +3,7 @@ run of all four cases."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -15,6 +16,7 @@ from tools.bench import report
 from tools.bench import runner as benchmark
 from tools.bench.cases import Case
 from tools.cli import app
+from tools.loadtest.corpus import Workload
 from tools.repository import load_repository
 
 
@@ -32,6 +34,22 @@ def test_verdicts_compare_with_the_ceiling_and_at_equal_or_lower_p99():
     assert met.endswith(": met") and "0.90 x ceiling" in met
     assert "beaten at 4 in flight" in fastapi  # 70/s at p99 40 ms beats 60/s at 150 ms
     assert "NOT beaten" in pytriton  # 90/s only at p99 200 ms > 120 ms
+
+
+def test_each_workload_is_judged_against_its_own_ceiling():
+    queries = Workload.QUERIES
+    config = dataclasses.replace(benchmark.BenchConfig.quick(), workloads=tuple(Workload))
+    result = benchmark.BenchResult(config, {}, [
+        _point(Case.CEILING, 8, 100, 300), _point(Case.TRITON, 16, 90, 200),
+        benchmark.Point(Case.CEILING, 8, "2x1", 400, 10, 20, 100, None, queries),
+        benchmark.Point(Case.TRITON, 16, "config", 200, 50, 90, 100, 0.1, queries)])
+    assert result.ceiling == 100 and result.ceiling_of(queries) == 400
+    assert [round(result.ratio(p), 2) for p in result.points] == [1.0, 0.9, 1.0, 0.5]
+    passages_line, queries_line = result.verdicts()
+    assert passages_line.startswith("passages: ") and "0.90 x ceiling" in passages_line
+    assert passages_line.endswith(": met")
+    assert queries_line.startswith("queries: ") and "0.50 x ceiling" in queries_line and "NOT met" in queries_line
+    assert [p.workload for p in benchmark.combine(result.points)] == [p.workload for p in result.points]
 
 
 SERVICE_STARTER = """
@@ -76,6 +94,20 @@ def test_quick_run_measures_all_four_cases_end_to_end(tmp_path):
     assert "x ceiling" in outcome.output and str(tmp_path / "bench.md") in outcome.output
 
 
+def test_a_quick_run_of_all_workloads_reports_each_apart(tmp_path):
+    outcome = CliRunner().invoke(app, ["bench", "--quick", "--workload", "all", "--case", "ceiling", "--case", "triton",
+                                       "--out", str(tmp_path)])
+    assert outcome.exit_code == 0, outcome.output
+    summary = json.loads((tmp_path / "bench.json").read_text())
+    points = {(point["workload"], point["case"]): point for point in summary["points"]}
+    assert set(points) == {(w, c) for w in ("passages", "queries") for c in (Case.CEILING, Case.TRITON)}
+    assert set(summary["ceilings"]) == {"passages", "queries"} and all(summary["ceilings"].values())
+    assert all(points[(w, Case.CEILING)]["ratio_to_ceiling"] == 1.0 for w in ("passages", "queries"))
+    assert [line.split(":")[0] for line in summary["verdicts"]] == ["passages", "queries"]
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| queries | in-process ceiling | 8 |" in markdown and "| passages | Triton" in markdown
+
+
 def test_only_the_cases_asked_for_run_and_are_reported(tmp_path):
     outcome = CliRunner().invoke(app, ["bench", "--quick", "--case", "ceiling", "--out", str(tmp_path)])
     assert outcome.exit_code == 0, outcome.output
@@ -86,6 +118,7 @@ def test_only_the_cases_asked_for_run_and_are_reported(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [(["--case", "gpu"], "'gpu' is not one of"),
                                                (["--server-threads", "0"], "--server-threads must be at least 1"),
+                                               (["--workload", "words"], "'words' is not one of"),
                                                (["--repository", "no/such/folder"], "is not a folder"),
                                                (["--repository", "tests"], "lacks the embedding pipeline's")])
 def test_bad_options_exit_2_with_a_message(args, message, tmp_path):
