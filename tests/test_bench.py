@@ -3,6 +3,7 @@ run of all four cases."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -13,8 +14,9 @@ from tests.support import paths, starters
 from tools import processes
 from tools.bench import report
 from tools.bench import runner as benchmark
-from tools.bench.cases import Case
+from tools.bench.cases import Case, workloads_of
 from tools.cli import app
+from tools.loadtest.corpus import Workload
 from tools.repository import load_repository
 
 
@@ -32,6 +34,28 @@ def test_verdicts_compare_with_the_ceiling_and_at_equal_or_lower_p99():
     assert met.endswith(": met") and "0.90 x ceiling" in met
     assert "beaten at 4 in flight" in fastapi  # 70/s at p99 40 ms beats 60/s at 150 ms
     assert "NOT beaten" in pytriton  # 90/s only at p99 200 ms > 120 ms
+
+
+def test_each_workload_is_judged_against_its_own_ceiling():
+    queries = Workload.QUERIES
+    config = dataclasses.replace(benchmark.BenchConfig.quick(), workloads=tuple(Workload))
+    machine = {"cpu_model": "test CPU", "logical_cores": 2, "physical_cores": 2}
+    result = benchmark.BenchResult(config, machine, [
+        _point(Case.CEILING, 8, 100, 300), _point(Case.TRITON, 16, 90, 200),
+        benchmark.Point(Case.CEILING, 8, "2x1", 400, 10, 20, 100, None, queries),
+        benchmark.Point(Case.TRITON, 16, "config", 200, 50, 90, 100, 0.1, queries)])
+    assert result.ceiling == 100 and result.ceiling_of(queries) == 400
+    assert [round(result.ratio(p), 2) for p in result.points] == [1.0, 0.9, 1.0, 0.5]
+    passages_line, queries_line = result.verdicts()
+    assert passages_line.startswith("passages: ") and "0.90 x ceiling" in passages_line
+    assert passages_line.endswith(": met")
+    assert queries_line.startswith("queries: ") and "0.50 x ceiling" in queries_line and "NOT met" in queries_line
+    assert [p.workload for p in benchmark.combine(result.points)] == [p.workload for p in result.points]
+    assert result.as_dict()["ceilings"] == {"passages": 100, "queries": 400}
+    markdown = report.markdown(result)
+    assert "| queries | in-process ceiling | 8 | 2x1 | 400.0 | 1.00 |" in markdown
+    assert "| passages | Triton embed ensemble (as shipped) | 16 | 2 | 90.0 | 0.90 |" in markdown
+    assert workloads_of("all") == tuple(Workload) and workloads_of("queries") == (queries,)
 
 
 SERVICE_STARTER = """
@@ -76,6 +100,19 @@ def test_quick_run_measures_all_four_cases_end_to_end(tmp_path):
     assert "x ceiling" in outcome.output and str(tmp_path / "bench.md") in outcome.output
 
 
+def test_a_quick_run_of_the_queries_workload_measures_queries_only(tmp_path):
+    outcome = CliRunner().invoke(app, ["bench", "--quick", "--workload", "queries", "--case", "ceiling",
+                                       "--case", "triton", "--out", str(tmp_path)])
+    assert outcome.exit_code == 0, outcome.output
+    summary = json.loads((tmp_path / "bench.json").read_text())
+    points = {(point["workload"], point["case"]): point for point in summary["points"]}
+    assert set(points) == {("queries", Case.CEILING), ("queries", Case.TRITON)}
+    assert summary["config"]["workloads"] == ["queries"] and summary["ceilings"]["queries"] > 0
+    assert 0 < points[("queries", Case.TRITON)]["ratio_to_ceiling"] == round(
+        points[("queries", Case.TRITON)]["sentences_per_s"] / summary["ceilings"]["queries"], 3)
+    assert "| queries | in-process ceiling | 8 |" in (tmp_path / "bench.md").read_text()
+
+
 def test_only_the_cases_asked_for_run_and_are_reported(tmp_path):
     outcome = CliRunner().invoke(app, ["bench", "--quick", "--case", "ceiling", "--out", str(tmp_path)])
     assert outcome.exit_code == 0, outcome.output
@@ -86,6 +123,7 @@ def test_only_the_cases_asked_for_run_and_are_reported(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [(["--case", "gpu"], "'gpu' is not one of"),
                                                (["--server-threads", "0"], "--server-threads must be at least 1"),
+                                               (["--workload", "words"], "'words' is not one of"),
                                                (["--repository", "no/such/folder"], "is not a folder"),
                                                (["--repository", "tests"], "lacks the embedding pipeline's")])
 def test_bad_options_exit_2_with_a_message(args, message, tmp_path):

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -124,6 +125,21 @@ def test_the_corpus_is_deterministic_varied_and_has_long_texts():
     assert corpus.load(corpus.DEFAULT_CORPUS)[:5] == corpus.generate(5)
 
 
+def test_the_query_corpus_is_deterministic_short_and_shipped_as_generated():
+    queries = corpus.generate_queries(500, seed=7)
+    assert queries == corpus.generate_queries(500, seed=7) and queries != corpus.generate_queries(500, seed=8)
+    low, high = corpus.QUERY_WORDS
+    words = sorted(len(query.split()) for query in queries)
+    assert words[0] == low and words[-1] == high and len(set(queries)) > 250, words
+    passages = sorted(len(text.split()) for text in corpus.generate(500, seed=7))
+    assert words[len(words) // 2] * 2 < passages[len(passages) // 2]  # the medians: a different workload
+    # The shipped file is the generator's output, and each workload names its own file.
+    assert corpus.load(corpus.CORPORA[corpus.Workload.QUERIES]) == corpus.generate_queries()
+    assert corpus.resolve(corpus.Workload.QUERIES, None) == corpus.QUERIES_CORPUS
+    assert corpus.resolve(None, None) == corpus.DEFAULT_CORPUS
+    assert corpus.workload_of(corpus.QUERIES_CORPUS) == "queries" and corpus.workload_of(Path("mine.txt")) == "custom"
+
+
 def test_triton_figures_are_per_request_deltas_between_two_scrapes():
     def exposition(success: int, queue_us: int, infer_us: int, inferences: int, executions: int) -> str:
         labels = '{model="encoder",version="2"}'
@@ -154,8 +170,9 @@ def test_the_metrics_port_is_guessed_only_for_a_server_on_its_default_ports():
 def test_help_lists_the_choices_and_shows_defaults_without_checkout_paths(command):
     outcome = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert outcome.exit_code == 0, outcome.output
-    choices = {"loadtest": ["<constant|step|spike|rate>", "<http|grpc>", "the built-in corpus", "./model_repository"],
-               "bench": ["ceiling|triton|fastapi|pytriton", "./model_repository"]}[command]
+    choices = {"loadtest": ["<constant|step|spike|rate>", "<http|grpc>", "<passages|queries>", "the built-in corpus",
+                            "./model_repository"],
+               "bench": ["ceiling|triton|fastapi|pytriton", "passages|queries|all", "./model_repository"]}[command]
     assert all(choice in outcome.output for choice in choices), outcome.output
     assert str(paths.PROJECT_ROOT) not in outcome.output
 
@@ -263,10 +280,61 @@ def test_the_command_refuses_to_start_without_a_ready_model(server, protocol, tm
     (["--metrics-url", "ftp://x"], "invalid metrics URL 'ftp://x'"), (["--spawn-rate", "-1"], "--spawn-rate"),
     (["--slo", "errors=200%"], "at most 100%"), (["--serve", "--url", "127.0.0.1:1"], "--serve"),
     (["--web", "--slo", "p99=50ms"], "--slo"), (["--web", "--web-port", "99999"], "--web-port"),
-    (["--web", "--web-port", "0"], "--web-port"), (["--corpus", "."], "is not a file")])
+    (["--web", "--web-port", "0"], "--web-port"), (["--corpus", "."], "is not a file"),
+    (["--workload", "words"], "'words' is not one of"),
+    (["--workload", "queries", "--corpus", "x.txt"], "one of them")])
 def test_bad_options_exit_2_with_a_message_and_no_traceback(args, message, tmp_path):
     outcome = CliRunner().invoke(app, ["loadtest", "--out", str(tmp_path), *args], env={"COLUMNS": "200"})
     assert outcome.exit_code == 2 and message in outcome.output and "Traceback" not in outcome.output, outcome.output
+
+
+RECORDER_CONFIG = f"""
+name: "recorder"
+backend: "python"
+max_batch_size: 8
+input [{{ name: "{settings.EMBED_INPUT}" data_type: TYPE_STRING dims: [ 1 ] }}]
+output [{{ name: "{settings.EMBED_OUTPUT}" data_type: TYPE_FP32 dims: [ {settings.EMBEDDING_DIM} ] }}]
+instance_group [{{ kind: KIND_CPU count: 1 }}]
+"""
+RECORDER_MODEL = f"""
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.log = Path(args["model_repository"]) / "texts.log"
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            texts = pb_utils.get_input_tensor_by_name(request, "{settings.EMBED_INPUT}").as_numpy().reshape(-1)
+            with self.log.open("a") as log:
+                log.writelines(text.decode() + "\\n" for text in texts)
+            rows = np.zeros((len(texts), {settings.EMBEDDING_DIM}), np.float32)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("{settings.EMBED_OUTPUT}", rows)]))
+        return responses
+"""
+
+
+def test_the_queries_workload_sends_short_queries_through_locust(tmp_path):
+    """What the server received, written down by a model that records every text: the built-in queries only."""
+    model = tmp_path / "repository" / "recorder"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text(RECORDER_CONFIG)
+    (model / "1" / "model.py").write_text(RECORDER_MODEL)
+    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=model.parent)) as server:
+        outcome = CliRunner().invoke(app, [
+            "loadtest", "--workload", "queries", "--url", server.http_url, "--protocol", "http", "--model", "recorder",
+            "--metrics-url", server.metrics_url, "--users", "2", "-t", "2", "--out", str(tmp_path / "out")])
+    assert outcome.exit_code == 0, outcome.output
+    received = (model / "texts.log").read_text().splitlines()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["config"]["workload"] == "queries" and len(received) >= summary["client"]["requests"] > 0
+    assert set(received) <= set(corpus.load(corpus.QUERIES_CORPUS)), set(received) - set(corpus.generate_queries())
+    assert max(len(text.split()) for text in received) <= corpus.QUERY_WORDS[1]
 
 
 def test_an_empty_corpus_is_refused_before_the_run(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import enum
 
+from tools.loadtest.corpus import Workload
+
 
 class Case(enum.StrEnum):
     CEILING = "ceiling"
@@ -15,3 +17,12 @@ class Case(enum.StrEnum):
 
 CASE_TITLES = {Case.CEILING: "in-process ceiling", Case.TRITON: "Triton embed ensemble (as shipped)",
           Case.FASTAPI: "FastAPI microservice", Case.PYTRITON: "PyTriton @batch"}
+
+
+ALL_WORKLOADS = "all"
+# What `tools bench --workload` accepts: each workload's name, or all of them measured side by side.
+WorkloadChoice = enum.StrEnum("WorkloadChoice", [*(str(w) for w in Workload), ALL_WORKLOADS])
+
+
+def workloads_of(choice: str) -> tuple[Workload, ...]:
+    return tuple(Workload) if choice == ALL_WORKLOADS else (Workload(choice),)

@@ -9,7 +9,7 @@ from tools.bench.cases import CASE_TITLES, Case
 from tools.bench.runner import TARGET_RATIO, BenchResult, Point
 from tools.errors import UsageError
 
-COLUMNS = ("case", "in flight / batch", "threads", "sentences/s", "x ceiling", "p50 ms", "p99 ms",
+COLUMNS = ("workload", "case", "in flight / batch", "threads", "sentences/s", "x ceiling", "p50 ms", "p99 ms",
            "load-gen CPU (cores)")
 
 
@@ -42,15 +42,19 @@ def plot(result: BenchResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for case in (Case.TRITON, Case.FASTAPI, Case.PYTRITON):
-        points = result.case_points(case)
-        if points:
-            xs = [p.concurrency for p in points]
-            left.plot(xs, [p.sentences_per_s for p in points], marker="o", label=CASE_TITLES[case])
-            right.plot(xs, [p.p99_ms for p in points], marker="o", label=CASE_TITLES[case])
-    if result.ceiling:
-        left.axhline(result.ceiling, color="black", linestyle="--", label="in-process ceiling")
-        left.axhline(TARGET_RATIO * result.ceiling, color="gray", linestyle=":", label=f"{TARGET_RATIO} x ceiling")
+    several = len(result.workloads) > 1
+    for workload, style in zip(result.workloads, ("-", "--"), strict=False):
+        named = f", {workload}" if several else ""
+        for case in (Case.TRITON, Case.FASTAPI, Case.PYTRITON):
+            points = result.case_points(case, workload)
+            if points:
+                xs = [p.concurrency for p in points]
+                left.plot(xs, [p.sentences_per_s for p in points], style, marker="o", label=CASE_TITLES[case] + named)
+                right.plot(xs, [p.p99_ms for p in points], style, marker="o", label=CASE_TITLES[case] + named)
+        if ceiling := result.ceiling_of(workload):
+            left.axhline(ceiling, color="black", linestyle=style, label="in-process ceiling" + named)
+            left.axhline(TARGET_RATIO * ceiling, color="gray", linestyle=style, linewidth=0.8,
+                         label=f"{TARGET_RATIO} x ceiling{named}")
     for axis, label in ((left, "sentences/s"), (right, "p99 latency (ms)")):
         axis.set_xscale("log", base=2)
         axis.set_xlabel("requests in flight (one text each)")
@@ -65,7 +69,8 @@ def plot(result: BenchResult, path: Path) -> None:
 
 
 def _cells(result: BenchResult, point: Point) -> list[str]:
-    return [CASE_TITLES[point.case], str(point.concurrency), point.threads, f"{point.sentences_per_s:.1f}",
+    return [str(point.workload), CASE_TITLES[point.case], str(point.concurrency), point.threads,
+            f"{point.sentences_per_s:.1f}",
             f"{result.ratio(point):.2f}", f"{point.p50_ms:.1f}", f"{point.p99_ms:.1f}",
             "-" if point.loadgen_cpu is None else f"{point.loadgen_cpu:.2f}"]
 
@@ -87,7 +92,8 @@ def render(result: BenchResult, console) -> None:
 
     info = result.machine
     table = Table(title=f"{info['cpu_model']} ({info['logical_cores']} logical / {info['physical_cores']} physical "
-                        f"cores); ratios to the ceiling of {result.ceiling:.1f} sentences/s")
+                        "cores); ratios to each workload's ceiling: "
+                        + ", ".join(f"{w} {result.ceiling_of(w):.1f} sentences/s" for w in result.workloads))
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "case" else "right")
     for point in result.points:

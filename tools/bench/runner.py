@@ -6,8 +6,9 @@
 4. PyTriton binding the same pipeline as one @batch callable.
 
 Server cases get one text per request from an asyncio load generator in this process, at several concurrencies;
-the load generator's own CPU use is measured, since it shares the cores with the servers. The tables, files and
-plot of a run are `tools.bench.report`'s.
+the load generator's own CPU use is measured, since it shares the cores with the servers. Each workload (passages,
+short queries: `tools.loadtest.corpus.Workload`) is measured against its own ceiling, in the same rounds. The
+tables, files and plot of a run are `tools.bench.report`'s.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from tools.bench import pipeline
 from tools.bench.cases import CASE_TITLES, Case
 from tools.errors import BenchmarkError, ProcessError, UsageError
 from tools.loadtest import corpus
+from tools.loadtest.corpus import Workload
 from tools.processes import spawn
 from tools.repository import load_repository, replace_config
 from tools.serving import client, runtime
@@ -71,6 +73,7 @@ class BenchConfig:
     server_threads: int = 1
     # Every case computes with this repository's model logic; Triton serves it.
     repository: Path = settings.MODEL_REPOSITORY
+    workloads: tuple[Workload, ...] = (corpus.DEFAULT_WORKLOAD,)  # each measured apart, against its own ceiling
 
     def check(self) -> None:
         """Refuse what cannot make a run before minutes of measuring, not after."""
@@ -86,8 +89,8 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class Point:
-    """One measurement: for the ceiling `concurrency` is the batch size and `threads` reads callers x ONNX Runtime
-    threads ("2x1"); loadgen_cpu is in cores (None in-process)."""
+    """One measurement of one workload: for the ceiling `concurrency` is the batch size and `threads` reads callers x
+    ONNX Runtime threads ("2x1"); loadgen_cpu is in cores (None in-process)."""
 
     case: Case
     concurrency: int
@@ -97,6 +100,11 @@ class Point:
     p99_ms: float
     requests: int
     loadgen_cpu: float | None
+    workload: Workload = corpus.DEFAULT_WORKLOAD
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "case", Case(self.case))
+        object.__setattr__(self, "workload", Workload(self.workload))
 
 
 def _latency_point(case: Case, concurrency: int, threads: str, latencies_s: list[float], sentences: int,
@@ -137,15 +145,17 @@ def measure_ceiling(texts: list[str], batch: int, callers: int, intra_threads: i
 
 
 @contextlib.contextmanager
-def ceiling_process() -> Iterator[Callable[[int, int, int, BenchConfig], Point]]:
+def ceiling_process() -> Iterator[Callable[[int, int, int, BenchConfig, Workload], Point]]:
     """Measure the ceiling in a child process of its own session, as every server runs: with the kernel's
     autogroup scheduling each session gets its own share of a busy machine, so this keeps the comparison fair."""
     child = spawn("the ceiling process", [sys.executable, "-m", CEILING_SERVICE], stdin=subprocess.PIPE,
                   stdout=subprocess.PIPE, text=True)
 
-    def measure(batch: int, callers: int, threads: int, config: BenchConfig) -> Point:
+    def measure(batch: int, callers: int, threads: int, config: BenchConfig,
+                workload: Workload = corpus.DEFAULT_WORKLOAD) -> Point:
         request = {"batch": batch, "callers": callers, "threads": threads, "seconds": config.seconds,
-                   "warmup_s": config.warmup_s, "texts": config.texts, "repository": str(config.repository)}
+                   "warmup_s": config.warmup_s, "texts": config.texts, "repository": str(config.repository),
+                   "workload": workload}
         child.process.stdin.write(json.dumps(request) + "\n")
         child.process.stdin.flush()
         answer = child.process.stdout.readline()
@@ -166,9 +176,14 @@ def serve_ceiling_requests() -> None:
         request = json.loads(line)
         config = BenchConfig(seconds=request["seconds"], warmup_s=request["warmup_s"], texts=request["texts"],
                              repository=Path(request["repository"]))
-        point = measure_ceiling(corpus.load()[:config.texts], request["batch"], request["callers"],
+        workload = Workload(request["workload"])
+        point = measure_ceiling(workload_texts(workload, config.texts), request["batch"], request["callers"],
                                 request["threads"], config)
-        print(json.dumps(asdict(point)), flush=True)
+        print(json.dumps(asdict(replace(point, workload=workload))), flush=True)
+
+
+def workload_texts(workload: Workload, count: int) -> list[str]:
+    return corpus.load(corpus.CORPORA[workload])[:count]
 
 
 # -- load generation for the served cases ------------------------------------------------------------------------
@@ -211,7 +226,7 @@ def _cpu_seconds() -> float:
 
 
 def measure_served(case: Case, make_sender: SenderFactory, texts: list[str], concurrency: int, threads: str,
-                   config: BenchConfig) -> Point:
+                   config: BenchConfig, workload: Workload = corpus.DEFAULT_WORKLOAD) -> Point:
     """One point of a served case: `concurrency` requests in flight for `config.seconds`."""
 
     async def run() -> tuple[list[float], float, float]:
@@ -219,7 +234,8 @@ def measure_served(case: Case, make_sender: SenderFactory, texts: list[str], con
             return await drive(send, texts, concurrency, config)
 
     latencies, elapsed, cpu = asyncio.run(run())
-    return _latency_point(case, concurrency, threads, latencies, len(latencies), elapsed, cpu / config.seconds)
+    return replace(_latency_point(case, concurrency, threads, latencies, len(latencies), elapsed, cpu / config.seconds),
+                   workload=workload)
 
 
 @contextlib.asynccontextmanager
@@ -344,52 +360,69 @@ class BenchResult:
     points: list[Point]  # medians over the rounds
     rounds: list[Point] = field(default_factory=list)  # every single measurement
 
-    def case_points(self, case: Case) -> list[Point]:
-        return [p for p in self.points if p.case == case]
+    @property
+    def workloads(self) -> tuple[Workload, ...]:
+        return self.config.workloads
 
-    def best(self, case: Case) -> Point | None:
-        return max(self.case_points(case), key=lambda p: p.sentences_per_s, default=None)
+    def case_points(self, case: Case, workload: Workload | None = None) -> list[Point]:
+        """A case's points, of one workload (default: the run's first)."""
+        workload = workload or self.workloads[0]
+        return [p for p in self.points if p.case == case and p.workload == workload]
+
+    def best(self, case: Case, workload: Workload | None = None) -> Point | None:
+        return max(self.case_points(case, workload), key=lambda p: p.sentences_per_s, default=None)
+
+    def ceiling_of(self, workload: Workload | None = None) -> float:
+        best = self.best(Case.CEILING, workload)
+        return best.sentences_per_s if best else 0.0
 
     @property
     def ceiling(self) -> float:
-        best = self.best(Case.CEILING)
-        return best.sentences_per_s if best else 0.0
+        """The first workload's ceiling."""
+        return self.ceiling_of()
 
     def ratio(self, point: Point) -> float:
-        return point.sentences_per_s / self.ceiling if self.ceiling else 0.0
+        """A point against the ceiling of its own workload."""
+        ceiling = self.ceiling_of(point.workload)
+        return point.sentences_per_s / ceiling if ceiling else 0.0
 
     def verdicts(self) -> list[str]:
-        """The benchmark's targets (Triton near the ceiling, ahead of each rival at no worse p99), each stated with
-        the figures that decide it."""
-        triton = self.best(Case.TRITON)
-        if triton is None:
-            return []
-        lines = [f"Triton best {triton.sentences_per_s:.1f}/s at {triton.concurrency} in flight = "
-                 f"{self.ratio(triton):.2f} x ceiling (target {TARGET_RATIO}): "
-                 f"{'met' if self.ratio(triton) >= TARGET_RATIO else 'NOT met'}"]
-        for other in (Case.FASTAPI, Case.PYTRITON):
-            rival = self.best(other)
-            if rival is None:
+        """The benchmark's targets per workload (Triton near the ceiling, ahead of each rival at no worse p99), each
+        stated with the figures that decide it."""
+        lines = []
+        for workload in self.workloads:
+            triton = self.best(Case.TRITON, workload)
+            if triton is None:
                 continue
-            beating = [p for p in self.case_points(Case.TRITON)
-                       if p.sentences_per_s > rival.sentences_per_s and p.p99_ms <= rival.p99_ms]
-            lines.append(f"vs {CASE_TITLES[other]} (best {rival.sentences_per_s:.1f}/s, p99 {rival.p99_ms:.0f} ms): "
-                         + (f"beaten at {beating[0].concurrency} in flight ({beating[0].sentences_per_s:.1f}/s, "
-                            f"p99 {beating[0].p99_ms:.0f} ms)" if beating else "NOT beaten at equal or lower p99"))
+            named = f"{workload}: " if len(self.workloads) > 1 else ""
+            lines.append(f"{named}Triton best {triton.sentences_per_s:.1f}/s at {triton.concurrency} in flight = "
+                         f"{self.ratio(triton):.2f} x ceiling (target {TARGET_RATIO}): "
+                         f"{'met' if self.ratio(triton) >= TARGET_RATIO else 'NOT met'}")
+            for other in (Case.FASTAPI, Case.PYTRITON):
+                rival = self.best(other, workload)
+                if rival is None:
+                    continue
+                beating = [p for p in self.case_points(Case.TRITON, workload)
+                           if p.sentences_per_s > rival.sentences_per_s and p.p99_ms <= rival.p99_ms]
+                lines.append(f"{named}vs {CASE_TITLES[other]} (best {rival.sentences_per_s:.1f}/s, p99 "
+                             f"{rival.p99_ms:.0f} ms): "
+                             + (f"beaten at {beating[0].concurrency} in flight ({beating[0].sentences_per_s:.1f}/s, "
+                                f"p99 {beating[0].p99_ms:.0f} ms)" if beating else "NOT beaten at equal or lower p99"))
         return lines
 
     def as_dict(self) -> dict:
         config = {**asdict(self.config), "repository": str(self.config.repository)}
         return {"machine": self.machine, "config": config, "ceiling_sentences_per_s": self.ceiling,
+                "ceilings": {str(w): self.ceiling_of(w) for w in self.workloads},
                 "points": [{**asdict(p), "ratio_to_ceiling": round(self.ratio(p), 3)} for p in self.points],
                 "verdicts": self.verdicts(), "rounds": [asdict(p) for p in self.rounds]}
 
 
 def combine(points: list[Point]) -> list[Point]:
-    """One point per (case, concurrency, threads): the median over rounds of each figure."""
-    groups: dict[tuple[Case, int, str], list[Point]] = {}
+    """One point per (workload, case, concurrency, threads): the median over rounds of each figure."""
+    groups: dict[tuple[Workload, Case, int, str], list[Point]] = {}
     for point in points:
-        groups.setdefault((point.case, point.concurrency, point.threads), []).append(point)
+        groups.setdefault((point.workload, point.case, point.concurrency, point.threads), []).append(point)
 
     def median(values: list[float]) -> float:
         return round(float(np.median(values)), 2)
@@ -397,16 +430,17 @@ def combine(points: list[Point]) -> list[Point]:
     return [Point(case, concurrency, threads, median([p.sentences_per_s for p in group]),
                   median([p.p50_ms for p in group]), median([p.p99_ms for p in group]),
                   sum(p.requests for p in group),
-                  None if group[0].loadgen_cpu is None else median([p.loadgen_cpu for p in group]))
-            for (case, concurrency, threads), group in groups.items()]
+                  None if group[0].loadgen_cpu is None else median([p.loadgen_cpu for p in group]), workload)
+            for (workload, case, concurrency, threads), group in groups.items()]
 
 
 def run(config: BenchConfig, cases: tuple[Case, ...] = tuple(Case),
         progress: Progress = lambda _: None) -> BenchResult:
     """Start every served case at once, then measure all points round-robin for `config.rounds` rounds, so a
-    noisy neighbour on the machine slows every case alike; each figure is the median over the rounds."""
+    noisy neighbour on the machine slows every case alike (each workload in turn, within each round); each figure is
+    the median over the rounds."""
     config.check()
-    texts = corpus.load()[:config.texts]
+    texts = {workload: workload_texts(workload, config.texts) for workload in config.workloads}
     started_load = os.getloadavg()[0]
     rounds: list[Point] = []
     with contextlib.ExitStack() as stack:
@@ -415,16 +449,18 @@ def run(config: BenchConfig, cases: tuple[Case, ...] = tuple(Case),
         for case in (c for c in TARGETS if c in cases):
             progress(f"starting {CASE_TITLES[case]}")
             targets[case] = stack.enter_context(TARGETS[case](config))
-        for number in range(1, config.rounds + 1):
+        for number, workload in itertools.product(range(1, config.rounds + 1), config.workloads):
             if ceiling is not None:
                 for (callers, threads), batch in itertools.product(config.ceiling_threads, config.ceiling_batches):
-                    progress(f"round {number}/{config.rounds}: ceiling, batch {batch}, {callers}x{threads} threads")
-                    rounds.append(ceiling(batch, callers, threads, config))
+                    progress(f"round {number}/{config.rounds}, {workload}: ceiling, batch {batch}, "
+                             f"{callers}x{threads} threads")
+                    rounds.append(ceiling(batch, callers, threads, config, workload))
             for case, target in targets.items():
                 for concurrency in config.concurrencies:
-                    progress(f"round {number}/{config.rounds}: {CASE_TITLES[case]}, {concurrency} in flight")
-                    rounds.append(measure_served(case, target.make_sender, texts, concurrency, target.threads,
-                                                 config))
+                    progress(f"round {number}/{config.rounds}, {workload}: {CASE_TITLES[case]}, "
+                             f"{concurrency} in flight")
+                    rounds.append(measure_served(case, target.make_sender, texts[workload], concurrency,
+                                                 target.threads, config, workload))
     info = {**machine(), "load_average_1m_at_start": round(started_load, 2),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
     return BenchResult(config, info, combine(rounds), rounds)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
-from tools.bench.cases import Case
+from tools.bench.cases import Case, WorkloadChoice, workloads_of
 from tools.cli import options
 from tools.cli.app import app, console, data_console
+from tools.loadtest.corpus import DEFAULT_WORKLOAD
 
 
 @app.command("bench")
@@ -17,6 +18,9 @@ def bench_command(
     quick: bool = typer.Option(False, help="One short point per case (a smoke run for CI)."),
     case: list[Case] = typer.Option([], case_sensitive=False, show_default=False,
                                     help="Case to run (repeatable; default: all four)."),
+    workload: WorkloadChoice = typer.Option(DEFAULT_WORKLOAD, case_sensitive=False,
+                                            help="Texts to send: passages, short search-style queries, or all "
+                                                 "(each measured against its own ceiling, reported apart)."),
     server_threads: int = typer.Option(1, help="ONNX Runtime intra-op threads of the FastAPI and PyTriton "
                                                  "services (1 measured best under load here)."),
     repository: Path = options.repository_option("Model repository whose pipeline every case runs "
@@ -27,7 +31,8 @@ def bench_command(
     from tools.bench import report, runner
 
     config = runner.BenchConfig.quick() if quick else runner.BenchConfig()
-    config = dataclasses.replace(config, server_threads=server_threads, repository=repository)
+    config = dataclasses.replace(config, server_threads=server_threads, repository=repository,
+                                 workloads=workloads_of(workload))
     config.check()
     report.prepare(out)
     with console.status("benchmarking...") as status:

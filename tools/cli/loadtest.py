@@ -11,6 +11,7 @@ from tools import processes, settings
 from tools.cli import options
 from tools.cli.app import app, console, data_console
 from tools.errors import UsageError
+from tools.loadtest.corpus import Workload
 from tools.loadtest.profiles import Shape
 
 
@@ -34,8 +35,11 @@ def loadtest_command(
                                      "request rate (needs --rate)."),
     rate: float = typer.Option(0.0, help="Requests/s for the rate shape."),
     texts_per_request: int = typer.Option(1, help="Texts per request (client-side batch)."),
-    corpus: Path | None = typer.Option(None, help="Text file, one text per line (default: the built-in corpus).",
-                                       show_default=False),
+    workload: Workload | None = typer.Option(None, case_sensitive=False, show_default=False,
+                                             help="Built-in corpus to send: passages (reviews, tickets, documents; "
+                                                  "the default) or queries (search-style, 2-12 words)."),
+    corpus: Path | None = typer.Option(None, help="Your own text file, one text per line, instead of a --workload "
+                                                  "(default: the built-in corpus).", show_default=False),
     serve: bool = typer.Option(False, help="Start a local server on free loopback ports for the run."),
     repository: Path = options.repository_option("Repository to serve with --serve (default: ./model_repository)."),
     slo: str | None = typer.Option(None, help="Fail (exit 1) if broken, e.g. p99=50ms,errors=0.1%,refused=5%,rps=100 "
@@ -65,7 +69,7 @@ def loadtest_command(
     config = runner.LoadTestConfig(
         url=address, protocol=protocol, model=model, model_version=model_version, users=users,
         spawn_rate=spawn_rate, duration_s=runner.parse_duration(duration), shape=shape, request_rate=rate,
-        texts_per_request=texts_per_request, corpus=corpus or corpus_texts.DEFAULT_CORPUS,
+        texts_per_request=texts_per_request, corpus=corpus_texts.resolve(workload, corpus),
         metrics_url=metrics_url or runner.default_metrics_url(address, protocol))
     targets = runner.parse_slo(slo) if slo else []
     config.check()

@@ -423,7 +423,8 @@ class LoadTestResult:
 
     def as_dict(self) -> dict:
         return {
-            "config": {**asdict(self.config), "corpus": str(self.config.corpus)},
+            "config": {**asdict(self.config), "corpus": str(self.config.corpus),
+                       "workload": corpus_texts.workload_of(self.config.corpus)},
             "client": {**asdict(self.client), "accepted": self.client.accepted, "error_rate": self.client.error_rate,
                        "refusal_rate": self.client.refusal_rate},
             "triton": [figures.as_dict() for figures in self.triton],
