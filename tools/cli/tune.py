@@ -43,8 +43,10 @@ def tune_command(
     throughput inside the SLO. Each decision is printed with its reason; the end is a table, search.png and
     report.json in --out. The repository itself is only written with --write. Exit 1 when no setting met the SLO.
     """
+    from tools.repository import load_repository
     from tools.tune import report, search
 
+    search.tuned_models(load_repository(repository), model)  # an unknown model fails before anything starts
     tune_options = search.TuneOptions(model=model, repository=repository, slo_p99_ms=_p99_limit(slo), cores=cores,
                                       steps=steps, window_s=window, users=users, out_dir=out)
     console.print(f"tuning {model} for p99 <= {tune_options.slo_p99_ms:g} ms on {cores} core(s): {window} s of "

@@ -145,6 +145,15 @@ def load_setting(control: Control, repository: Repository, setting: Setting, pre
     return time.monotonic() - started
 
 
+def load_or_restore(control: Control, repository: Repository, setting: Setting, last_good: Setting) -> float:
+    """Load `setting` (seconds it took); if Triton refuses it, load `last_good` again and raise the refusal."""
+    try:
+        return load_setting(control, repository, setting, last_good)
+    except ServingError:
+        load_setting(control, repository, last_good, setting)
+        raise
+
+
 @contextlib.contextmanager
 def serving(options: TuneOptions) -> Iterator[tuple[Repository, runtime.TritonServer, Prometheus]]:
     """A copy of the repository served by Triton on free ports, and Prometheus scraping it (scraped once)."""
@@ -264,10 +273,8 @@ def run(options: TuneOptions, on_step: Callable[[Step], None] = lambda step: Non
                 on_step(step)
                 continue
             try:
-                measure(step, functools.partial(load_setting, control, repository, move.setting, incumbent.setting))
-            except ServingError as exc:
-                # Triton refused it: the last good setting is loaded again, and the search goes on.
-                load_setting(control, repository, incumbent.setting, move.setting)
+                measure(step, functools.partial(load_or_restore, control, repository, move.setting, incumbent.setting))
+            except ServingError as exc:  # Triton refused it, and the last good setting is loaded again: go on
                 step.verdict = f"refused by Triton ({exc}): back to the last good setting"
                 search.steps.append(step)
                 on_step(step)
