@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tools import settings
@@ -112,6 +112,8 @@ class Search:
 
 def tuned_models(repository: Repository, model: str) -> list[str]:
     """The models whose settings are tuned: an ensemble's composing models, or the model itself."""
+    if repository.error is not None or not repository.models:
+        raise UsageError(f"{repository.root} is not a model repository (no model folders)")
     if model not in repository.models:
         raise UsageError(f"unknown model {model!r}: the repository has {', '.join(sorted(repository.models))}")
     entry = repository.models[model]
@@ -192,14 +194,38 @@ def settled(history: list[dict], since: float, users: int) -> tuple[float, float
 
 
 class Measure:
-    """One step's Locust run: the change loaded into it under load, then `window_s` seconds measured after it (by
-    Locust, and by Prometheus per model)."""
+    """One step: a Locust run with the change loaded into it under load, then `window_s` seconds measured after it
+    (by Locust, and by Prometheus per model). A change slower than the run's allowance leaves too little measured:
+    a second run, with nothing changing, measures it then."""
 
     def __init__(self, options: TuneOptions, url: str, prometheus: Prometheus, models: list[str]):
         self.options, self.url, self.prometheus, self.models = options, url, prometheus, models
         self.job = f'{{job="{SCRAPE_JOB}"}}'
 
     def __call__(self, step: Step, change: Callable[[], float] | None) -> Step:
+        result, since, seen = self._run(step, change, "")
+        measured = settled(result.history, since, self.options.users)
+        if measured is None or measured[2] < self.options.window_s / 2:
+            failures, refused, requests = result.client.failures, result.client.refused, result.client.requests
+            result, since, seen = self._run(step, None, "-measured")
+            result.client = replace(result.client, failures=result.client.failures + failures,
+                                    refused=result.client.refused + refused,
+                                    requests=result.client.requests + requests)
+            measured = settled(result.history, since, self.options.users)
+        if measured is None:
+            raise TuneError(f"Locust's history holds under two seconds of full load: raise --window "
+                            f"(see {result.log})")
+        client = result.client
+        step.throughput_rps, step.p99_ms, step.measured_s = measured
+        step.failed, step.refused, step.requests = client.failures, client.refused, client.requests
+        step.snapshot = seen[0] if seen else snapshot.read(self.prometheus.client(), self.models,
+                                                           self.options.window_s, self.job)
+        return step
+
+    def _run(self, step: Step, change: Callable[[], float] | None,
+             suffix: str) -> tuple[runner.LoadTestResult, float, list[snapshot.Snapshot]]:
+        """One Locust run; the change (if any) loaded a second into it. The run, when its measured part starts, and
+        Prometheus' view of that part."""
         options = self.options
         run_s = APPLY_AFTER_S + (APPLY_ALLOWANCE_S if change else 0) + options.window_s
         config = LoadTestConfig(url=self.url, protocol=options.protocol, model=options.model, users=options.users,
@@ -221,22 +247,13 @@ class Measure:
                                           self.job))
 
         cpu_before = _children_cpu_s()
-        result = runner.run(config, options.out_dir / "steps" / f"{step.index:02d}", on_progress=on_progress)
+        result = runner.run(config, options.out_dir / "steps" / f"{step.index:02d}{suffix}", on_progress=on_progress)
         step.load_cpu = round((_children_cpu_s() - cpu_before) / max(result.client.elapsed_s, 1e-3), 2)
         if error:
             raise error[0]
         if not since:
             raise TuneError(f"Locust reported no progress in its {run_s:.0f} s run: see {result.log}")
-        client = result.client
-        measured = settled(result.history, since[0], options.users)
-        if measured is None:
-            raise TuneError(f"Locust's history has under two seconds after the change: raise --window "
-                            f"(see {result.log})")
-        step.throughput_rps, step.p99_ms, step.measured_s = measured
-        step.failed, step.refused, step.requests = client.failures, client.refused, client.requests
-        step.snapshot = seen[0] if seen else snapshot.read(self.prometheus.client(), self.models,
-                                                           options.window_s, self.job)
-        return step
+        return result, since[0], seen
 
 
 def run(options: TuneOptions, on_step: Callable[[Step], None] = lambda step: None) -> Search:
