@@ -17,6 +17,7 @@ import resource
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +37,9 @@ from tools.validation import Options, blocking_errors
 SCRAPE_JOB = "triton"
 SCRAPE_INTERVAL = "1s"
 APPLY_AFTER_S = 1.0  # into a step's run (and the warm-up of the first): the change is loaded under load
-APPLY_ALLOWANCE_S = 8.0  # added to a changing step's run: reloading the encoder took 6 s on a busy 2-core host
+APPLY_ALLOWANCE_S = 8.0  # added to a changing step's run: reloading the encoder took 2-12 s on a busy 2-core host
+LOCUST_PERCENTILE_WINDOW_S = 10  # Locust's current percentiles cover the last 10 s: a p99 free of the change needs
+# that much full load after it
 
 
 @dataclass
@@ -50,6 +53,9 @@ class TuneOptions:
     users: int = 8
     protocol: settings.Protocol = settings.Protocol.GRPC
     out_dir: Path = Path("results/tune")
+    url: str | None = None  # a running server's HTTP endpoint: tune it in place (its --repository must be its own)
+    metrics_url: str | None = None  # that server's metrics endpoint
+    control_key: str | None = None  # that server's model-control secret
 
 
 @dataclass
@@ -99,6 +105,7 @@ class Search:
     steps: list[Step] = field(default_factory=list)
     wall_s: float = 0.0
     stopped: str = ""  # why the search ended
+    loaded: Setting = field(default_factory=dict)  # what the server runs now
 
     def best(self) -> Step | None:
         """The fastest step inside the SLO; None when none was."""
@@ -156,21 +163,55 @@ def load_or_restore(control: Control, repository: Repository, setting: Setting, 
         raise
 
 
+@dataclass
+class Target:
+    """What a search works on: the repository whose configs it starts from, the server's repository API, the URL
+    Locust loads, and the Prometheus that scrapes the server."""
+
+    repository: Repository
+    control: Control
+    url: str
+    prometheus: Prometheus
+
+
+def _scraping(address: str, metrics_path: str = "/metrics") -> Prometheus:
+    prometheus = Prometheus([ScrapeTarget(SCRAPE_JOB, address, metrics_path=metrics_path)], interval=SCRAPE_INTERVAL)
+    prometheus.start()
+    try:
+        prometheus.wait_for_targets()
+    except BaseException:
+        prometheus.stop()
+        raise
+    return prometheus
+
+
 @contextlib.contextmanager
-def serving(options: TuneOptions) -> Iterator[tuple[Repository, runtime.TritonServer, Prometheus]]:
+def serving(options: TuneOptions) -> Iterator[Target]:
     """A copy of the repository served by Triton on free ports, and Prometheus scraping it (scraped once)."""
     with tempfile.TemporaryDirectory(prefix="tune-repository-") as folder:
         copy = Path(folder) / "model_repository"
         shutil.copytree(options.repository, copy)
         with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=copy)) as server:
-            address = server.metrics_url.split("//", 1)[1].split("/", 1)[0]
-            prometheus = Prometheus([ScrapeTarget(SCRAPE_JOB, address)], interval=SCRAPE_INTERVAL)
-            prometheus.start()
+            prometheus = _scraping(urllib.parse.urlsplit(server.metrics_url).netloc)
             try:
-                prometheus.wait_for_targets()
-                yield load_repository(copy), server, prometheus
+                url = server.grpc_url if options.protocol == settings.Protocol.GRPC else server.http_url
+                yield Target(load_repository(copy), Control(server.http_url, server.control_key), url, prometheus)
             finally:
                 prometheus.stop()
+
+
+@contextlib.contextmanager
+def running(options: TuneOptions) -> Iterator[Target]:
+    """The server at `options.url` (HTTP), its repository API, and Prometheus scraping its `metrics_url`."""
+    control = Control(options.url, options.control_key)
+    if not control.ready_versions(options.model):  # also: the server answers, and the key is right
+        raise TuneError(f"{options.model} is not ready on the server at {options.url}")
+    metrics = urllib.parse.urlsplit(runner.parse_metrics_url(options.metrics_url))
+    prometheus = _scraping(metrics.netloc, metrics.path)
+    try:
+        yield Target(load_repository(options.repository), control, options.url, prometheus)
+    finally:
+        prometheus.stop()
 
 
 def _children_cpu_s() -> float:
@@ -194,9 +235,9 @@ def settled(history: list[dict], since: float, users: int) -> tuple[float, float
 
 
 class Measure:
-    """One step: a Locust run with the change loaded into it under load, then `window_s` seconds measured after it
-    (by Locust, and by Prometheus per model). A change slower than the run's allowance leaves too little measured:
-    a second run, with nothing changing, measures it then."""
+    """One step: a Locust run with the change loaded into it under load, then at least `window_s` seconds (and the
+    10 s Locust's p99 looks back over) measured after it, by Locust and by Prometheus per model. A change slower than
+    the run's allowance leaves too little measured: a second run, with nothing changing, measures it then."""
 
     def __init__(self, options: TuneOptions, url: str, prometheus: Prometheus, models: list[str]):
         self.options, self.url, self.prometheus, self.models = options, url, prometheus, models
@@ -205,7 +246,7 @@ class Measure:
     def __call__(self, step: Step, change: Callable[[], float] | None) -> Step:
         result, since, seen = self._run(step, change, "")
         measured = settled(result.history, since, self.options.users)
-        if measured is None or measured[2] < self.options.window_s / 2:
+        if change is not None and (measured is None or measured[2] < LOCUST_PERCENTILE_WINDOW_S):
             failures, refused, requests = result.client.failures, result.client.refused, result.client.requests
             result, since, seen = self._run(step, None, "-measured")
             result.client = replace(result.client, failures=result.client.failures + failures,
@@ -227,7 +268,9 @@ class Measure:
         """One Locust run; the change (if any) loaded a second into it. The run, when its measured part starts, and
         Prometheus' view of that part."""
         options = self.options
-        run_s = APPLY_AFTER_S + (APPLY_ALLOWANCE_S if change else 0) + options.window_s
+        run_s = APPLY_AFTER_S + options.window_s
+        if change is not None:
+            run_s = APPLY_AFTER_S + APPLY_ALLOWANCE_S + max(options.window_s, LOCUST_PERCENTILE_WINDOW_S)
         config = LoadTestConfig(url=self.url, protocol=options.protocol, model=options.model, users=options.users,
                                 duration_s=run_s)
         since: list[float] = []  # Unix time from which the setting is measured: after the change, or a warm-up
@@ -260,50 +303,66 @@ def run(options: TuneOptions, on_step: Callable[[Step], None] = lambda step: Non
     """The greedy search from the repository's settings; the winner is the fastest step inside the SLO."""
     started = time.monotonic()
     models = tuned_models(load_repository(options.repository), options.model)
-    with serving(options) as (repository, server, prometheus):
-        control = Control(server.http_url, server.control_key)
-        url = server.grpc_url if options.protocol == settings.Protocol.GRPC else server.http_url
+    with (running if options.url else serving)(options) as target:
+        repository, control = target.repository, target.control
         current = {m: knobs.read(repository.models[m].config) for m in models}
-        search = Search(options, models, original=dict(current))
-        measure = Measure(options, url, prometheus, models)
-        snapshot.require_families(prometheus.client(), measure.job)
-        incumbent = measure(Step(0, "none", "the repository's settings", current), None)
-        incumbent.kept = True
-        incumbent.verdict = f"{incumbent.throughput_rps:.1f} req/s, p99 {incumbent.p99_ms:.0f} ms: the start"
-        search.steps.append(incumbent)
-        on_step(incumbent)
-        seen = [current]
-        while len(search.steps) <= options.steps:
-            moves = decide.propose(incumbent.snapshot, incumbent.setting, options.cores, seen)
-            if not moves:
-                search.stopped = decide.why_stop(incumbent.snapshot, incumbent.setting, options.cores)
-                break
-            move = moves[0]
-            seen.append(move.setting)
-            step = Step(len(search.steps), knobs.describe_change(incumbent.setting, move.setting), move.reason,
-                        move.setting)
-            try:
-                candidate_configs(repository, move.setting, options.cores)
-            except TuneError as exc:
-                step.verdict = f"refused by validation ({exc})"
-                search.steps.append(step)
-                on_step(step)
-                continue
-            try:
-                measure(step, functools.partial(load_or_restore, control, repository, move.setting, incumbent.setting))
-            except ServingError as exc:  # Triton refused it, and the last good setting is loaded again: go on
-                step.verdict = f"refused by Triton ({exc}): back to the last good setting"
-                search.steps.append(step)
-                on_step(step)
-                continue
-            step.kept, step.verdict = decide.judge(step.outcome(), incumbent.outcome(), options.slo_p99_ms)
-            if step.kept:
-                incumbent = step
-            else:
-                load_setting(control, repository, incumbent.setting, move.setting)
-            search.steps.append(step)
-            on_step(step)
-        else:
-            search.stopped = f"the step budget ({options.steps}) is spent"
+        search = Search(options, models, original=dict(current), loaded=dict(current))
+        try:
+            _search(search, target, on_step)
+        finally:
+            if options.url:  # a server that stays: leave the winner loaded, else the repository's settings
+                best = search.best()
+                final = best.setting if best else search.original
+                load_setting(control, repository, final, search.loaded)
+                search.loaded = final
     search.wall_s = round(time.monotonic() - started, 1)
     return search
+
+
+def _search(search: Search, target: Target, on_step: Callable[[Step], None]) -> None:
+    """Measure the start, then one move at a time until none is left or the step budget is spent."""
+    options, repository, control = search.options, target.repository, target.control
+    current = search.original
+    measure = Measure(options, target.url, target.prometheus, search.models)
+    snapshot.require_families(target.prometheus.client(), measure.job)
+    incumbent = measure(Step(0, "none", "the repository's settings", current), None)
+    incumbent.kept = True
+    incumbent.verdict = f"{incumbent.throughput_rps:.1f} req/s, p99 {incumbent.p99_ms:.0f} ms: the start"
+    search.steps.append(incumbent)
+    on_step(incumbent)
+    seen = [current]
+    while len(search.steps) <= options.steps:
+        moves = decide.propose(incumbent.snapshot, incumbent.setting, options.cores, seen)
+        if not moves:
+            search.stopped = decide.why_stop(incumbent.snapshot, incumbent.setting, options.cores)
+            break
+        move = moves[0]
+        seen.append(move.setting)
+        step = Step(len(search.steps), knobs.describe_change(incumbent.setting, move.setting), move.reason,
+                    move.setting)
+        try:
+            candidate_configs(repository, move.setting, options.cores)
+        except TuneError as exc:
+            step.verdict = f"refused by validation ({exc})"
+            search.steps.append(step)
+            on_step(step)
+            continue
+        search.loaded = move.setting
+        try:
+            measure(step, functools.partial(load_or_restore, control, repository, move.setting, incumbent.setting))
+        except ServingError as exc:  # Triton refused it, and the last good setting is loaded again: go on
+            search.loaded = incumbent.setting
+            step.verdict = f"refused by Triton ({exc}): back to the last good setting"
+            search.steps.append(step)
+            on_step(step)
+            continue
+        step.kept, step.verdict = decide.judge(step.outcome(), incumbent.outcome(), options.slo_p99_ms)
+        if step.kept:
+            incumbent = step
+        else:
+            load_setting(control, repository, incumbent.setting, move.setting)
+            search.loaded = incumbent.setting
+        search.steps.append(step)
+        on_step(step)
+    else:
+        search.stopped = f"the step budget ({options.steps}) is spent"
