@@ -19,8 +19,8 @@ def progress_line(step: Step) -> str:
     """One line per decision: what changed, why, what it measured, whether it stays."""
     if step.index == 0:
         return f"step 0: start ({step.setting_text()}): {step.verdict}"
-    measured = f" [loaded in {step.apply_s:.1f} s, {step.failed} failed, load generator {step.load_cpu:.2f} cores]" \
-        if step.requests else ""
+    measured = (f" [loaded in {step.apply_s:.1f} s under load: {step.failed} failed, slowest {step.slowest_ms:.0f} "
+                f"ms; load generator {step.load_cpu:.2f} cores]") if step.requests else ""
     return f"step {step.index}: {step.reason} -> {step.verdict}{measured}"
 
 

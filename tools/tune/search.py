@@ -73,6 +73,7 @@ class Step:
     requests: int = 0
     apply_s: float = 0.0  # how long Triton took to load the change
     measured_s: float = 0.0  # seconds of the run measured after the change
+    slowest_ms: float = 0.0  # the slowest request of the run the change was loaded in (it may wait for the load)
     load_cpu: float = 0.0  # the load generator's own CPU, in cores, over its run
     kept: bool = False
     verdict: str = ""
@@ -90,6 +91,7 @@ class Step:
                 "throughput_rps": self.throughput_rps, "p99_ms": self.p99_ms,
                 "within_slo": self.outcome().within(slo_p99_ms), "failed": self.failed, "refused": self.refused,
                 "requests": self.requests, "apply_s": self.apply_s, "measured_s": self.measured_s,
+                "slowest_ms_during_change": self.slowest_ms,
                 "load_generator_cpu_cores": self.load_cpu,
                 "kept": self.kept, "verdict": self.verdict,
                 "snapshot": self.snapshot.as_dict() if self.snapshot else None}
@@ -245,6 +247,7 @@ class Measure:
 
     def __call__(self, step: Step, change: Callable[[], float] | None) -> Step:
         result, since, seen = self._run(step, change, "")
+        step.slowest_ms = result.client.latency_ms["max"]
         measured = settled(result.history, since, self.options.users)
         if change is not None and (measured is None or measured[2] < LOCUST_PERCENTILE_WINDOW_S):
             failures, refused, requests = result.client.failures, result.client.refused, result.client.requests
