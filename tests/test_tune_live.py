@@ -1,5 +1,5 @@
 """`tools tune` for real: tritonserver on a copy of the shipped repository, Prometheus scraping it, Locust loading it
-(tiny windows, two steps); a candidate Triton refuses; the winner written back; the one-line errors."""
+(tiny windows, one step); a candidate Triton refuses; the winner written back; the one-line errors."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_a_short_tune_changes_the_live_server_without_failing_a_request(tmp_path
     before = _configs(paths.REPOSITORY)
     # A 4-core budget lets the queueing encoder grow on any host; a loose SLO gives a winner whatever the machine.
     result = runner.invoke(app, ["tune", "embed", "--slo", "p99=10s", "--repository", str(paths.REPOSITORY),
-                                 "--steps", "2", "--window", "5", "--users", "8", "--cores", "4",
+                                 "--steps", "1", "--window", "5", "--users", "8", "--cores", "4",
                                  "--out", str(tmp_path / "tune")])
     assert result.exit_code == 0, result.output
     tuned = json.loads((tmp_path / "tune" / "report.json").read_text())
