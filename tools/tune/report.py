@@ -66,7 +66,7 @@ def plot(search: Search, path: Path) -> None:
     axis.set_xlabel("p99 latency (ms)")
     axis.set_ylabel("throughput (req/s)")
     axis.set_title(f"tools tune {search.options.model}: {len(measured)} settings measured, {search.wall_s:.0f} s")
-    axis.legend(loc="lower right")
+    axis.legend(loc="best")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
