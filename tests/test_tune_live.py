@@ -39,7 +39,10 @@ def test_a_short_tune_changes_the_live_server_without_failing_a_request(tmp_path
     assert changes, tuned["steps"]
     assert all(step["apply_s"] > 0 and step["failed"] == 0 and step["throughput_rps"] > 0 for step in changes)
     assert tuned["failed_during_changes"] == 0 and tuned["winner"] is not None
-    assert all(step["snapshot"]["models"]["encoder"]["requests_per_s"] > 0 for step in changes)
+    for step in [tuned["steps"][0], *changes]:  # Prometheus' per-model view: every composing model, read back non-zero
+        views = step["snapshot"]["models"]
+        assert set(views) == set(TUNED) and all(v["requests_per_s"] > 0 and v["compute_infer_ms"] > 0
+                                                for v in views.values()), views
     assert "step 1: " in result.output and "winner: step" in result.output
     assert (tmp_path / "tune" / "search.png").stat().st_size > 0
     assert _configs(paths.REPOSITORY) == before  # the user's files are only written with --write
