@@ -85,7 +85,7 @@ def test_no_import_cycle_at_import_time():
 
 # Which concern may use which, besides the base layer: the architecture as a table. A new arrow is a decision to
 # make here, in review, not a side effect of an import.
-CONCERNS = ("cli", "serving", "validation", "loadtest", "bench", "monitoring", "deploy", "rollout")
+CONCERNS = ("cli", "serving", "validation", "loadtest", "bench", "monitoring", "deploy", "rollout", "tune")
 MAY_USE = {
     "serving": set(),
     "monitoring": set(),
@@ -94,6 +94,8 @@ MAY_USE = {
     "bench": {"serving", "loadtest"},  # clients, and the load-test corpus
     "deploy": {"validation"},  # validate before deploying
     "rollout": {"validation", "loadtest"},  # validate and write the config, canary texts from the corpus
+    # a real server and its repository API (the rollout's), Prometheus, Locust, the validator before every change
+    "tune": {"serving", "monitoring", "loadtest", "rollout", "validation"},
 }
 
 

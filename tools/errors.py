@@ -45,3 +45,7 @@ class MonitoringError(ToolsError):
 
 class DeployError(ToolsError):
     """A Helm deployment step failed."""
+
+
+class TuneError(ToolsError):
+    """A tuning run could not start, measure or finish: a missing target or metric, or an SLO nothing meets."""

@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 from tools import __version__
 from tools.errors import ToolsError
 
-COMMAND_ORDER = ("serve", "infer", "validate", "rollout", "loadtest", "bench", "deploy", "dashboards")
+COMMAND_ORDER = ("serve", "infer", "validate", "rollout", "loadtest", "bench", "tune", "deploy", "dashboards")
 # Progress and summaries go to stderr; data (JSON, diffs, tables a script reads) to stdout.
 console = Console(stderr=True)
 PIPED_WIDTH = 1000  # rich falls back to 80 columns when stdout is not a terminal, and would cut the tables' cells

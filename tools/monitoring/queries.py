@@ -166,3 +166,8 @@ def model_missing(job_sel: str, entry_model: str = settings.EMBED_MODEL) -> str:
     """Scraped targets that do not export the entry model: it failed to load or was unloaded."""
     exported = with_matcher(job_sel, equals(metrics.MODEL_LABEL, entry_model))
     return f"{up(job_sel)} == 1 unless on ({JOB_LABEL}, {INSTANCE_LABEL}) {metrics.REQUEST_SUCCESS}{exported}"
+
+
+def failure_rate(sel: str, window: str, by: Sequence[str]) -> str:
+    """Failed requests per second, summed over the failure reasons."""
+    return rate_sum(metrics.REQUEST_FAILURE, sel, window, by)

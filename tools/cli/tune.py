@@ -1,0 +1,88 @@
+"""`tools tune`: search instance counts, encoder threads and batching delays for a model under an SLO, live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tools import settings
+from tools.cli import options
+from tools.cli.app import app, console, data_console
+from tools.cli.rollout import _control_key
+from tools.errors import TuneError, UsageError
+
+
+def _p99_limit(slo: str) -> float:
+    from tools.loadtest.runner import parse_slo
+
+    targets = parse_slo(slo)
+    if [t.key for t in targets] != ["p99"]:
+        raise UsageError(f"--slo {slo}: the tuner maximises throughput under one p99 bound, e.g. --slo p99=150ms")
+    return targets[0].limit
+
+
+@app.command("tune")
+def tune_command(
+    model: str = typer.Argument(..., help="Model to tune: an ensemble (its composing models are tuned) or a model."),
+    slo: str = typer.Option(..., help="The latency bound every kept setting must meet, e.g. p99=150ms."),
+    repository: Path = options.repository_option(),
+    cores: int = typer.Option(os.cpu_count() or 1, min=1, show_default="this machine's",
+                              help="CPU budget: no model's instances x ONNX threads may exceed it."),
+    steps: int = typer.Option(8, min=0, help="Most changes to measure after the starting point."),
+    window: int = typer.Option(15, min=5, help="Seconds of load per measured setting."),
+    users: int = typer.Option(8, min=1, help="Concurrent Locust users (closed loop) driving every measurement."),
+    out: Path = typer.Option(Path("results/tune"), help="Folder for report.json, search.png and each step's files."),
+    write: bool = typer.Option(False, "--write", help="Write the winner into the repository's config.pbtxt files "
+                                                     "(validated) and print the diff."),
+    apply: bool = typer.Option(False, "--apply", help="Tune the running server at --url in place and leave the winner "
+                                                     "loaded (no SLO met: the repository's settings)."),
+    url: str | None = typer.Option(None, "--url", show_default=False,
+                                   help="With --apply: the server's HTTP endpoint, host:port; --repository must be "
+                                        "the repository it serves."),
+    metrics_url: str | None = typer.Option(None, "--metrics-url", envvar=settings.METRICS_URL_ENV,
+                                           show_default=False, help="With --apply: the server's metrics endpoint."),
+    control_key: str | None = typer.Option(None, envvar=settings.CONTROL_KEY_ENV, show_default=False,
+                                           help="With --apply: the model-control secret (default: the key `tools "
+                                                "serve` left for you)."),
+) -> None:
+    """Tune MODEL live: serve a copy of the repository with Triton, scrape it with Prometheus, load it with Locust,
+    and change one setting at a time where the per-model metrics point (the composing model that queues most gets
+    capacity, idle ones give it back, the batching delay grows while it pays), keeping a change only when it buys
+    throughput inside the SLO. Each decision is printed with its reason; the end is a table, search.png and
+    report.json in --out. The repository itself is only written with --write. --apply tunes a running server instead
+    and leaves the winner loaded there. Exit 1 when no setting met the SLO.
+    """
+    from tools.repository import load_repository
+    from tools.tune import report, search
+
+    search.tuned_models(load_repository(repository), model)  # an unknown model fails before anything starts
+    if apply != bool(url) or (apply and not metrics_url):
+        raise UsageError("--apply tunes a running server: give it with --url and --metrics-url (and only then)")
+    tune_options = search.TuneOptions(model=model, repository=repository, slo_p99_ms=_p99_limit(slo), cores=cores,
+                                      steps=steps, window_s=window, users=users, out_dir=out, url=url,
+                                      metrics_url=metrics_url, control_key=_control_key(control_key) if apply else None,
+                                      **({"protocol": settings.Protocol.HTTP} if apply else {}))
+    console.print(f"tuning {model} for p99 <= {tune_options.slo_p99_ms:g} ms on {cores} core(s): {window} s of "
+                  f"load at {users} users per setting, at most {steps} change(s)")
+    result = search.run(tune_options, on_step=lambda step: console.print(escape(report.progress_line(step))))
+    console.print(escape(f"stopped: {result.stopped}"))
+    files = report.write(result, out)
+    table = Table(*report.TABLE_COLUMNS, title=f"tools tune {model} (p99 <= {tune_options.slo_p99_ms:g} ms)")
+    for row in report.table_rows(result):
+        table.add_row(*row)
+    data_console().print(table)
+    console.print(f"report: {files['json']}  plot: {files['plot']}  ({result.wall_s:.0f} s)")
+    best = result.best()
+    if best is None:
+        closest = result.closest()
+        raise TuneError(f"no setting met p99 <= {tune_options.slo_p99_ms:g} ms; the best seen was step "
+                        f"{closest.index} at p99 {closest.p99_ms:g} ms, {closest.throughput_rps:.1f} req/s")
+    console.print(escape(f"winner: step {best.index} ({best.setting_text()}): {best.throughput_rps:.1f} req/s at "
+                         f"p99 {best.p99_ms:g} ms"))
+    if write:
+        diff = report.write_back(result, best)
+        data_console().print(escape(diff) if diff else "the repository already has the winner's settings")

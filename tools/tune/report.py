@@ -1,0 +1,96 @@
+"""How a search is shown and kept: one line per decision as it happens, a table, search.png and report.json; and
+the winner written back into the repository's config files (through the validator) with a diff."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+from tools.repository import load_repository
+from tools.tune import knobs
+from tools.tune.search import Search, Step
+from tools.validation import write_config
+
+TABLE_COLUMNS = ("step", "change", "req/s", "p99 ms", "within SLO", "failed", "load gen CPU", "kept")
+
+
+def progress_line(step: Step) -> str:
+    """One line per decision: what changed, why, what it measured, whether it stays."""
+    if step.index == 0:
+        return f"step 0: start ({step.setting_text()}): {step.verdict}"
+    measured = (f" [loaded in {step.apply_s:.1f} s under load: {step.failed} failed, slowest {step.slowest_ms:.0f} "
+                f"ms; load generator {step.load_cpu:.2f} cores]") if step.requests else ""
+    return f"step {step.index}: {step.reason} -> {step.verdict}{measured}"
+
+
+def table_rows(search: Search) -> list[tuple[str, ...]]:
+    slo = search.options.slo_p99_ms
+    return [(str(s.index), s.change, f"{s.throughput_rps:.1f}", f"{s.p99_ms:.0f}",
+             "yes" if s.requests and s.outcome().within(slo) else "no", str(s.failed), f"{s.load_cpu:.2f}",
+             "yes" if s.kept else "no") for s in search.steps]
+
+
+def as_dict(search: Search) -> dict:
+    best = search.best()
+    options = search.options
+    return {"model": options.model, "slo_p99_ms": options.slo_p99_ms, "cores": options.cores,
+            "window_s": options.window_s, "users": options.users, "protocol": str(options.protocol),
+            "load_generator": "Locust, one process (tools.loadtest.runner), constant users",
+            "tuned_models": search.models, "wall_s": search.wall_s, "stopped": search.stopped,
+            "winner": best.index if best else None,
+            "failed_during_changes": sum(s.failed for s in search.steps[1:]),
+            "steps": [s.as_dict(options.slo_p99_ms) for s in search.steps]}
+
+
+def plot(search: Search, path: Path) -> None:
+    """Throughput against p99 for every measured step, the SLO as a vertical line, the winner marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [s for s in search.steps if s.requests]
+    figure, axis = plt.subplots(figsize=(8, 5))
+    axis.plot([s.p99_ms for s in measured], [s.throughput_rps for s in measured], color="tab:gray", alpha=0.4)
+    for s in measured:
+        axis.scatter(s.p99_ms, s.throughput_rps, color="tab:blue" if s.kept else "tab:orange", zorder=3)
+        axis.annotate(str(s.index), (s.p99_ms, s.throughput_rps), textcoords="offset points", xytext=(5, 5))
+    slo = search.options.slo_p99_ms
+    axis.axvline(slo, color="tab:red", linestyle="--", label=f"SLO p99 {slo:g} ms")
+    if best := search.best():
+        axis.scatter(best.p99_ms, best.throughput_rps, s=250, facecolors="none", edgecolors="tab:green", linewidths=2,
+                     zorder=4, label=f"winner: step {best.index}")
+    axis.scatter([], [], color="tab:blue", label="kept")
+    axis.scatter([], [], color="tab:orange", label="undone")
+    axis.set_xlabel("p99 latency (ms)")
+    axis.set_ylabel("throughput (req/s)")
+    axis.set_title(f"tools tune {search.options.model}: {len(measured)} settings measured, {search.wall_s:.0f} s")
+    axis.legend(loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write(search: Search, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / "report.json", "plot": out_dir / "search.png"}
+    files["json"].write_text(json.dumps(as_dict(search), indent=2))
+    plot(search, files["plot"])
+    return files
+
+
+def write_back(search: Search, winner: Step) -> str:
+    """Write the winner's settings into the repository's config files (validated by `write_config`); the diff."""
+    repository = load_repository(search.options.repository)
+    diffs = []
+    for model in search.models:
+        if winner.setting[model] == search.original[model]:
+            continue
+        entry = repository.models[model]
+        before = entry.config_file.text or ""
+        path = write_config(repository, model, knobs.write(entry.config, winner.setting[model]))
+        diffs.append("".join(difflib.unified_diff(before.splitlines(keepends=True),
+                                                  path.read_text().splitlines(keepends=True),
+                                                  f"a/{model}/{path.name}", f"b/{model}/{path.name}")))
+    return "".join(diffs)
