@@ -39,3 +39,8 @@ def model_option(help: str = "Model to call.") -> str:
 def model_version_option() -> str:
     return typer.Option("", "--model-version", show_default=False,
                         help="Model version (default: the server's choice by the version policy).")
+
+
+def control_key_option(help: str = "Secret of the model-control API (default: the key `tools serve` left for you).") \
+        -> str | None:
+    return typer.Option(None, "--control-key", envvar=settings.CONTROL_KEY_ENV, show_default=False, help=help)

@@ -16,15 +16,6 @@ from tools.rollout.canary import DEFAULT_MAX_LATENCY_RATIO, DEFAULT_MIN_COSINE
 from tools.rollout.steps import DEFAULT_DRAIN_TIMEOUT_S
 
 
-def _control_key(given: str | None) -> str | None:
-    """The key given, else the one `tools serve` left for this user, else none (an unprotected server)."""
-    from tools.serving.runtime import CONTROL_KEY_FILE
-
-    if given:
-        return given
-    return CONTROL_KEY_FILE.read_text().strip() if CONTROL_KEY_FILE.is_file() else None
-
-
 @app.command("rollout")
 def rollout_command(
     model: str = typer.Argument(..., help="Model to roll out (a model an ensemble calls, e.g. encoder)."),
@@ -36,9 +27,7 @@ def rollout_command(
                                    help="The server's HTTP endpoint: host:port or http://host:port (default: "
                                         f"{settings.DEFAULT_HOST}:{settings.DEFAULT_HTTP_PORT})."),
     repository: Path = options.repository_option("The server's model repository (default: ./model_repository)."),
-    control_key: str | None = typer.Option(None, envvar=settings.CONTROL_KEY_ENV, show_default=False,
-                                           help="Secret of the model-control API (default: the key `tools serve` "
-                                                "left for you)."),
+    control_key: str | None = options.control_key_option(),
     min_cosine: float = typer.Option(DEFAULT_MIN_COSINE, min=-1, max=1,
                                      help="Canary: lowest cosine similarity of new vs serving outputs."),
     max_latency_ratio: float = typer.Option(DEFAULT_MAX_LATENCY_RATIO, min=0,
@@ -53,13 +42,14 @@ def rollout_command(
     from tools.rollout import steps
     from tools.rollout.control import Control
     from tools.serving import client
+    from tools.serving.runtime import saved_control_key
 
     if (version is None) == (not rollback):
         raise UsageError("give --version N, or --rollback (not both)")
     if (url or "").lower().startswith("grpc://"):
         raise UsageError(f"--url {url}: the rollout calls Triton's repository API over HTTP; give the HTTP endpoint")
     _, address = client.resolve(url, settings.Protocol.HTTP)
-    control = Control(address, _control_key(control_key))
+    control = Control(address, saved_control_key(control_key))
     opts = steps.Options(min_cosine=min_cosine, max_latency_ratio=max_latency_ratio, drain_timeout_s=drain_timeout)
     with console.status("") as status:
         hooks = steps.Hooks(

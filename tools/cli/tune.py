@@ -12,7 +12,6 @@ from rich.table import Table
 from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console, data_console
-from tools.cli.rollout import _control_key
 from tools.errors import TuneError, UsageError
 
 
@@ -45,9 +44,8 @@ def tune_command(
                                         "the repository it serves."),
     metrics_url: str | None = typer.Option(None, "--metrics-url", envvar=settings.METRICS_URL_ENV,
                                            show_default=False, help="With --apply: the server's metrics endpoint."),
-    control_key: str | None = typer.Option(None, envvar=settings.CONTROL_KEY_ENV, show_default=False,
-                                           help="With --apply: the model-control secret (default: the key `tools "
-                                                "serve` left for you)."),
+    control_key: str | None = options.control_key_option(
+        "With --apply: the model-control secret (default: the key `tools serve` left for you)."),
 ) -> None:
     """Tune MODEL live: serve a copy of the repository with Triton, scrape it with Prometheus, load it with Locust,
     and change one setting at a time where the per-model metrics point (the composing model that queues most gets
@@ -57,6 +55,7 @@ def tune_command(
     and leaves the winner loaded there. Exit 1 when no setting met the SLO.
     """
     from tools.repository import load_repository
+    from tools.serving.runtime import saved_control_key
     from tools.tune import report, search
 
     search.tuned_models(load_repository(repository), model)  # an unknown model fails before anything starts
@@ -64,7 +63,8 @@ def tune_command(
         raise UsageError("--apply tunes a running server: give it with --url and --metrics-url (and only then)")
     tune_options = search.TuneOptions(model=model, repository=repository, slo_p99_ms=_p99_limit(slo), cores=cores,
                                       steps=steps, window_s=window, users=users, out_dir=out, url=url,
-                                      metrics_url=metrics_url, control_key=_control_key(control_key) if apply else None,
+                                      metrics_url=metrics_url,
+                                      control_key=saved_control_key(control_key) if apply else None,
                                       **({"protocol": settings.Protocol.HTTP} if apply else {}))
     console.print(f"tuning {model} for p99 <= {tune_options.slo_p99_ms:g} ms on {cores} core(s): {window} s of "
                   f"load at {users} users per setting, at most {steps} change(s)")

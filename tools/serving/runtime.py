@@ -43,6 +43,13 @@ SHM_DIR = Path("/dev/shm")
 CONTROL_KEY_FILE = settings.CACHE_DIR / "control-key"
 
 
+def saved_control_key(given: str | None = None) -> str | None:
+    """The key given, else the one `tools serve` left for this user, else None (a server without a key)."""
+    if given:
+        return given
+    return CONTROL_KEY_FILE.read_text().strip() if CONTROL_KEY_FILE.is_file() else None
+
+
 class TritonNotFoundError(ServingError):
     pass
 
