@@ -6,13 +6,12 @@ A server like `tools serve`'s (the shipped repository, free loopback ports, the 
 the healer's detection, the end of the reload, and the recovery: the first success after the heal with no failure
 after it.
 
-Run: .venv/bin/python loadtests/bench_healing.py [--clients 4] [--settle 5]
+Run from the checkout: .venv/bin/python -m loadtests.bench_healing [--clients 4] [--settle 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -24,15 +23,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tools.errors import ServingError
-from tools.serving import client, healing, runtime
+from tests.support.traffic import SHORT, Traffic
+from tools.serving import healing, runtime
 from tools.settings import Protocol
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 RESULTS = Path(__file__).resolve().parent / "results" / "healing.json"
 VICTIMS = [("tokenizer", "1", "tokenizer_0_1"), ("encoder", "2", "encoder_0_1"), ("pooler", "1", "pooler_0_1")]
 HEAL_TIMEOUT_S = 120.0
-TEXT = "A man is playing a guitar."
 
 
 @dataclass(frozen=True)
@@ -49,36 +47,6 @@ class Kill:
     recovered_s: float
 
 
-class Traffic:
-    """Client threads sending one text per request, each request logged as (started, ended, succeeded)."""
-
-    def __init__(self, url: str, clients: int):
-        self.log: list[tuple[float, float, bool]] = []
-        self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._send, args=(url,)) for _ in range(clients)]
-
-    def _send(self, url: str) -> None:
-        with contextlib.closing(client.connect(Protocol.HTTP, url)) as connection:
-            while not self._stopping.is_set():
-                started = time.monotonic()
-                try:
-                    client.embed(connection, [TEXT])
-                    ok = True
-                except ServingError:
-                    ok = False
-                self.log.append((started, time.monotonic(), ok))
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stopping.set()
-        for thread in self._threads:
-            thread.join()
-
-
 def kill_and_measure(server: runtime.TritonServer, traffic: Traffic, heals: list[tuple[healing.Heal, float]],
                      healed: threading.Event, victim: tuple[str, str, str], settle: float) -> Kill:
     model, _, instance = victim
@@ -90,11 +58,11 @@ def kill_and_measure(server: runtime.TritonServer, traffic: Traffic, heals: list
         sys.exit(f"{model}: no heal within {HEAL_TIMEOUT_S:.0f} s")
     heal, healed_at = heals[-1]
     time.sleep(settle)  # traffic after the heal: any failure there would count
-    window = [entry for entry in traffic.log if entry[1] >= killed]
-    failures = [entry for entry in window if not entry[2]]
-    last_failure = max((ended for _, ended, _ in failures), default=killed)
-    recovered = min(ended for _, ended, ok in window if ok and ended >= max(healed_at, last_failure))
-    return Kill(model, instance, len(window), len(failures), sum(started > healed_at for started, _, _ in failures),
+    window = [request for request in traffic.log if request.ended >= killed]
+    failures = [request for request in window if not request.ok]
+    last_failure = max((request.ended for request in failures), default=killed)
+    recovered = min(r.ended for r in window if r.ok and r.ended >= max(healed_at, last_failure))
+    return Kill(model, instance, len(window), len(failures), sum(r.started > healed_at for r in failures),
                 round(heal.detected_at - killed, 2), round(healed_at - killed, 2), round(recovered - killed, 2))
 
 
@@ -116,7 +84,7 @@ def main() -> None:
         opts = runtime.ServerOptions.on_free_ports(repository=repository)
         with runtime.running_server(opts) as server, \
                 healing.Healer(server, on_heal, lambda failure: print(f"heal failed: {failure}")), \
-                Traffic(server.http_url, args.clients) as traffic:
+                Traffic([(Protocol.HTTP, server.http_url, SHORT)] * args.clients, pause_after_failure_s=0) as traffic:
             kills = []
             for victim in VICTIMS:
                 time.sleep(args.settle)

@@ -8,16 +8,14 @@ runs through each scenario while it happens:
 - broken versions: a rollout to each, which must fail and restore, with failures only on the canary's requests.
 It prints the failed requests per scenario and the median of each step's time, and writes them as JSON.
 
-Run: .venv/bin/python loadtests/bench_rollout.py [--cycles 5] [--users 4]
+Run from the checkout: .venv/bin/python -m loadtests.bench_rollout [--cycles 5] [--users 4]
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
-import shutil
 import statistics
 import tempfile
 import threading
@@ -26,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support import rollout_repository
 from tools.loadtest import runner
 from tools.rollout import steps
 from tools.rollout.control import Control, with_policy
@@ -34,29 +33,8 @@ from tools.serving import runtime
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results" / "rollout.json"
 WARMUP_S = 5.0  # Locust's users start and settle before each operation
-BROKEN = {
-    4: "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('cannot start')\n",
-    5: ("import numpy as np\nimport triton_python_backend_utils as pb_utils\n\n\nclass TritonPythonModel:\n"
-        "    def execute(self, requests):\n        out = []\n        for request in requests:\n"
-        "            ids = pb_utils.get_input_tensor_by_name(request, 'input_ids').as_numpy()\n"
-        "            if ids.any():  # the config's warm-up sends zeros: pass it, fail every real request\n"
-        "                raise RuntimeError('fails every request')\n"
-        "            hidden = np.zeros((*ids.shape, 384), dtype=np.float32)\n"
-        "            out.append(pb_utils.InferenceResponse([pb_utils.Tensor('last_hidden_state', hidden)]))\n"
-        "        return out\n"),
-}
-
-
 def prepare(scratch: Path) -> Path:
-    repository = scratch / "repository"
-    shutil.copytree(ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("__pycache__"))
-    encoder = repository / "encoder"
-    shutil.copytree(encoder / "2", encoder / "3")
-    for version, source in BROKEN.items():
-        (encoder / str(version)).mkdir()
-        (encoder / str(version) / "model.py").write_text(source)
-    compileall.compile_dir(str(repository), quiet=2)
-    return repository
+    return rollout_repository.build(scratch / "repository")
 
 
 def under_traffic(server: runtime.TritonServer, users: int, seconds: float, out: Path,

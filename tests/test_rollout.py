@@ -7,11 +7,7 @@ runs: the rollout, a change of instance count, and the broken versions must cost
 
 from __future__ import annotations
 
-import compileall
-import contextlib
 import json
-import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +16,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.support import paths
+from tests.support import paths, rollout_repository
+from tests.support.rollout_repository import BROKEN_AT_LOAD, BROKEN_ON_REQUEST
+from tests.support.traffic import Traffic
 from tools import settings
 from tools.cli.app import app
 from tools.loadtest import corpus
@@ -29,45 +27,13 @@ from tools.rollout import history
 from tools.rollout.control import Control, with_policy
 from tools.serving import client, healing, runtime
 
-BROKEN_AT_LOAD = 4
-BROKEN_ON_REQUEST = 5
-BROKEN_MODELS = {
-    BROKEN_AT_LOAD: "class TritonPythonModel:\n    def initialize(self, args):\n"
-                    "        raise RuntimeError('version 4 cannot start')\n",
-    # Passes the config's warm-up (all-zero ids: Triton would refuse to load a version that fails it), then raises.
-    BROKEN_ON_REQUEST: """\
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
-            if ids.any():
-                raise RuntimeError("version 5 fails every request")
-            hidden = np.zeros((*ids.shape, 384), dtype=np.float32)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("last_hidden_state", hidden)]))
-        return responses
-""",
-}
 USERS = 3
 STUB_EXIT_TIMEOUT_S = 15.0
 
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("rollout") / "repository"
-    shutil.copytree(paths.PROJECT_ROOT / "model_repository", root, ignore=shutil.ignore_patterns("__pycache__"))
-    encoder = root / "encoder"
-    shutil.copytree(encoder / "2", encoder / "3")
-    for version, source in BROKEN_MODELS.items():
-        (encoder / str(version)).mkdir()
-        (encoder / str(version) / "model.py").write_text(source)
-    # Compiled before the server starts, as a deployed repository would be (see tools/rollout/steps.py).
-    compileall.compile_dir(str(root), quiet=2)
-    return root
+    return rollout_repository.build(tmp_path_factory.mktemp("rollout") / "repository")
 
 
 @pytest.fixture(scope="module")
@@ -81,45 +47,10 @@ def control(server) -> Control:
     return Control(server.http_url, server.control_key)
 
 
-class Traffic:
-    """Threads that embed one corpus text per request until stopped, counting answers and failures."""
-
-    def __init__(self, url: str, users: int = USERS):
-        self.url, self.users = url, users
-        self.texts = corpus.load()[:200]
-        self.ok = self.failed = 0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._user, args=(i,), daemon=True) for i in range(users)]
-
-    def _user(self, index: int) -> None:
-        connection = client.connect(settings.Protocol.HTTP, self.url)
-        with contextlib.closing(connection):
-            sent = index
-            while not self._stop.is_set():
-                try:
-                    client.embed(connection, [self.texts[sent % len(self.texts)]])
-                    outcome = None
-                except client.EmbeddingError as exc:
-                    outcome = str(exc)
-                sent += self.users
-                with self._lock:
-                    if outcome is None:
-                        self.ok += 1
-                    else:
-                        self.failed += 1
-                        self.errors.append(outcome)
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+def ensemble_traffic(server: runtime.TritonServer) -> Traffic:
+    """USERS clients of the ensemble, each sending its own corpus text one per request."""
+    texts = corpus.load()[:USERS]
+    return Traffic([(settings.Protocol.HTTP, server.http_url, (text,)) for text in texts])
 
 
 def _embedding(server) -> np.ndarray:
@@ -148,11 +79,11 @@ def test_a_rollout_and_its_rollback_under_traffic_fail_no_request(server, reposi
     runner = CliRunner()
     args = ["rollout", "encoder", "--url", server.http_url, "--repository", str(repository),
             "--control-key", server.control_key]
-    with Traffic(server.http_url) as traffic:
+    with ensemble_traffic(server) as traffic:
         result = runner.invoke(app, [*args, "--version", "3", "--json", str(report_path)])
         during_rollout = traffic.ok
     assert result.exit_code == 0, result.output
-    assert traffic.failed == 0, traffic.errors[:3]
+    assert not traffic.failures, traffic.failures[:3]
     assert during_rollout > 0
     for step in ("validate", "pin ensembles", "load new version", "canary", "switch", "drain", "write config"):
         assert step in result.output
@@ -164,10 +95,10 @@ def test_a_rollout_and_its_rollback_under_traffic_fail_no_request(server, reposi
     assert [(r.before, r.after) for r in history.records(on_disk.config_file)] == [([1, 2], [3])]
     assert '"ok": true' in report_path.read_text()
 
-    with Traffic(server.http_url) as traffic:
+    with ensemble_traffic(server) as traffic:
         result = runner.invoke(app, [*args, "--rollback"])
     assert result.exit_code == 0, result.output
-    assert traffic.failed == 0, traffic.errors[:3]
+    assert not traffic.failures, traffic.failures[:3]
     assert control.ready_versions("encoder") == [1, 2]
     on_disk = load_repository(repository).models["encoder"]
     assert on_disk.served_versions() == [1, 2] and history.records(on_disk.config_file) == []
@@ -179,13 +110,13 @@ def test_an_instance_count_change_under_traffic_fails_no_request(server, control
     ready = control.ready_versions("encoder")
     config = with_policy(control.config("encoder"), ready)
     before = _encoder_stubs(server)
-    with Traffic(server.http_url) as traffic:
+    with ensemble_traffic(server) as traffic:
         for count in (1, 2):
             config["instance_group"][0]["count"] = count
             control.load("encoder", config)
             if count == 1:
                 fewer = _encoder_stubs(server, {str(v): 1 for v in ready})
-    assert traffic.failed == 0, traffic.errors[:3]
+    assert not traffic.failures, traffic.failures[:3]
     assert traffic.ok > 0
     assert fewer == {str(v): 1 for v in ready} and _encoder_stubs(server, before) == before
 
@@ -196,11 +127,11 @@ def test_a_broken_version_is_rolled_back_and_only_canary_requests_fail(server, r
                                                                         failed_step, tmp_path):
     config_before = (repository / "encoder" / "config.pbtxt").read_text()
     report_path = tmp_path / "report.json"
-    with Traffic(server.http_url) as traffic:
+    with ensemble_traffic(server) as traffic:
         result = CliRunner().invoke(app, ["rollout", "encoder", "--version", str(version), "--url", server.http_url,
                                           "--repository", str(repository), "--control-key", server.control_key,
                                           "--json", str(report_path)])
-    assert traffic.failed == 0, traffic.errors[:3]
+    assert not traffic.failures, traffic.failures[:3]
     assert traffic.ok > 0
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1].startswith(f"error: {failed_step}: ")

@@ -31,7 +31,9 @@ class Request:
 class Traffic:
     """One thread per (protocol, url, texts); `unexpected` collects anything but a ServingError (a client crash)."""
 
-    def __init__(self, senders: Sequence[tuple[Protocol, str, Sequence[str]]]):
+    def __init__(self, senders: Sequence[tuple[Protocol, str, Sequence[str]]],
+                 pause_after_failure_s: float = PAUSE_AFTER_FAILURE_S):
+        self.pause_after_failure_s = pause_after_failure_s
         self.log: list[Request] = []
         self.unexpected: list[str] = []
         self._stopping = threading.Event()
@@ -52,7 +54,15 @@ class Traffic:
                     error = f"unexpected {type(exc).__name__}"
                 self.log.append(Request(name, started, time.monotonic(), not error, error))
                 if error:
-                    time.sleep(PAUSE_AFTER_FAILURE_S)
+                    time.sleep(self.pause_after_failure_s)
+
+    @property
+    def ok(self) -> int:
+        return sum(request.ok for request in self.log)
+
+    @property
+    def failures(self) -> list[Request]:
+        return [request for request in self.log if not request.ok]
 
     def succeeded_since(self, moment: float) -> set[str]:
         """The senders with a success started after `moment`."""
