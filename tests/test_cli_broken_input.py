@@ -119,8 +119,8 @@ def _worded(code: int, stdout: str, stderr: str) -> bool:
     tools_error = stderr.startswith("error: ") and stderr.count("\n") == 1
     usage_error = code == 2 and "Usage:" in stderr and "Error" in stderr
     lines = (stdout + stderr).strip().splitlines()
-    findings = code == 1 and "model(s) checked:" in stdout + stderr and (
-        "model(s) checked:" in lines[-1] or (lines[-1].startswith("error: ") and stderr.count("error: ") == 1))
+    findings = code == 1 and "model(s) checked" in stdout + stderr and (
+        "model(s) checked" in lines[-1] or (lines[-1].startswith("error: ") and stderr.count("error: ") == 1))
     return tools_error or usage_error or findings
 
 

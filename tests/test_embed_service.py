@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -14,8 +16,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from tests.support import paths
 from tools import settings
 from tools.bench import pipeline
+from tools.repository import load_repository, replace_config
 from tools.serving import client, runtime
 
 TEXTS = ["A man is playing a guitar.", "Someone is strumming a guitar.", "The stock market fell sharply today.",
@@ -140,10 +144,24 @@ def _executions_by_batch_size(server, model: str) -> Counter[int]:
                     for version in versions for stats in version["batch_stats"]})
 
 
-def test_a_bad_request_fails_alone_in_a_batch_of_good_ones(server):
+@pytest.fixture
+def batching_server(tmp_path):
+    """The repository with a dynamic batcher on the tokenizer. It ships without one (a malformed BYTES request would
+    fail its whole batch in Triton itself), but the model's own code must still fail only the bad request of a batch
+    for anyone who batches it."""
+    repository = load_repository(Path(shutil.copytree(paths.REPOSITORY, tmp_path / "repository")))
+    config = repository.models[settings.TOKENIZER_MODEL].config
+    config.dynamic_batching.max_queue_delay_microseconds = 100
+    replace_config(repository, settings.TOKENIZER_MODEL, config, accept=lambda candidate: None)
+    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=repository.root)) as started:
+        yield started
+
+
+def test_a_bad_request_fails_alone_in_a_batch_of_good_ones(batching_server):
     """Both tokenizer instances are kept busy while the burst arrives, so its requests queue and run together.
     Every good request has 2 texts and the bad one 1: the only execution with an odd number of rows holds the bad
     request, and if it has 3 rows or more it held good requests too. Only the bad request fails."""
+    server = batching_server
     good = [[TEXTS[i % len(TEXTS)], TEXTS[(i + 1) % len(TEXTS)]] for i in range(12)]
     blocker = ["lorem ipsum dolor sit amet " * 400] * 64  # about half a second of tokenizing per instance
 

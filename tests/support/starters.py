@@ -113,7 +113,9 @@ def kill_starter(script: str, *args: str, ready_timeout_s: float = 180.0,
         starter.process.kill()  # SIGKILL: no handler, no cleanup in the starter
         starter.wait(10)
         until = time.monotonic() + vanish_timeout_s
-        while (left := [process.pid for process in watched if alive(process)]) and time.monotonic() < until:
+        # Gone, and their ports free again (the kernel may take a moment after the last process exits).
+        while ((left := [process.pid for process in watched if alive(process)])
+               or not all(port_free(port) for _, port in listening)) and time.monotonic() < until:
             time.sleep(0.2)
         aftermath = Aftermath(pids, notes, listening, left, {port for _, port in listening if not port_free(port)})
         for process in watched:  # a failing test must not leave its survivors running
