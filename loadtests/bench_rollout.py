@@ -27,8 +27,9 @@ from pathlib import Path
 from tests.support import rollout_repository
 from tools.loadtest import runner
 from tools.rollout import steps
-from tools.rollout.control import Control, with_policy
+from tools.rollout.policy import with_policy
 from tools.serving import runtime
+from tools.serving.control import Control
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "loadtests" / "results" / "rollout.json"

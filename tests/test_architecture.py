@@ -93,9 +93,9 @@ MAY_USE = {
     "loadtest": {"serving", "monitoring"},  # clients, and Triton's view of a run
     "bench": {"serving", "loadtest"},  # clients, and the load-test corpus
     "deploy": {"validation"},  # validate before deploying
-    "rollout": {"validation", "loadtest"},  # validate and write the config, canary texts from the corpus
-    # a real server and its repository API (the rollout's), Prometheus, Locust, the validator before every change
-    "tune": {"serving", "monitoring", "loadtest", "rollout", "validation"},
+    "rollout": {"serving", "validation", "loadtest"},  # the repository API, validate and write, canary texts
+    # a real server and its repository API, Prometheus, Locust, the validator before every change
+    "tune": {"serving", "monitoring", "loadtest", "validation"},
 }
 
 

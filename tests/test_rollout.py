@@ -24,8 +24,9 @@ from tools.cli.app import app
 from tools.loadtest import corpus
 from tools.repository import load_repository
 from tools.rollout import history
-from tools.rollout.control import Control, with_policy
+from tools.rollout.policy import with_policy
 from tools.serving import client, healing, runtime
+from tools.serving.control import Control
 
 USERS = 3
 STUB_EXIT_TIMEOUT_S = 15.0

@@ -13,8 +13,8 @@ from tests.support import paths
 from tools import settings
 from tools.cli import app
 from tools.repository import load_repository
-from tools.rollout.control import Control
 from tools.serving import client, runtime
+from tools.serving.control import Control
 from tools.tune import knobs, report, search
 from tools.tune.search import Search, Step, TuneOptions
 from tools.validation import Severity, validate

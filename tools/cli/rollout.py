@@ -40,8 +40,8 @@ def rollout_command(
     """Roll MODEL to --version on a running server (validate, load beside, canary, switch, drain, write the config);
     any failure restores the previous state and exits 1. --rollback returns to the previous version."""
     from tools.rollout import steps
-    from tools.rollout.control import Control
     from tools.serving import client
+    from tools.serving.control import Control
     from tools.serving.runtime import saved_control_key
 
     if (version is None) == (not rollback):

@@ -19,7 +19,8 @@ from tritonclient.utils import InferenceServerException
 
 from tools.errors import ServingError
 from tools.loadtest import corpus
-from tools.rollout.control import Control, ensemble_steps
+from tools.rollout.policy import ensemble_steps
+from tools.serving.control import Control
 
 SHORT_TEXTS = 8
 LONG_TEXTS = 4

@@ -29,7 +29,8 @@ from tools.loadtest import corpus
 from tools.repository import Repository
 from tools.rollout import history
 from tools.rollout.canary import DEFAULT_MAX_LATENCY_RATIO, DEFAULT_MIN_COSINE, CanaryResult, canary_texts, run_canary
-from tools.rollout.control import Control, pinned, policy_versions, with_policy
+from tools.rollout.policy import pinned, policy_versions, with_policy
+from tools.serving.control import Control
 from tools.validation.findings import Severity
 from tools.validation.run import check_offline
 

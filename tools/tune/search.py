@@ -28,8 +28,8 @@ from tools.loadtest import runner
 from tools.loadtest.runner import LoadTestConfig, Progress
 from tools.monitoring.prometheus import Prometheus, ScrapeTarget
 from tools.repository import ConfigFile, ModelConfig, Repository, load_repository
-from tools.rollout.control import Control
 from tools.serving import runtime
+from tools.serving.control import Control
 from tools.tune import decide, knobs, snapshot
 from tools.tune.knobs import Setting
 from tools.validation import Options, blocking_errors
