@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from tritonclient.utils import InferenceServerException
 
 from tests.validation.corpus import CASES, Case, Triton, build_corpus, model_name
 from tools.errors import ServingError
@@ -40,14 +39,10 @@ class Verdict:
 def load(server: runtime.TritonServer, name: str, timeout: float) -> Verdict:
     try:
         server.load_model(name, timeout=timeout)
-    except ServingError as exc:
-        # The server's own answer arrives as InferenceServerException; anything else (timeout, lost connection)
-        # means Triton never said no.
-        if isinstance(exc.__context__, InferenceServerException):
-            return Verdict(Triton.REJECTS, str(exc))
+    except runtime.NoAnswerError as exc:  # a deadline or a lost connection: Triton never said no
         return Verdict(Triton.NO_ANSWER, str(exc))
-    except Exception as exc:  # the HTTP library's own timeout type: still no answer from Triton
-        return Verdict(Triton.NO_ANSWER, repr(exc))
+    except ServingError as exc:  # Triton's own refusal
+        return Verdict(Triton.REJECTS, str(exc))
     return Verdict(Triton.LOADS)
 
 

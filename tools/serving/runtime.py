@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -41,6 +42,13 @@ STOP_TIMEOUT_S = EXIT_TIMEOUT_S + 15.0
 SHM_DIR = Path("/dev/shm")
 # Where `tools serve` leaves a generated model-control secret, for the commands that call the control API.
 CONTROL_KEY_FILE = settings.CACHE_DIR / "control-key"
+GRPC_RESTRICTED_HEADER_PREFIX = "triton-grpc-protocol-"
+# gRPC statuses that mean the server never answered a call (a deadline passed, the connection went), not a refusal.
+_NO_ANSWER_STATUSES = {"StatusCode.DEADLINE_EXCEEDED", "StatusCode.UNAVAILABLE"}
+
+
+class NoAnswerError(ServingError):
+    """The server did not answer a repository call: it neither did the job nor refused it."""
 
 
 def saved_control_key(given: str | None = None) -> str | None:
@@ -284,6 +292,11 @@ class TritonServer:
     def control_headers(self) -> dict[str, str]:
         return {settings.CONTROL_KEY_HEADER: self.control_key}
 
+    @property
+    def grpc_control_headers(self) -> dict[str, str]:
+        """Triton expects a restricted gRPC protocol's header under this prefix (as its refusal says)."""
+        return {GRPC_RESTRICTED_HEADER_PREFIX + settings.CONTROL_KEY_HEADER: self.control_key}
+
     def write_control_key(self, path: Path = CONTROL_KEY_FILE) -> Path:
         """Leave the model-control secret where only this user can read it (never on the console or in logs)."""
         try:
@@ -343,14 +356,21 @@ class TritonServer:
             return connection.get_model_repository_index(headers=self.control_headers)
 
     def load_model(self, name: str, config: str | None = None, timeout: float = READY_TIMEOUT_S) -> None:
-        """Load (or reload, optionally with a JSON config override) one model; ServingError with Triton's refusal."""
+        """Load (or reload, optionally with a JSON config override) one model; ServingError with Triton's refusal.
+
+        Over gRPC: tritonclient's HTTP client percent-encodes the name in the URL and Triton 2.51 does not decode it,
+        so a model folder named with a space or `%` would be "not found" over HTTP.
+        """
         try:
-            with contextlib.closing(self.client(timeout)) as connection:
-                connection.load_model(name, headers=self.control_headers, config=config)
+            with contextlib.closing(grpcclient.InferenceServerClient(self.grpc_url)) as connection:
+                connection.load_model(name, headers=self.grpc_control_headers, config=config, client_timeout=timeout)
         except InferenceServerException as exc:
+            if exc.status() in _NO_ANSWER_STATUSES:
+                raise NoAnswerError(f"no answer from the server within {timeout:.0f} s while loading {name} "
+                                    f"({exc.message()})") from None
             raise ServingError(exc.message() or str(exc)) from None
         except OSError as exc:
-            raise ServingError(f"no answer from the server while loading {name} ({exc})") from None
+            raise NoAnswerError(f"no answer from the server while loading {name} ({exc})") from None
 
     def _metrics_listening(self) -> bool:
         """Triton opens its metrics port a little after it reports ready over HTTP."""

@@ -36,7 +36,7 @@ def check_with_server(repository: Repository, progress: Callable[[str], None] = 
                 if refusal is not None and _POLL_FAILED in refusal:
                     refusal = poll_failure(server.log_text(), name) or refusal
                 if refusal is not None:
-                    findings.append(Finding("E901", f"Triton refused to load it: {refusal}", name,
+                    findings.append(Finding("E901", f"Triton did not load it: {refusal}", name,
                                             repository.models[name].path / CONFIG_FILE))
     except ToolsError as exc:
         findings.append(Finding("E902", f"could not start tritonserver to check the repository: {exc}",
@@ -45,9 +45,11 @@ def check_with_server(repository: Repository, progress: Callable[[str], None] = 
 
 
 def refusal_of(server: runtime.TritonServer, name: str, timeout: float = LOAD_TIMEOUT_S) -> str | None:
-    """Triton's refusal to load one model, or None when it loaded."""
+    """Why Triton did not load one model (its refusal, or that it never answered), or None when it loaded."""
     try:
         server.load_model(name, timeout=timeout)
+    except runtime.NoAnswerError as exc:
+        return f"it never answered the load ({exc})"
     except ServingError as exc:
         return str(exc)
     return None
