@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -13,6 +14,9 @@ from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console, data_console
 from tools.errors import TuneError, UsageError
+
+if TYPE_CHECKING:
+    from tools.tune.observe import ObserveOptions
 
 
 def _p99_limit(slo: str) -> float:
@@ -45,7 +49,8 @@ def tune_command(
                                                      "loaded (no SLO met: the repository's settings)."),
     url: str | None = typer.Option(None, "--url", show_default=False,
                                    help="With --apply: the server's HTTP endpoint, host:port; --repository must be "
-                                        "the repository it serves."),
+                                        "the repository it serves. With --observe: a serving pod, whose running "
+                                        "settings are judged instead of the repository's."),
     metrics_url: str | None = typer.Option(None, "--metrics-url", envvar=settings.METRICS_URL_ENV,
                                            show_default=False, help="With --apply: the server's metrics endpoint."),
     control_key: str | None = options.control_key_option(
@@ -71,13 +76,14 @@ def tune_command(
     from tools.loadtest.runner import parse_duration
     from tools.repository import load_repository
     from tools.serving.runtime import saved_control_key
+    from tools.tune import observe as observing
     from tools.tune import report, search
 
     if observe:
-        if not prometheus or apply or url:
-            raise UsageError("--observe reads an existing Prometheus: give it with --prometheus (no --apply, no --url)")
-        _observe(model, repository, prometheus, parse_duration(window or "30m"), job, namespace, cores, min_requests,
-                 out, write)
+        if not prometheus or apply:
+            raise UsageError("--observe reads an existing Prometheus: give it with --prometheus (and no --apply)")
+        _observe(observing.ObserveOptions(model, repository, prometheus, parse_duration(window or "30m"), job,
+                                          namespace, cores, min_requests or observing.MIN_REQUESTS, url), out, write)
         return
     if slo is None:
         raise UsageError("--slo is required (e.g. --slo p99=150ms), unless --observe")
@@ -113,13 +119,12 @@ def tune_command(
         data_console().print(escape(diff) if diff else "the repository already has the winner's settings")
 
 
-def _observe(model: str, repository: Path, prometheus: str, window_s: int, job: str, namespace: str | None, cores: int,
-             min_requests: int | None, out: Path, write: bool) -> None:
-    """Print the evidence, the recommendation and its reasons, the config diff and how to deploy it; report.json."""
+def _observe(observe_options: ObserveOptions, out: Path, write: bool) -> None:
+    """Print the evidence, the recommendation and its reasons, the config diff and how to deploy it; observe.json."""
     from tools.tune import observe, report
 
-    found = observe.observe(observe.ObserveOptions(model, repository, prometheus, window_s, job, namespace, cores,
-                                                   min_requests or observe.MIN_REQUESTS))
+    model = observe_options.model
+    found = observe.observe(observe_options)
     console.print(escape(observe.headline(found)))
     table = Table(*observe.EVIDENCE_COLUMNS, title=f"{model}'s composing models over {found.view.window_s} s, "
                                                    "summed over the pods")

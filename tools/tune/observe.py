@@ -14,12 +14,14 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from google.protobuf import json_format
 from prometheus_api_client import PrometheusConnect
 from urllib3.util import Retry
 
 from tools import settings
 from tools.monitoring import metrics, queries
-from tools.repository import load_repository
+from tools.repository import ModelConfig, load_repository
+from tools.rollout.control import Control
 from tools.tune import decide, knobs, search, snapshot
 from tools.tune.knobs import Setting
 from tools.tune.snapshot import SnapshotError
@@ -46,6 +48,7 @@ class ObserveOptions:
     namespace: str | None = None
     cores: int = 1
     min_requests: int = MIN_REQUESTS
+    url: str | None = None  # a serving pod's HTTP endpoint: judge the settings it runs, not the repository's
 
     @property
     def selector(self) -> str:
@@ -66,6 +69,11 @@ class Observation:
     current: Setting
     moves: list[decide.Move] = field(default_factory=list)
     why_none: str = ""
+    on_disk: Setting = field(default_factory=dict)  # the repository's settings, when the server runs others
+
+    @property
+    def repository_setting(self) -> Setting:
+        return self.on_disk or self.current
 
     @property
     def recommended(self) -> decide.Move | None:
@@ -78,9 +86,16 @@ class Observation:
                 "p99_ms": self.p99_ms, "snapshot": self.view.as_dict(),
                 "bottleneck": decide.bottleneck(self.view, self.current),
                 "current": {m: asdict(k) for m, k in self.current.items()},
+                "server_differs_from_repository": self.server_differs() or None,
                 "recommended": _move_dict(self.current, self.recommended) if self.recommended else None,
                 "alternatives": [_move_dict(self.current, move) for move in self.moves[1:]],
                 "no_change_because": self.why_none or None}
+
+
+    def server_differs(self) -> str:
+        """How the settings the server runs differ from the repository's ('' when they do not)."""
+        return knobs.describe_change(self.on_disk, self.current) if self.on_disk and self.on_disk != self.current \
+            else ""
 
 
 def _move_dict(current: Setting, move: decide.Move) -> dict:
@@ -137,10 +152,19 @@ def observe(options: ObserveOptions) -> Observation:
     view = snapshot.read(client, models, options.window_s, options.selector)
     entry = queries.with_matcher(options.selector, queries.equals(metrics.MODEL_LABEL, options.model))
     p99_us = snapshot.query(client, queries.latency_quantiles_us(entry, (), ("0.99",)))
-    current = {m: knobs.read(repository.models[m].config) for m in models}
+    on_disk = {m: knobs.read(repository.models[m].config) for m in models}
+    current = running_settings(options.url, models) if options.url else on_disk
     moves = decide.propose(view, current, options.cores, [current])
     return Observation(options, models, round(requests), round(next(iter(p99_us.values()), 0.0) / 1e3, 1), view,
-                       current, moves, "" if moves else decide.why_stop(view, current, options.cores))
+                       current, moves, "" if moves else decide.why_stop(view, current, options.cores),
+                       on_disk if options.url else {})
+
+
+def running_settings(url: str, models: list[str]) -> Setting:
+    """The settings the server at `url` runs (the traffic was served with them; overrides included)."""
+    control = Control(url, None)  # reading a config is not a repository call: no key needed
+    return {m: knobs.read(json_format.ParseDict(control.config(m), ModelConfig(), ignore_unknown_fields=True))
+            for m in models}
 
 
 def evidence_rows(observation: Observation) -> list[tuple[str, ...]]:
@@ -158,9 +182,11 @@ EVIDENCE_COLUMNS = ("model", "req/s", "failed/s", "queue ms/req", "compute ms/re
 
 def headline(observation: Observation) -> str:
     options = observation.options
+    source = f"the settings the server at {options.url} runs" if options.url else "the repository's settings"
+    differs = f" (the repository differs: {observation.server_differs()})" if observation.server_differs() else ""
     return (f"{options.model} over the last {window_text(options.window_s)} ({options.selector}): "
             f"{observation.requests:.0f} requests, p99 {observation.p99_ms:g} ms (worst pod, at the end), "
-            f"CPU {observation.view.cpu:.0%}")
+            f"CPU {observation.view.cpu:.0%}; judged against {source}{differs}")
 
 
 def decision_lines(observation: Observation) -> list[str]:
@@ -181,7 +207,7 @@ def write_recommended(observation: Observation) -> list[Path]:
         return []
     repository = load_repository(observation.options.repository)
     return [write_config(repository, model, knobs.write(repository.models[model].config, move.setting[model]))
-            for model in observation.models if move.setting[model] != observation.current[model]]
+            for model in observation.models if move.setting[model] != observation.repository_setting[model]]
 
 
 def deploy_command(options: ObserveOptions, release: str = settings.DEFAULT_RELEASE) -> str:

@@ -119,7 +119,7 @@ def recommended_diff(observation: Observation) -> str:
     repository = load_repository(observation.options.repository)
     search.candidate_configs(repository, move.setting, observation.options.cores)
     return "".join(config_diff(repository, model, move.setting[model]) for model in observation.models
-                   if move.setting[model] != observation.current[model])
+                   if move.setting[model] != observation.repository_setting[model])
 
 
 def write_observation(observation: Observation, out_dir: Path) -> Path:
