@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,10 @@ from tools.cli import app
 from tools.monitoring import metrics
 from tools.monitoring.prometheus import PROMETHEUS_BINARY, binary, promtool
 from tools.repository import load_repository
+from tools.serving import runtime
 from tools.tune import decide, knobs, observe, report
 from tools.tune.snapshot import Snapshot
-from tools.validation import Severity, validate
+from tools.validation import Severity, validate, write_config
 
 RECORDING = Path(__file__).parent / "tune" / "traffic.om"
 SUMMARIES_OFF_JOB = "triton-summaries-off"
@@ -197,3 +199,23 @@ def test_no_move_is_rendered_as_why_nothing_changes():
     found.moves, found.why_none = [], "nothing queues"
     assert observe.decision_lines(found) == ["no change recommended: nothing queues"]
     assert report.recommended_diff(found) == "" and found.as_dict()["recommended"] is None
+
+
+def test_with_url_the_settings_the_server_runs_are_judged_and_the_diff_carries_them(prometheus_url, tmp_path):
+    served = tmp_path / "served"
+    shutil.copytree(paths.REPOSITORY, served)
+    repository = load_repository(served)
+    shipped = knobs.read(repository.models["pooler"].config)
+    write_config(repository, "pooler", knobs.write(repository.models["pooler"].config,
+                                                   replace(shipped, instances=shipped.instances + 1)))
+    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=served)) as server:
+        code, output = _observe(prometheus_url, "--url", server.http_url, out=tmp_path / "out")
+    assert code == 0, output
+    found = json.loads((tmp_path / "out" / "observe.json").read_text())
+    assert found["current"]["pooler"]["instances"] == shipped.instances + 1
+    change = f"pooler instances {shipped.instances} -> {shipped.instances + 1}"
+    assert found["server_differs_from_repository"] == change and change in " ".join(output.split())
+    # --write makes the repository what the server runs, plus the recommendation
+    assert "+++ b/pooler/config.pbtxt" in found["diff"]
+    if found["recommended"]["model"] != "pooler":
+        assert f"+++ b/{found['recommended']['model']}/config.pbtxt" in found["diff"]
