@@ -91,7 +91,6 @@ class Observation:
                 "alternatives": [_move_dict(self.current, move) for move in self.moves[1:]],
                 "no_change_because": self.why_none or None}
 
-
     def server_differs(self) -> str:
         """How the settings the server runs differ from the repository's ('' when they do not)."""
         return knobs.describe_change(self.on_disk, self.current) if self.on_disk and self.on_disk != self.current \
@@ -125,7 +124,7 @@ def require_evidence(client: PrometheusConnect, options: ObserveOptions, models:
     requests to the observed model."""
     sel, window = options.selector, window_text(options.window_s)
     seen = snapshot.query(client, f"count by ({metrics.MODEL_LABEL}) "
-                           f"(last_over_time({metrics.REQUEST_SUCCESS}{sel}[{window}]))")
+                                  f"(last_over_time({metrics.REQUEST_SUCCESS}{sel}[{window}]))")
     if missing := [m for m in [options.model, *models] if m not in seen]:
         raise SnapshotError(f"no series of {metrics.REQUEST_SUCCESS}{sel} for {', '.join(missing)} in the last "
                             f"{window} at {options.prometheus_url} (--job / --namespace choose the selector)")
