@@ -72,6 +72,11 @@ def tune_command(
     throughput inside the SLO. Each decision is printed with its reason; the end is a table, search.png and
     report.json in --out. The repository itself is only written with --write. --apply tunes a running server instead
     and leaves the winner loaded there. Exit 1 when no setting met the SLO.
+
+    --observe generates no load: it reads what production traffic did over --window from an existing Prometheus
+    (--prometheus; series of --job, in --namespace), prints per composing model the evidence, the recommended change
+    with its reason, the config diff --write would make and the `tools deploy upgrade` that rolls it out; observe.json
+    in --out. Exit 1 when Prometheus is unreachable or holds too little to judge from.
     """
     from tools.loadtest.runner import parse_duration
     from tools.repository import load_repository
