@@ -1,5 +1,6 @@
 """How a search is shown and kept: one line per decision as it happens, a table, search.png and report.json; and
-the winner written back into the repository's config files (through the validator) with a diff."""
+the winner written back into the repository's config files (through the validator) with a diff. An observation
+(`--observe`) is kept as observe.json."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import difflib
 import json
 from pathlib import Path
 
-from tools.repository import load_repository
-from tools.tune import knobs
+from google.protobuf import text_format
+
+from tools.repository import Repository, edit_config_text, load_repository
+from tools.tune import knobs, search
+from tools.tune.observe import Observation
 from tools.tune.search import Search, Step
 from tools.validation import write_config
 
@@ -87,10 +91,40 @@ def write_back(search: Search, winner: Step) -> str:
     for model in search.models:
         if winner.setting[model] == search.original[model]:
             continue
-        entry = repository.models[model]
-        before = entry.config_file.text or ""
-        path = write_config(repository, model, knobs.write(entry.config, winner.setting[model]))
-        diffs.append("".join(difflib.unified_diff(before.splitlines(keepends=True),
-                                                  path.read_text().splitlines(keepends=True),
-                                                  f"a/{model}/{path.name}", f"b/{model}/{path.name}")))
+        before = repository.models[model].config_file.text or ""
+        path = write_config(repository, model, knobs.write(repository.models[model].config, winner.setting[model]))
+        diffs.append(unified_diff(model, path.name, before, path.read_text()))
     return "".join(diffs)
+
+
+def unified_diff(model: str, name: str, before: str, after: str) -> str:
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        f"a/{model}/{name}", f"b/{model}/{name}"))
+
+
+def config_diff(repository: Repository, model: str, wanted: knobs.Knobs) -> str:
+    """The diff `--write` would make to `model`'s config (only the changed fields; comments kept)."""
+    entry = repository.models[model]
+    before = entry.config_file.text or ""
+    after = knobs.write(entry.config, wanted)
+    text = edit_config_text(before, entry.config, after) or text_format.MessageToString(after)
+    return unified_diff(model, entry.config_file.path.name, before, text)
+
+
+def recommended_diff(observation: Observation) -> str:
+    """What `--write` would change, validated as it would be: '' when nothing is recommended."""
+    move = observation.recommended
+    if move is None:
+        return ""
+    repository = load_repository(observation.options.repository)
+    search.candidate_configs(repository, move.setting, observation.options.cores)
+    return "".join(config_diff(repository, model, move.setting[model]) for model in observation.models
+                   if move.setting[model] != observation.repository_setting[model])
+
+
+def write_observation(observation: Observation, out_dir: Path) -> Path:
+    """The evidence, the settings judged, the recommendation and the other moves, as JSON: observe.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "observe.json"
+    path.write_text(json.dumps({**observation.as_dict(), "diff": recommended_diff(observation)}, indent=2))
+    return path

@@ -65,7 +65,7 @@ class Snapshot:
         return cls.from_dict(json.loads(path.read_text()))
 
 
-def _query(client: PrometheusConnect, promql: str) -> dict[str, float]:
+def query(client: PrometheusConnect, promql: str) -> dict[str, float]:
     """model -> value of an instant query grouped by model (NaN from 0/0 counts as 0)."""
     try:
         result = client.custom_query(promql)
@@ -80,7 +80,7 @@ def _query(client: PrometheusConnect, promql: str) -> dict[str, float]:
 
 def require_families(client: PrometheusConnect, job_sel: str) -> None:
     """Fail with the names of the metric families Prometheus holds no series of for the job."""
-    missing = [family for family in REQUIRED_FAMILIES if not _query(client, f"count({family}{job_sel})")]
+    missing = [family for family in REQUIRED_FAMILIES if not query(client, f"count({family}{job_sel})")]
     if missing:
         raise SnapshotError(f"Prometheus has no series of {', '.join(missing)} for {job_sel or 'any job'}: is "
                             "Triton started with --allow-metrics=true --allow-cpu-metrics=true?")
@@ -91,20 +91,20 @@ def read(client: PrometheusConnect, models: list[str], window_s: int, job_sel: s
     window = f"{max(window_s, 2)}s"
 
     def per_request(metric: str) -> dict[str, float]:
-        return _query(client, queries.time_per_request_us(metric, job_sel, window, MODEL_BY))
+        return query(client, queries.time_per_request_us(metric, job_sel, window, MODEL_BY))
 
     columns = {
-        "requests_per_s": _query(client, queries.request_rate(job_sel, window, MODEL_BY)),
-        "failures_per_s": _query(client, queries.failure_rate(job_sel, window, MODEL_BY)),
+        "requests_per_s": query(client, queries.request_rate(job_sel, window, MODEL_BY)),
+        "failures_per_s": query(client, queries.failure_rate(job_sel, window, MODEL_BY)),
         "queue_ms": per_request(metrics.QUEUE_DURATION_US),
         "compute_input_ms": per_request(metrics.COMPUTE_INPUT_DURATION_US),
         "compute_infer_ms": per_request(metrics.COMPUTE_INFER_DURATION_US),
         "compute_output_ms": per_request(metrics.COMPUTE_OUTPUT_DURATION_US),
-        "batch_size": _query(client, queries.average_batch_size(job_sel, window, MODEL_BY)),
-        "pending": _query(client, queries.pending_requests(job_sel, MODEL_BY)),
+        "batch_size": query(client, queries.average_batch_size(job_sel, window, MODEL_BY)),
+        "pending": query(client, queries.pending_requests(job_sel, MODEL_BY)),
     }
     scale = {key: 1e-3 if key.endswith("_ms") else 1.0 for key in columns}
     views = {model: ModelView(**{key: round(values.get(model, 0.0) * scale[key], 3)
                                  for key, values in columns.items()}) for model in models}
-    cpu = _query(client, queries.cpu_utilisation(job_sel, ()))
+    cpu = query(client, queries.cpu_utilisation(job_sel, ()))
     return Snapshot(window_s=window_s, models=views, cpu=round(next(iter(cpu.values()), 0.0), 3))
