@@ -29,8 +29,6 @@ MIN_GAIN = 0.03  # a change must buy 3 % throughput to be kept: less is within r
 BATCH_ALONE = 1.3  # an average batch under this: requests are dispatched one by one
 BATCH_FORMS = 1.5  # an average batch of at least this: the batcher does join requests
 WAITING = 2.0  # requests pending at a model at which several wait together (and could have been joined)
-SHORT_RATIO = 4.0  # a bottleneck computing under this many times the other hops' compute per request: short texts,
-# cheap to pad (passages measured 6-12x, short queries 1.5-3x here)
 MAX_PREFERRED = 32  # the largest preferred batch size proposed (the shipped encoder batches up to 64)
 BUCKET_STEPS = ("16,32,64,128", "32")  # length buckets to try, in order: a few shapes, then one for short texts
 
@@ -121,21 +119,16 @@ def give_back_moves(snapshot: Snapshot, setting: Setting, busy: str | None) -> l
     return moves
 
 
-def _others_compute_ms(snapshot: Snapshot, setting: Setting, model: str) -> float:
-    return sum(view.compute_ms for other, view in snapshot.models.items() if other in setting and other != model)
-
-
-def bucket_moves(snapshot: Snapshot, setting: Setting, busy: str) -> list[Move]:
+def bucket_moves(snapshot: Snapshot, setting: Setting, busy: str, short_texts: bool) -> list[Move]:
     """Length buckets for a model that pads (the tokenizer) when the bottleneck's batcher has requests waiting
-    together yet runs them one by one (Triton joins only equal shapes) and those requests are short (the bottleneck's
-    compute per request is a small multiple of the other hops': padding costs little there)."""
-    view, others = snapshot.models[busy], _others_compute_ms(snapshot, setting, busy)
-    if setting[busy].delay_us is None or view.batch_size >= BATCH_ALONE or view.pending < WAITING \
-            or others <= 0 or view.compute_ms >= SHORT_RATIO * others:
+    together yet runs them one by one (Triton joins only equal shapes) and the texts are short, so that padding them
+    to a bucket costs little. The metrics do not tell short texts from long ones (the bottleneck's compute per
+    request measured 5x the other hops' on short queries on a busy host, 6-10x on passages): the load says it."""
+    view = snapshot.models[busy]
+    if not short_texts or setting[busy].delay_us is None or view.batch_size >= BATCH_ALONE or view.pending < WAITING:
         return []
     evidence = (f"{busy}: queue {view.queue_ms:.1f} ms per request, {view.pending:.0f} waiting, yet batches of "
-                f"{view.batch_size:.1f}: their lengths differ; short requests ({view.compute_ms:.1f} ms of compute, "
-                f"{view.compute_ms / others:.1f}x the other hops')")
+                f"{view.batch_size:.1f}: the short texts' lengths differ, so they cannot join")
     moves = []
     for model, knobs in setting.items():
         if knobs.buckets is None or knobs.buckets in BUCKET_STEPS[1:]:
@@ -204,9 +197,10 @@ def queue_moves(snapshot: Snapshot, setting: Setting, users: int) -> list[Move]:
 
 
 def propose(snapshot: Snapshot, setting: Setting, cores: int, seen: list[Setting],
-            users: int | None = None) -> list[Move]:
+            users: int | None = None, short_texts: bool = False) -> list[Move]:
     """Every move worth measuring next, best first; settings already measured (`seen`) are left out. `users`: the
-    requests the load keeps in flight (None when unknown: no queue-limit move).
+    requests the load keeps in flight (None when unknown: no queue-limit move); `short_texts`: the load sends short
+    texts (search queries), cheap to pad to a length bucket.
 
     A queue limit that sheds the load comes first (nothing else can be measured fairly); then capacity for the
     bottleneck; length buckets when its requests cannot join; instances handed back by idle models (cores for the
@@ -218,7 +212,7 @@ def propose(snapshot: Snapshot, setting: Setting, cores: int, seen: list[Setting
     if busy is not None:
         view, knobs = snapshot.models[busy], setting[busy]
         moves += capacity_moves(busy, view, knobs, setting, cores)
-        moves += bucket_moves(snapshot, setting, busy)
+        moves += bucket_moves(snapshot, setting, busy, short_texts)
     moves += give_back_moves(snapshot, setting, busy)
     if busy is not None:
         view, knobs = snapshot.models[busy], setting[busy]

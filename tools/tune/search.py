@@ -336,7 +336,8 @@ def _search(search: Search, target: Target, on_step: Callable[[Step], None]) -> 
     on_step(incumbent)
     seen = [current]
     while len(search.steps) <= options.steps:
-        moves = decide.propose(incumbent.snapshot, incumbent.setting, options.cores, seen, options.users)
+        moves = decide.propose(incumbent.snapshot, incumbent.setting, options.cores, seen, options.users,
+                               short_texts=options.workload == corpus.Workload.QUERIES)
         if not moves:
             search.stopped = decide.why_stop(incumbent.snapshot, incumbent.setting, options.cores)
             break
