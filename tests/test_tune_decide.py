@@ -33,9 +33,10 @@ def recorded(name: str) -> tuple[Snapshot, Setting]:
 
 
 ALL = sorted(path.stem for path in FIXTURES.glob("*.json"))
+BATCHING = "short_queries_buckets_8_users"  # short queries after length buckets: the encoder's batches of 2.5 form
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", [name for name in ALL if name != BATCHING])
 def test_the_model_that_queues_most_is_the_bottleneck(name):
     snapshot, setting = recorded(name)
     most = max(setting, key=lambda m: snapshot.models[m].queue_ms)
@@ -152,7 +153,7 @@ def test_short_queries_that_wait_yet_never_batch_get_length_buckets_then_one_sma
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_passages_get_no_length_buckets(name):
+def test_no_length_buckets_unless_the_texts_are_short(name):
     snapshot, setting = recorded(name)  # texts of up to 128 tokens: padding them to a bucket would cost compute
     assert _bucket_moves(decide.propose(snapshot, setting, cores=2, seen=[setting], short_texts=False)) == []
 
@@ -166,17 +167,19 @@ def test_no_length_buckets_when_batches_form_or_nothing_waits():
 
 
 def test_a_preferred_batch_size_only_where_batches_form():
-    snapshot, setting = recorded(SHORT)
-    assert not [m for m in decide.propose(snapshot, setting, cores=2, seen=[setting]) if m.setting[m.model].preferred]
-    # The same snapshot with the encoder's batches at 2.6 (as length buckets make them form): preferred size 4.
-    encoder = replace(snapshot.models["encoder"], batch_size=2.6)
-    forming = Snapshot(snapshot.window_s, {**snapshot.models, "encoder": encoder}, snapshot.cpu)
-    moves = [m for m in decide.propose(forming, setting, cores=2, seen=[setting]) if m.setting[m.model].preferred]
-    assert [(m.model, m.setting["encoder"].preferred) for m in moves] == [("encoder", (4,))]
-    assert "batches of 2.6 form: preferred batch size 4" in moves[0].reason
-    grown = moves[0].setting
-    again = [m for m in decide.propose(forming, grown, cores=2, seen=[setting, grown])
-             if m.setting["encoder"].preferred != (4,)]
+    snapshot, setting = recorded(SHORT)  # batches of 1.1: nothing to prefer
+    assert not [m for m in decide.propose(snapshot, setting, cores=2, seen=[setting], short_texts=True)
+                if m.setting[m.model].preferred]
+    snapshot, setting = recorded(BATCHING)
+    # The encoder's queue (4.8 ms) is small beside its batch's compute (21 ms): the pooler passes the bottleneck
+    # ratio, but the encoder still queues most, and both batch.
+    assert decide.bottleneck(snapshot, setting) == "pooler" and decide.most_queueing(snapshot, setting) == "encoder"
+    moves = [m for m in decide.propose(snapshot, setting, cores=2, seen=[setting]) if m.setting[m.model].preferred]
+    assert [(m.model, m.setting[m.model].preferred) for m in moves] == [("pooler", (4,)), ("encoder", (4,))]
+    assert "encoder: queue 4.8 ms per request, batches of 2.5 form: preferred batch size 4" in moves[1].reason
+    grown = moves[1].setting  # measured and kept: next, twice the size
+    again = [m for m in decide.propose(snapshot, grown, cores=2, seen=[setting, grown])
+             if m.model == "encoder" and m.setting["encoder"].preferred != (4,)]
     assert [m.setting["encoder"].preferred for m in again] == [(8,)]
 
 

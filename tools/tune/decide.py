@@ -70,6 +70,14 @@ def bottleneck(snapshot: Snapshot, setting: Setting) -> str | None:
     return max(queueing)[1] if queueing else None
 
 
+def most_queueing(snapshot: Snapshot, setting: Setting) -> str | None:
+    """The tuned model that queues most per request, if over the floor: once batches form, a batching model's
+    compute per request is its whole batch's, so its queue can be worth batching moves under the bottleneck ratio."""
+    queueing = [(view.queue_ms, model) for model, view in snapshot.models.items()
+                if model in setting and view.requests_per_s > 0 and view.queue_ms >= QUEUE_FLOOR_MS]
+    return max(queueing)[1] if queueing else None
+
+
 def _next_delay(delay_us: int) -> int | None:
     bigger = [step for step in DELAY_STEPS_US if step > delay_us]
     return bigger[0] if bigger else None
@@ -154,13 +162,13 @@ def preferred_move(model: str, view: ModelView, knobs: Knobs, setting: Setting) 
                 f"batch size {size} (dispatched once {size} wait, without waiting out the {knobs.delay_us} us delay)")
 
 
-def side_delay_moves(snapshot: Snapshot, setting: Setting, busy: str | None) -> list[Move]:
-    """The batching delay of a model other than the bottleneck that queues: shorter when its batches do not form
-    (it waits for nothing), one step longer when they do."""
+def side_delay_moves(snapshot: Snapshot, setting: Setting, done: list[str]) -> list[Move]:
+    """The batching delay of a model other than the bottleneck (and the model that queues most: `done`) that
+    queues: shorter when its batches do not form (it waits for nothing), one step longer when they do."""
     moves = []
     for model, knobs in setting.items():
         view = snapshot.models.get(model)
-        if model == busy or knobs.delay_us is None or view is None or view.requests_per_s <= 0 \
+        if model in done or knobs.delay_us is None or view is None or view.requests_per_s <= 0 \
                 or view.queue_ms < max(QUEUE_FLOOR_MS, BOTTLENECK_RATIO * view.compute_ms):
             continue
         evidence = f"{_evidence(model, view)}, batches of {view.batch_size:.1f}"
@@ -204,8 +212,9 @@ def propose(snapshot: Snapshot, setting: Setting, cores: int, seen: list[Setting
 
     A queue limit that sheds the load comes first (nothing else can be measured fairly); then capacity for the
     bottleneck; length buckets when its requests cannot join; instances handed back by idle models (cores for the
-    bottleneck); a preferred batch size where batches form; a longer batching delay for the bottleneck; the delays
-    of other models that queue.
+    bottleneck); a preferred batch size where batches form and a longer batching delay, for the bottleneck and for
+    the model that queues most (the same one, or one whose batches make its queue small beside its compute); the
+    delays of other models that queue.
     """
     busy = bottleneck(snapshot, setting)
     moves: list[Move] = queue_moves(snapshot, setting, users) if users is not None else []
@@ -214,11 +223,12 @@ def propose(snapshot: Snapshot, setting: Setting, cores: int, seen: list[Setting
         moves += capacity_moves(busy, view, knobs, setting, cores)
         moves += bucket_moves(snapshot, setting, busy, short_texts)
     moves += give_back_moves(snapshot, setting, busy)
-    if busy is not None:
-        view, knobs = snapshot.models[busy], setting[busy]
-        moves += [move for move in (preferred_move(busy, view, knobs, setting),
-                                    delay_move(busy, view, knobs, setting)) if move is not None]
-    moves += side_delay_moves(snapshot, setting, busy)
+    batching = list(dict.fromkeys(model for model in (busy, most_queueing(snapshot, setting)) if model is not None))
+    for model in batching:
+        view, knobs = snapshot.models[model], setting[model]
+        moves += [move for move in (preferred_move(model, view, knobs, setting),
+                                    delay_move(model, view, knobs, setting)) if move is not None]
+    moves += side_delay_moves(snapshot, setting, batching)
     return [move for move in moves if move.setting not in seen]
 
 
