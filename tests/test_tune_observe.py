@@ -125,7 +125,8 @@ def test_write_applies_the_recommendation_validated(prometheus_url, tmp_path):
     found = json.loads((tmp_path / "out" / "observe.json").read_text())
     model = found["recommended"]["model"]
     written = knobs.read(load_repository(copy).models[model].config)
-    assert written == knobs.Knobs(**found["recommended"]["setting"][model]) != knobs.Knobs(**found["current"][model])
+    assert written == knobs.Knobs.from_dict(found["recommended"]["setting"][model]) \
+        != knobs.Knobs.from_dict(found["current"][model])
     assert "written (validated)" in output
     assert not [f for f in validate(load_repository(copy)) if f.severity is Severity.ERROR and f.model == model]
 

@@ -14,6 +14,7 @@ from tools import settings
 from tools.cli import options
 from tools.cli.app import app, console, data_console
 from tools.errors import TuneError, UsageError
+from tools.loadtest.corpus import DEFAULT_WORKLOAD, Workload
 
 if TYPE_CHECKING:
     from tools.tune.observe import ObserveOptions
@@ -42,6 +43,9 @@ def tune_command(
                                       help="Load per measured setting (at least 5s); with --observe, the span of "
                                            "traffic read back, e.g. 30m."),
     users: int = typer.Option(8, min=1, help="Concurrent Locust users (closed loop) driving every measurement."),
+    workload: Workload = typer.Option(DEFAULT_WORKLOAD, case_sensitive=False,
+                                      help="Texts every measurement sends: passages (reviews, tickets, documents) or "
+                                           "queries (search-style, 2-12 words)."),
     out: Path = typer.Option(Path("results/tune"), help="Folder for report.json, search.png and each step's files."),
     write: bool = typer.Option(False, "--write", help="Write the winner into the repository's config.pbtxt files "
                                                      "(validated) and print the diff."),
@@ -98,12 +102,12 @@ def tune_command(
     if apply != bool(url) or (apply and not metrics_url):
         raise UsageError("--apply tunes a running server: give it with --url and --metrics-url (and only then)")
     tune_options = search.TuneOptions(model=model, repository=repository, slo_p99_ms=_p99_limit(slo), cores=cores,
-                                      steps=steps, window_s=window_s, users=users, out_dir=out, url=url,
-                                      metrics_url=metrics_url,
+                                      steps=steps, window_s=window_s, users=users, workload=workload, out_dir=out,
+                                      url=url, metrics_url=metrics_url,
                                       control_key=saved_control_key(control_key) if apply else None,
                                       **({"protocol": settings.Protocol.HTTP} if apply else {}))
     console.print(f"tuning {model} for p99 <= {tune_options.slo_p99_ms:g} ms on {cores} core(s): {window_s} s of "
-                  f"load at {users} users per setting, at most {steps} change(s)")
+                  f"load at {users} users ({workload} workload) per setting, at most {steps} change(s)")
     result = search.run(tune_options, on_step=lambda step: console.print(escape(report.progress_line(step))))
     console.print(escape(f"stopped: {result.stopped}"))
     files = report.write(result, out)

@@ -4,10 +4,15 @@ Greedy and metric-led: the composing model whose queue time per request dominate
 capacity (one more instance, or one more ONNX thread per instance), as long as its instances x threads stay
 within the CPU budget; models that barely queue give an instance back; a batching delay grows one step at a time,
 and a step that does not buy throughput inside the SLO is undone, so the delay grows only while it pays.
+When the bottleneck's batcher has requests waiting yet dispatches them one by one, their shapes differ: the
+tokenizer is asked to pad to a few lengths (buckets) so that they can join. Where batches do form, preferred batch
+sizes let the batcher dispatch a full batch without waiting out its delay. Other models that queue get their own
+delay moved. A queue limit below the requests the load keeps in flight is raised, never lowered below that.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tools.tune.knobs import Knobs, Setting, with_change
@@ -21,6 +26,11 @@ CPU_SATURATED = 0.9  # Triton's host CPU reading at which instances compete for 
 GIVE_BACK_SHARE = 0.1  # on a saturated CPU, a model queueing under this share of the bottleneck's queue gives back
 DELAY_STEPS_US = (0, 250, 500, 1000, 2000, 4000, 8000)
 MIN_GAIN = 0.03  # a change must buy 3 % throughput to be kept: less is within run-to-run noise here
+BATCH_ALONE = 1.3  # an average batch under this: requests are dispatched one by one
+BATCH_FORMS = 1.5  # an average batch of at least this: the batcher does join requests
+WAITING = 2.0  # requests pending at a model at which several wait together (and could have been joined)
+MAX_PREFERRED = 32  # the largest preferred batch size proposed (the shipped encoder batches up to 64)
+BUCKET_STEPS = ("16,32,64,128", "32")  # length buckets to try, in order: a few shapes, then one for short texts
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,14 @@ def bottleneck(snapshot: Snapshot, setting: Setting) -> str | None:
     queueing = [(view.queue_ms, model) for model, view in snapshot.models.items()
                 if model in setting and view.requests_per_s > 0
                 and view.queue_ms >= max(QUEUE_FLOOR_MS, BOTTLENECK_RATIO * view.compute_ms)]
+    return max(queueing)[1] if queueing else None
+
+
+def most_queueing(snapshot: Snapshot, setting: Setting) -> str | None:
+    """The tuned model that queues most per request, if over the floor: once batches form, a batching model's
+    compute per request is its whole batch's, so its queue can be worth batching moves under the bottleneck ratio."""
+    queueing = [(view.queue_ms, model) for model, view in snapshot.models.items()
+                if model in setting and view.requests_per_s > 0 and view.queue_ms >= QUEUE_FLOOR_MS]
     return max(queueing)[1] if queueing else None
 
 
@@ -109,20 +127,108 @@ def give_back_moves(snapshot: Snapshot, setting: Setting, busy: str | None) -> l
     return moves
 
 
-def propose(snapshot: Snapshot, setting: Setting, cores: int, seen: list[Setting]) -> list[Move]:
-    """Every move worth measuring next, best first; settings already measured (`seen`) are left out.
+def bucket_moves(snapshot: Snapshot, setting: Setting, busy: str, short_texts: bool) -> list[Move]:
+    """Length buckets for a model that pads (the tokenizer) when the bottleneck's batcher has requests waiting
+    together yet runs them one by one (Triton joins only equal shapes) and the texts are short, so that padding them
+    to a bucket costs little. The metrics do not tell short texts from long ones (the bottleneck's compute per
+    request measured 5x the other hops' on short queries on a busy host, 6-10x on passages): the load says it."""
+    view = snapshot.models[busy]
+    if not short_texts or setting[busy].delay_us is None or view.batch_size >= BATCH_ALONE or view.pending < WAITING:
+        return []
+    evidence = (f"{busy}: queue {view.queue_ms:.1f} ms per request, {view.pending:.0f} waiting, yet batches of "
+                f"{view.batch_size:.1f}: the short texts' lengths differ, so they cannot join")
+    moves = []
+    for model, knobs in setting.items():
+        if knobs.buckets is None or knobs.buckets in BUCKET_STEPS[1:]:
+            continue
+        tried = BUCKET_STEPS.index(knobs.buckets) + 1 if knobs.buckets in BUCKET_STEPS else 0
+        for buckets in BUCKET_STEPS[tried:]:
+            shapes = "one shape for short texts" if "," not in buckets else "a few shapes"
+            moves.append(Move(model, with_change(setting, model, buckets=buckets),
+                              f"{evidence}: {model} pads to length buckets \"{buckets}\" ({shapes})"))
+    return moves
 
-    Capacity for the bottleneck comes first, then instances handed back by idle models (cores for the bottleneck),
-    then a longer batching delay for the bottleneck.
+
+def preferred_move(model: str, view: ModelView, knobs: Knobs, setting: Setting) -> Move | None:
+    """A preferred batch size where batches do form: the next power of two over the average batch (or twice the
+    largest preferred size already set), dispatched as soon as that many wait instead of after the delay."""
+    if knobs.preferred is None or view.batch_size < BATCH_FORMS:
+        return None
+    size = 2 * max(knobs.preferred) if knobs.preferred else 2 ** math.ceil(math.log2(view.batch_size))
+    if size > MAX_PREFERRED:
+        return None
+    return Move(model, with_change(setting, model, preferred=(size,)),
+                f"{model}: queue {view.queue_ms:.1f} ms per request, batches of {view.batch_size:.1f} form: preferred "
+                f"batch size {size} (dispatched once {size} wait, without waiting out the {knobs.delay_us} us delay)")
+
+
+def side_delay_moves(snapshot: Snapshot, setting: Setting, done: list[str]) -> list[Move]:
+    """The batching delay of a model other than the bottleneck (and the model that queues most: `done`) that
+    queues: shorter when its batches do not form (it waits for nothing), one step longer when they do."""
+    moves = []
+    for model, knobs in setting.items():
+        view = snapshot.models.get(model)
+        if model in done or knobs.delay_us is None or view is None or view.requests_per_s <= 0 \
+                or view.queue_ms < max(QUEUE_FLOOR_MS, BOTTLENECK_RATIO * view.compute_ms):
+            continue
+        evidence = f"{_evidence(model, view)}, batches of {view.batch_size:.1f}"
+        if view.batch_size < BATCH_ALONE and knobs.delay_us > 0:
+            shorter = max(step for step in DELAY_STEPS_US if step < knobs.delay_us)
+            moves.append(Move(model, with_change(setting, model, delay_us=shorter),
+                              f"{evidence}: no batches to wait for: delay {knobs.delay_us} -> {shorter} us"))
+        elif view.batch_size >= BATCH_FORMS and (longer := _next_delay(knobs.delay_us)) is not None:
+            moves.append(Move(model, with_change(setting, model, delay_us=longer),
+                              f"{evidence}: delay {knobs.delay_us} -> {longer} us"))
+    return moves
+
+
+def queue_floor(knobs: Knobs, users: int) -> int:
+    """The least queue limit the load can live with: every user's request may wait while each instance runs one."""
+    return users + knobs.instances
+
+
+def queue_moves(snapshot: Snapshot, setting: Setting, users: int) -> list[Move]:
+    """A bounded queue shorter than the load's requests in flight sheds the very load the SLO is measured at: raise
+    it to `queue_floor` when the model's requests pile up toward it or fail. Never lowered below that floor."""
+    moves = []
+    for model, knobs in setting.items():
+        view = snapshot.models.get(model)
+        if not knobs.queue_size or view is None or knobs.queue_size >= (floor := queue_floor(knobs, users)):
+            continue
+        if view.failures_per_s > 0 or view.pending >= knobs.queue_size / 2:
+            moves.append(Move(model, with_change(setting, model, queue_size=floor),
+                              f"{model}: {view.pending:.0f} pending, {view.failures_per_s:.1f} failed/s, sheds beyond "
+                              f"{knobs.queue_size} queued while {users} users keep up to {users} requests in flight: "
+                              f"max_queue_size {knobs.queue_size} -> {floor} (users + instances: never less, or it "
+                              f"refuses the load the SLO is measured at)"))
+    return moves
+
+
+def propose(snapshot: Snapshot, setting: Setting, cores: int, seen: list[Setting],
+            users: int | None = None, short_texts: bool = False) -> list[Move]:
+    """Every move worth measuring next, best first; settings already measured (`seen`) are left out. `users`: the
+    requests the load keeps in flight (None when unknown: no queue-limit move); `short_texts`: the load sends short
+    texts (search queries), cheap to pad to a length bucket.
+
+    A queue limit that sheds the load comes first (nothing else can be measured fairly); then capacity for the
+    bottleneck; length buckets when its requests cannot join; instances handed back by idle models (cores for the
+    bottleneck); a preferred batch size where batches form and a longer batching delay, for the bottleneck and for
+    the model that queues most (the same one, or one whose batches make its queue small beside its compute); the
+    delays of other models that queue.
     """
     busy = bottleneck(snapshot, setting)
-    moves: list[Move] = []
+    moves: list[Move] = queue_moves(snapshot, setting, users) if users is not None else []
     if busy is not None:
         view, knobs = snapshot.models[busy], setting[busy]
         moves += capacity_moves(busy, view, knobs, setting, cores)
+        moves += bucket_moves(snapshot, setting, busy, short_texts)
     moves += give_back_moves(snapshot, setting, busy)
-    if busy is not None and (delay := delay_move(busy, snapshot.models[busy], setting[busy], setting)):
-        moves.append(delay)
+    batching = list(dict.fromkeys(model for model in (busy, most_queueing(snapshot, setting)) if model is not None))
+    for model in batching:
+        view, knobs = snapshot.models[model], setting[model]
+        moves += [move for move in (preferred_move(model, view, knobs, setting),
+                                    delay_move(model, view, knobs, setting)) if move is not None]
+    moves += side_delay_moves(snapshot, setting, batching)
     return [move for move in moves if move.setting not in seen]
 
 

@@ -11,7 +11,7 @@ values, so the diff is deployed with `tools deploy upgrade`, whose repository di
 from __future__ import annotations
 
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -21,7 +21,7 @@ from urllib3.util import Retry
 from tools import settings
 from tools.monitoring import metrics, queries
 from tools.repository import ModelConfig, load_repository
-from tools.rollout.control import Control
+from tools.serving.control import Control
 from tools.tune import decide, knobs, search, snapshot
 from tools.tune.knobs import Setting
 from tools.tune.snapshot import SnapshotError
@@ -162,8 +162,17 @@ def observe(options: ObserveOptions) -> Observation:
 def running_settings(url: str, models: list[str]) -> Setting:
     """The settings the server at `url` runs (the traffic was served with them; overrides included)."""
     control = Control(url, None)  # reading a config is not a repository call: no key needed
-    return {m: knobs.read(json_format.ParseDict(control.config(m), ModelConfig(), ignore_unknown_fields=True))
+    return {m: _as_written(knobs.read(json_format.ParseDict(control.config(m), ModelConfig(),
+                                                            ignore_unknown_fields=True)),
+                           int(control.config(m).get("max_batch_size", 0)))
             for m in models}
+
+
+def _as_written(served: knobs.Knobs, max_batch_size: int) -> knobs.Knobs:
+    """Triton fills an empty preferred_batch_size with max_batch_size when it loads a config; both mean the same."""
+    if served.preferred == (max_batch_size,):
+        return replace(served, preferred=())
+    return served
 
 
 def evidence_rows(observation: Observation) -> list[tuple[str, ...]]:

@@ -40,6 +40,7 @@ def as_dict(search: Search) -> dict:
     options = search.options
     return {"model": options.model, "slo_p99_ms": options.slo_p99_ms, "cores": options.cores,
             "window_s": options.window_s, "users": options.users, "protocol": str(options.protocol),
+            "workload": str(options.workload),
             "load_generator": "Locust, one process (tools.loadtest.runner), constant users",
             "tuned_models": search.models, "wall_s": search.wall_s, "stopped": search.stopped,
             "winner": best.index if best else None,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tools import settings
 from tools.errors import ServingError, TuneError, UsageError
-from tools.loadtest import runner
+from tools.loadtest import corpus, runner
 from tools.loadtest.runner import LoadTestConfig, Progress
 from tools.monitoring.prometheus import Prometheus, ScrapeTarget
 from tools.repository import ConfigFile, ModelConfig, Repository, load_repository
@@ -51,6 +51,7 @@ class TuneOptions:
     steps: int = 8
     window_s: int = 15
     users: int = 8
+    workload: corpus.Workload = corpus.DEFAULT_WORKLOAD  # the texts every measurement sends
     protocol: settings.Protocol = settings.Protocol.GRPC
     out_dir: Path = Path("results/tune")
     url: str | None = None  # a running server's HTTP endpoint: tune it in place (its --repository must be its own)
@@ -275,7 +276,7 @@ class Measure:
         if change is not None:
             run_s = APPLY_AFTER_S + APPLY_ALLOWANCE_S + max(options.window_s, LOCUST_PERCENTILE_WINDOW_S)
         config = LoadTestConfig(url=self.url, protocol=options.protocol, model=options.model, users=options.users,
-                                duration_s=run_s)
+                                duration_s=run_s, corpus=corpus.CORPORA[options.workload])
         since: list[float] = []  # Unix time from which the setting is measured: after the change, or a warm-up
         error: list[ServingError] = []
         seen: list[snapshot.Snapshot] = []
@@ -335,7 +336,8 @@ def _search(search: Search, target: Target, on_step: Callable[[Step], None]) -> 
     on_step(incumbent)
     seen = [current]
     while len(search.steps) <= options.steps:
-        moves = decide.propose(incumbent.snapshot, incumbent.setting, options.cores, seen)
+        moves = decide.propose(incumbent.snapshot, incumbent.setting, options.cores, seen, options.users,
+                               short_texts=options.workload == corpus.Workload.QUERIES)
         if not moves:
             search.stopped = decide.why_stop(incumbent.snapshot, incumbent.setting, options.cores)
             break
