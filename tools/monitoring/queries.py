@@ -171,3 +171,17 @@ def model_missing(job_sel: str, entry_model: str = settings.EMBED_MODEL) -> str:
 def failure_rate(sel: str, window: str, by: Sequence[str]) -> str:
     """Failed requests per second, summed over the failure reasons."""
     return rate_sum(metrics.REQUEST_FAILURE, sel, window, by)
+
+
+def series_by_model(metric: str, sel: str, window: str) -> str:
+    """One sample per model that had a series of `metric` at some point in the window (what exists, not a rate)."""
+    return f"count by ({metrics.MODEL_LABEL}) (last_over_time({metric}{sel}[{window}]))"
+
+
+def series_count(metric: str, sel: str, window: str) -> str:
+    return f"count(last_over_time({metric}{sel}[{window}]))"
+
+
+def total_increase(metric: str, sel: str, window: str) -> str:
+    """How much a counter grew over the window, summed over its series (pods, versions)."""
+    return f"sum(increase({metric}{sel}[{window}]))"

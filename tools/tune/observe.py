@@ -123,19 +123,18 @@ def require_evidence(client: PrometheusConnect, options: ObserveOptions, models:
     """Fail unless Prometheus holds, within the window, every family for every model and enough traffic; the
     requests to the observed model."""
     sel, window = options.selector, window_text(options.window_s)
-    seen = snapshot.query(client, f"count by ({metrics.MODEL_LABEL}) "
-                                  f"(last_over_time({metrics.REQUEST_SUCCESS}{sel}[{window}]))")
+    seen = snapshot.query(client, queries.series_by_model(metrics.REQUEST_SUCCESS, sel, window))
     if missing := [m for m in [options.model, *models] if m not in seen]:
         raise SnapshotError(f"no series of {metrics.REQUEST_SUCCESS}{sel} for {', '.join(missing)} in the last "
                             f"{window} at {options.prometheus_url} (--job / --namespace choose the selector)")
     absent = [family for family in OBSERVED_FAMILIES
-              if not snapshot.query(client, f"count(last_over_time({family}{sel}[{window}]))")]
+              if not snapshot.query(client, queries.series_count(family, sel, window))]
     if absent:
         hints = "; ".join(FAMILY_HINTS[f] for f in absent if f in FAMILY_HINTS)
         raise SnapshotError(f"Prometheus holds no series of {', '.join(absent)}{sel} in the last {window}"
                             + (f" ({hints})" if hints else ""))
     entry = queries.with_matcher(sel, queries.equals(metrics.MODEL_LABEL, options.model))
-    requests = sum(snapshot.query(client, f"sum(increase({metrics.REQUEST_SUCCESS}{entry}[{window}]))").values())
+    requests = sum(snapshot.query(client, queries.total_increase(metrics.REQUEST_SUCCESS, entry, window)).values())
     if requests < options.min_requests:
         raise SnapshotError(f"too little traffic to judge: {requests:.0f} request(s) to {options.model} in the last "
                             f"{window}, at least {options.min_requests} needed (--window, --min-requests)")
