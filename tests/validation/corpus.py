@@ -142,6 +142,15 @@ def base_spec(prefix: str) -> Spec:
     return spec
 
 
+def write_broken_repository(root: Path) -> Path:
+    """The base repository with an error in an ensemble step (E404: step 1 calls "ghost") and a warning (W501)."""
+    spec = base_spec("")
+    spec.edit("pipe", lambda c: setattr(c.ensemble_scheduling.step[1], "model_name", "ghost"))
+    spec.edit("double", lambda c: c.dynamic_batching.ClearField("max_queue_delay_microseconds"))
+    spec.write(root)
+    return root
+
+
 @dataclass(frozen=True)
 class Case:
     id: str

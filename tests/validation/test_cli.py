@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support import paths
-from tests.validation.corpus import ADD, DOUBLE, MODEL_PY, Spec, base_spec
+from tests.validation.corpus import ADD, DOUBLE, MODEL_PY, Spec, base_spec, write_broken_repository
 from tools import processes, settings
 from tools.cli import app
 from tools.repository import load_repository
@@ -123,11 +123,7 @@ def test_sarif_report_links_each_result_to_its_rule_and_config_line(tmp_path):
 
 
 def test_human_report_is_one_ruff_style_line_per_finding_then_a_summary(tmp_path, monkeypatch):
-    root = tmp_path / "repo"
-    spec = base_spec("")
-    spec.edit("pipe", lambda c: setattr(c.ensemble_scheduling.step[1], "model_name", "ghost"))
-    spec.edit("double", lambda c: c.dynamic_batching.ClearField("max_queue_delay_microseconds"))
-    spec.write(root)
+    root = write_broken_repository(tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
     lines = validate("repo").stdout.splitlines()
     assert len(lines) == 3, lines

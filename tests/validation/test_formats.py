@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 import pytest
 from typer.testing import CliRunner
 
-from tests.validation.corpus import base_spec
+from tests.validation.corpus import base_spec, write_broken_repository
 from tools import __version__
 from tools.cli import app
 from tools.validation.explain import explain
@@ -25,11 +25,7 @@ runner = CliRunner()
 @pytest.fixture
 def broken_repo(tmp_path, monkeypatch):
     """An error (E404, in an ensemble step) and a warning (W501) in a repository of three models; cwd its parent."""
-    root = tmp_path / "repo"
-    spec = base_spec("")
-    spec.edit("pipe", lambda c: setattr(c.ensemble_scheduling.step[1], "model_name", "ghost"))
-    spec.edit("double", lambda c: c.dynamic_batching.ClearField("max_queue_delay_microseconds"))
-    spec.write(root)
+    root = write_broken_repository(tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
     return root
 

@@ -129,6 +129,17 @@ class _ModelChecks:
             self.report("E323", f"{label} has format {InputFormat.Name(tensor.format)} with {len(tensor.dims)} dims; "
                                 "NHWC/NCHW needs exactly 3 (without the batch dimension).", *where, "format")
 
+    def _one_known_source(self, code: str, label: str, sources: Sequence[str], inputs: set[str],
+                          where: tuple[str, int]) -> None:
+        """Triton's rule for a batch input or output: exactly one source, and it is one of the model's inputs."""
+        if len(sources) != 1:
+            self.report(code, f"{label} lists {len(sources)} source inputs; it needs exactly one.", *where,
+                        "source_input")
+        for source in sources:
+            if source not in inputs:
+                self.report(code, f"{label} reads source input \"{source}\", which is not an input; use one of "
+                                  f"{sorted(inputs)}.", *where, "source_input")
+
     def batch_io(self) -> None:
         """batch_input and batch_output: one source each, sources among the inputs, targets among the outputs."""
         config = self.config
@@ -139,26 +150,14 @@ class _ModelChecks:
             label = f"batch_input \"{batch_input.target_name[0]}\"" if batch_input.target_name \
                 else f"batch_input #{index}"
             kind = BatchInputKind.Name(batch_input.kind)
-            if len(batch_input.source_input) != 1:
-                self.report("E320", f"{label} of kind {kind} lists {len(batch_input.source_input)} source inputs; it "
-                                    "needs exactly one.", *where, "source_input")
+            self._one_known_source("E320", f"{label} of kind {kind}", batch_input.source_input, inputs, where)
             if batch_input.data_type not in BATCH_INPUT_TYPES:
                 self.report("E320", f"{label} has data_type {DataType.Name(batch_input.data_type)}; a batch input "
                                     "must be TYPE_INT32 or TYPE_FP32.", *where, "data_type")
-            for source in batch_input.source_input:
-                if source not in inputs:
-                    self.report("E320", f"{label} reads source input \"{source}\", which is not an input; use one of "
-                                        f"{sorted(inputs)}.", *where, "source_input")
         for index, batch_output in enumerate(config.batch_output):
             where = ("batch_output", index)
             label = f"batch_output #{index}"
-            if len(batch_output.source_input) != 1:
-                self.report("E321", f"{label} lists {len(batch_output.source_input)} source inputs; "
-                                    "BATCH_SCATTER_WITH_INPUT_SHAPE needs exactly one.", *where, "source_input")
-            for source in batch_output.source_input:
-                if source not in inputs:
-                    self.report("E321", f"{label} reads source input \"{source}\", which is not an input; use one "
-                                        f"of {sorted(inputs)}.", *where, "source_input")
+            self._one_known_source("E321", label, batch_output.source_input, inputs, where)
             seen: set[str] = set()
             for target in batch_output.target_name:
                 if target not in outputs:
