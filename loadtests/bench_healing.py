@@ -2,7 +2,7 @@
 
 A server like `tools serve`'s (the shipped repository, free loopback ports, the healer polling every second) gets
 `embed` requests over HTTP from a few client threads at a steady concurrency. One stub of each model of the ensemble
-(tokenizer, encoder, pooler) is killed in turn; for each kill we count the failed requests and time, from the kill,
+(tokenizer, encoder) is killed in turn; for each kill we count the failed requests and time, from the kill,
 the healer's detection, the end of the reload, and the recovery: the first success after the heal with no failure
 after it.
 
@@ -29,7 +29,7 @@ from tools.settings import Protocol
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 RESULTS = Path(__file__).resolve().parent / "results" / "healing.json"
-VICTIMS = [("tokenizer", "1", "tokenizer_0_1"), ("encoder", "2", "encoder_0_1"), ("pooler", "1", "pooler_0_1")]
+VICTIMS = [("tokenizer", "1", "tokenizer_0_1"), ("encoder", "2", "encoder_0_1")]
 HEAL_TIMEOUT_S = 120.0
 
 

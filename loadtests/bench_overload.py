@@ -8,7 +8,7 @@
    per encoder policy (the shipped one unless --policy says otherwise). Runs alternate between them in interleaved
    rounds, the order rotating each round (the machine is shared and noisy); medians and ratios are printed.
 
-Only the encoder gets the policy: it is the step whose queue grows (tokenizer and pooler stay far below their
+Only the encoder gets the policy: it is the step whose queue grows (the tokenizer stays far below its
 capacity); its refusal ends the ensemble request with Triton's status (HTTP 503 / gRPC UNAVAILABLE).
 
 Run: .venv/bin/python loadtests/bench_overload.py [--rounds 3] [--spike-s 30] [--policy 16:150 --policy 8:100]

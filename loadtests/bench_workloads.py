@@ -40,7 +40,7 @@ from tools.serving import runtime
 
 RESULTS_DIR = Path(__file__).with_name("results")
 PERF_ANALYZER = "perf_analyzer"  # the name rows of perf_analyzer carry beside the bench's cases
-HOPS = (settings.TOKENIZER_MODEL, settings.ENCODER_MODEL, settings.POOLER_MODEL)
+HOPS = (settings.TOKENIZER_MODEL, settings.ENCODER_MODEL)
 # perf_analyzer's missing libraries -> the file name pattern of nvidia-pytriton's bundled copy
 PERF_ANALYZER_LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 

@@ -214,8 +214,7 @@ def test_an_http_run_has_no_failures_and_writes_both_views_with_locusts_own_figu
     assert set(summary["client"]["latency_ms"]) == {"p50", "p90", "p95", "p99", "max"}
     assert summary["slo"]["passed"] is True
     triton = {row["model"]: row for row in summary["triton"]}
-    assert set(triton) == {settings.EMBED_MODEL, settings.TOKENIZER_MODEL, settings.ENCODER_MODEL,
-                           settings.POOLER_MODEL}
+    assert set(triton) == {settings.EMBED_MODEL, settings.TOKENIZER_MODEL, settings.ENCODER_MODEL}
     # Triton also counts requests that were in flight when Locust stopped its users.
     assert triton[settings.EMBED_MODEL]["requests"] >= result.client.requests
     assert all(row["avg_batch"] >= 1 and row["compute_ms"] > 0 for name, row in triton.items()

@@ -1,4 +1,4 @@
-"""The models' plain-Python logic (tokenizer, ONNX encoder, pooler), called without Triton."""
+"""The models' plain-Python logic (tokenizer, ONNX encoder, pooling), called without Triton."""
 
 from __future__ import annotations
 

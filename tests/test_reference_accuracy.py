@@ -1,6 +1,6 @@
 """Embedding accuracy against an independent reference: the upstream fp32 weights run in plain numpy.
 
-The service runs an int8 ONNX export through the repository's own tokenizer, encoder and pooler modules; the
+The service runs an int8 ONNX export through the repository's own tokenizer, encoder and pooling modules; the
 reference (tests/support/reference_minilm.py) shares none of that code, so a bug in any of them shows up here
 instead of being compared with itself. Both the in-process pipeline and the real served `embed` ensemble must
 stay within cosine MIN_COSINE of the reference for every text.

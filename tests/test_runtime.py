@@ -61,9 +61,9 @@ def test_command_binds_every_endpoint_to_the_host_and_restricts_model_control():
 
 def test_load_errors_are_read_from_the_log_per_model():
     log = ("E1128 model_lifecycle.cc:654] failed to load 'encoder' version 1: Invalid argument: bad dims\n"
-           "E1128 model_lifecycle.cc:654] failed to load 'pooler': Not found: no model.py\n")
+           "E1128 model_lifecycle.cc:654] failed to load 'tokenizer': Not found: no model.py\n")
     assert runtime.parse_load_errors(log) == {"encoder": "Invalid argument: bad dims",
-                                              "pooler": "Not found: no model.py"}
+                                              "tokenizer": "Not found: no model.py"}
 
 
 def test_busy_port_is_named_before_anything_starts(echo_repository: Path):

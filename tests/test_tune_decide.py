@@ -26,7 +26,8 @@ def recorded(name: str) -> tuple[Snapshot, Setting]:
     shipped = load_repository(paths.REPOSITORY).models
     setting = {}
     for model, fields in data["setting"].items():
-        read = knobs.read(shipped[model].config)
+        # The recordings' pooler has since been folded into the encoder: it had no buckets, preferred sizes or limit.
+        read = knobs.read(shipped[model].config) if model in shipped else Knobs(1, preferred=(), queue_size=0)
         setting[model] = Knobs.from_dict({"buckets": read.buckets, "preferred": read.preferred,
                                           "queue_size": read.queue_size, **fields})
     return Snapshot.from_dict(data["snapshot"]), setting

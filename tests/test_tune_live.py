@@ -20,7 +20,7 @@ from tools.tune.search import Search, Step, TuneOptions
 from tools.validation import Severity, validate
 
 runner = CliRunner()
-TUNED = [settings.TOKENIZER_MODEL, "encoder", "pooler"]
+TUNED = [settings.TOKENIZER_MODEL, "encoder"]
 
 
 def _configs(repository: Path) -> dict[str, str]:
@@ -76,7 +76,7 @@ def test_the_winner_is_written_back_validated_with_a_diff(tmp_path):
                    steps=[Step(0, "none", "", original), Step(1, "encoder delay", "", winner)])
     diff = report.write_back(found, found.steps[1])
     assert "b/encoder/config.pbtxt" in diff and "max_queue_delay_microseconds: 2000" in diff
-    assert "tokenizer" not in diff and "pooler" not in diff
+    assert "tokenizer" not in diff
     assert knobs.read(load_repository(copy).models["encoder"].config).delay_us == 2000
     assert not [f for f in validate(load_repository(copy)) if f.severity is Severity.ERROR]
 

@@ -33,7 +33,7 @@ from tools.validation import Severity, validate, write_config
 
 RECORDING = Path(__file__).parent / "tune" / "traffic.om"
 SUMMARIES_OFF_JOB = "triton-summaries-off"
-TUNED = [settings.TOKENIZER_MODEL, "encoder", "pooler"]
+TUNED = [settings.TOKENIZER_MODEL, "encoder"]
 runner = CliRunner()
 
 
@@ -206,17 +206,17 @@ def test_with_url_the_settings_the_server_runs_are_judged_and_the_diff_carries_t
     served = tmp_path / "served"
     shutil.copytree(paths.REPOSITORY, served)
     repository = load_repository(served)
-    shipped = knobs.read(repository.models["pooler"].config)
-    write_config(repository, "pooler", knobs.write(repository.models["pooler"].config,
-                                                   replace(shipped, instances=shipped.instances + 1)))
+    shipped = knobs.read(repository.models["tokenizer"].config)
+    write_config(repository, "tokenizer", knobs.write(repository.models["tokenizer"].config,
+                                                      replace(shipped, instances=shipped.instances + 1)))
     with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=served)) as server:
         code, output = _observe(prometheus_url, "--url", server.http_url, out=tmp_path / "out")
     assert code == 0, output
     found = json.loads((tmp_path / "out" / "observe.json").read_text())
-    assert found["current"]["pooler"]["instances"] == shipped.instances + 1
-    change = f"pooler instances {shipped.instances} -> {shipped.instances + 1}"
+    assert found["current"]["tokenizer"]["instances"] == shipped.instances + 1
+    change = f"tokenizer instances {shipped.instances} -> {shipped.instances + 1}"
     assert found["server_differs_from_repository"] == change and change in " ".join(output.split())
     # --write makes the repository what the server runs, plus the recommendation
-    assert "+++ b/pooler/config.pbtxt" in found["diff"]
-    if found["recommended"]["model"] != "pooler":
+    assert "+++ b/tokenizer/config.pbtxt" in found["diff"]
+    if found["recommended"]["model"] != "tokenizer":
         assert f"+++ b/{found['recommended']['model']}/config.pbtxt" in found["diff"]

@@ -37,14 +37,15 @@ CONTROL_KEY_HEADER = "triton-control-key"
 EMBED_MODEL = "embed"
 TOKENIZER_MODEL = "tokenizer"
 ENCODER_MODEL = "encoder"
-POOLER_MODEL = "pooler"
 EMBED_INPUT = "TEXT"
 EMBED_OUTPUT = "EMBEDDING"
 EMBEDDING_DIM = 384
-# The tensors between the composing models (tokenizer -> encoder -> pooler), for calling them directly.
+# The tensors between the composing models (tokenizer -> encoder), for calling them directly: the encoder answers
+# token embeddings and their pooled, unit-length sentence embedding (the ensemble's EMBEDDING), each on request.
 TOKEN_IDS = "input_ids"
 TOKEN_MASK = "attention_mask"
 TOKEN_EMBEDDINGS = "last_hidden_state"
+SENTENCE_EMBEDDING = "sentence_embedding"
 
 # Load testing: the environment variable that tells the locustfile which load shape to export, and the port of
 # Locust's web UI (Locust's own default).

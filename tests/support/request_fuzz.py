@@ -228,12 +228,19 @@ def http_composing_model_bad_tokens(rng: random.Random) -> HttpCase:
     return _json_case("http/encoder given bad tokens", payload, settings.ENCODER_MODEL, rng.choice(["", "1", "2"]))
 
 
-def http_pooler_mismatch(rng: random.Random) -> HttpCase:
-    length, mask_length = rng.randint(1, 4), rng.randint(1, 4)
+def http_encoder_pooling_mismatch(rng: random.Random) -> HttpCase:
+    """The encoder's pooled output asked for (alone, with the token embeddings, or with a name it lacks) over token
+    ids and a mask of different lengths."""
+    length = rng.randint(1, 4)
+    mask_length = rng.choice([length - 1, length + 1, length + 3])
+    outputs = rng.choice([[settings.SENTENCE_EMBEDDING], [settings.SENTENCE_EMBEDDING, settings.TOKEN_EMBEDDINGS],
+                          [settings.SENTENCE_EMBEDDING, settings.EMBED_OUTPUT]])
     payload = {"inputs": [
-        {"name": "last_hidden_state", "shape": [1, length, 384], "datatype": "FP32", "data": [0.5] * (length * 384)},
-        {"name": "attention_mask", "shape": [1, mask_length], "datatype": "INT64", "data": [1] * mask_length}]}
-    return _json_case("http/pooler given mismatched shapes", payload, settings.POOLER_MODEL)
+        {"name": settings.TOKEN_IDS, "shape": [1, length], "datatype": "INT64", "data": [101] * length},
+        {"name": settings.TOKEN_MASK, "shape": [1, mask_length], "datatype": "INT64", "data": [1] * mask_length}],
+        "outputs": [{"name": name} for name in outputs]}
+    return _json_case("http/encoder pooling given mismatched shapes", payload, settings.ENCODER_MODEL,
+                      rng.choice(["", "1", "2"]))
 
 
 def http_binary_invalid_utf8(rng: random.Random) -> HttpCase:
@@ -369,7 +376,7 @@ def grpc_encoder_bad_tokens(rng: random.Random) -> GrpcCase:
 HTTP_KINDS: list[Callable[[random.Random], HttpCase]] = [
     http_good, http_bad_json, http_wrong_json_shape, http_wrong_dtype, http_wrong_shape, http_bad_data,
     http_blank_text, http_huge_text, http_empty_batch, http_batch_too_large, http_missing_input, http_extra_input,
-    http_unknown_output, http_unknown_model, http_composing_model_bad_tokens, http_pooler_mismatch,
+    http_unknown_output, http_unknown_model, http_composing_model_bad_tokens, http_encoder_pooling_mismatch,
     http_binary_invalid_utf8, http_binary_header_length_lies, http_binary_size_lies, http_bytes_element_length_lies,
     http_content_length_lies, http_wrong_method]
 GRPC_KINDS: list[Callable[[random.Random], GrpcCase]] = [

@@ -22,7 +22,7 @@ from tools.errors import UsageError
 LOGIC_MODULES = {
     "tokenization": settings.TOKENIZER_MODEL,
     "onnx_encoder": settings.ENCODER_MODEL,
-    "pooling": settings.POOLER_MODEL,
+    "pooling": settings.ENCODER_MODEL,
 }
 
 

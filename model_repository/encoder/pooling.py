@@ -1,6 +1,6 @@
 """Token embeddings -> sentence embeddings: masked mean pooling, then L2 normalisation (as all-MiniLM-L6-v2 is trained).
 
-Plain Python (no Triton): the pooler model and the unit tests call it.
+Plain Python (no Triton): the encoder glue (triton_encoder.py) and the unit tests call it.
 """
 
 from __future__ import annotations
