@@ -201,6 +201,30 @@ def _encode_directly(c, version: str, ids: np.ndarray, mask: np.ndarray) -> np.n
     return c.infer(settings.ENCODER_MODEL, inputs, model_version=version).as_numpy(settings.TOKEN_EMBEDDINGS)
 
 
+def test_the_encoder_pools_and_answers_only_the_outputs_asked_for(server):
+    """The ensemble takes `sentence_embedding` alone; a caller may ask for token embeddings, or get both by default."""
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    tokens = pipeline.load("tokenization").TextTokenizer(128, (32,))(TEXTS[:2])
+    inputs = []
+    for name, data in ((settings.TOKEN_IDS, tokens.input_ids), (settings.TOKEN_MASK, tokens.attention_mask)):
+        inputs.append(grpcclient.InferInput(name, list(data.shape), "INT64"))
+        inputs[-1].set_data_from_numpy(data)
+    answers = {}
+    for asked in ([settings.SENTENCE_EMBEDDING], [settings.TOKEN_EMBEDDINGS], None):
+        outputs = [grpcclient.InferRequestedOutput(name) for name in asked] if asked else None
+        result = c.infer(settings.ENCODER_MODEL, inputs, outputs=outputs)
+        answers[tuple(asked or ())] = {o.name: result.as_numpy(o.name) for o in result.get_response().outputs}
+    assert set(answers[(settings.SENTENCE_EMBEDDING,)]) == {settings.SENTENCE_EMBEDDING}
+    assert set(answers[(settings.TOKEN_EMBEDDINGS,)]) == {settings.TOKEN_EMBEDDINGS}
+    both = answers[()]
+    assert set(both) == {settings.SENTENCE_EMBEDDING, settings.TOKEN_EMBEDDINGS}
+    pooled = pipeline.load("pooling").mean_pool(both[settings.TOKEN_EMBEDDINGS], tokens.attention_mask)
+    np.testing.assert_allclose(both[settings.SENTENCE_EMBEDDING], pooled, atol=1e-6)
+    np.testing.assert_allclose(answers[(settings.SENTENCE_EMBEDDING,)][settings.SENTENCE_EMBEDDING], pooled, atol=1e-6)
+    np.testing.assert_allclose(client.embed_texts(TEXTS[:2], settings.Protocol.GRPC, server.grpc_url), pooled,
+                               atol=1e-5)
+
+
 def test_both_encoder_versions_are_served_and_agree(server):
     c = grpcclient.InferenceServerClient(server.grpc_url)
     assert set(c.get_model_metadata(settings.ENCODER_MODEL).versions) == {"1", "2"}
