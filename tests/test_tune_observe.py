@@ -185,7 +185,7 @@ def test_the_recommendation_is_rendered_with_its_reason_and_alternatives():
 def test_the_diff_shows_only_the_changed_field_of_the_shipped_config():
     found = _recorded_observation("encoder_queueing_4_users")
     shipped = knobs.read(load_repository(paths.REPOSITORY).models["encoder"].config)
-    found.current = {**found.current, "encoder": shipped}
+    found.models, found.current = ["encoder"], {"encoder": shipped}  # the shipped encoder alone
     found.moves = [decide.Move("encoder", knobs.with_change(found.current, "encoder", instances=shipped.instances + 1),
                                "because")]
     diff = report.recommended_diff(found)
