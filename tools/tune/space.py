@@ -55,7 +55,7 @@ class Grid:
     axes: list[Axis]
     points: list[Setting]
     size: int  # points before validation
-    refused: dict[str, str] = field(default_factory=dict)  # "model: knobs" -> why
+    refused: dict[str, list[str]] = field(default_factory=dict)  # why -> the model settings refused for it
 
     def describe(self) -> str:
         axes = " x ".join(f"{axis.name} {{{', '.join(axis.labels)}}}" for axis in self.axes)
@@ -63,7 +63,7 @@ class Grid:
         return f"{len(self.points)} point(s){refused}: {axes}"
 
     def refusals(self) -> str:
-        return "; ".join(f"{setting} ({why})" for setting, why in self.refused.items())
+        return "; ".join(f"{why} (for {' | '.join(settings)})" for why, settings in self.refused.items())
 
 
 def capacity(knobs: Knobs, cores: int) -> list[tuple[int, int | None]]:
@@ -131,7 +131,7 @@ def grid(setting: Setting, cores: int, levels: Levels = Levels(),
     order; a point with a model setting `refusal` objects to is left out (each model setting is judged once)."""
     found = axes(setting, cores, levels)
     judged: dict[tuple[str, Knobs], str | None] = {}
-    refused: dict[str, str] = {}
+    refused: dict[str, list[str]] = {}
     points = []
     for index in snake([len(axis.levels) for axis in found]):
         point = dict(setting)
@@ -142,7 +142,7 @@ def grid(setting: Setting, cores: int, levels: Levels = Levels(),
             if (model, knobs) not in judged:
                 judged[model, knobs] = why = refusal(model, knobs)
                 if why is not None:
-                    refused[f"{model}: {knobs.describe()}"] = why
+                    refused.setdefault(why, []).append(f"{model} {knobs.describe()}")
         if all(judged[model, knobs] is None for model, knobs in point.items()):
             points.append(point)
     return Grid(found, points, size=math.prod(len(axis.levels) for axis in found), refused=refused)
