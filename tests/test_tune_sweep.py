@@ -104,17 +104,20 @@ def test_points_validation_refuses_are_left_out_before_anything_starts(tmp_path)
 
 
 def test_a_tiny_sweep_loads_every_point_live_without_failing_a_request(tmp_path):
-    # One core (every model at one instance) and two delays: two points, each loaded under load.
-    options = _options(cores=1, slo_p99_ms=10_000, window_s=5, users=4, out_dir=tmp_path / "tune")
-    grid = search.plan(options, space.Levels(delays_us=(1000, 0), buckets=("",)))
-    assert len(grid.points) == 2
+    # Two points that reload the pooler only (the quickest reload, so that one run measures each): its delay, then
+    # its instances. The grid's own construction is tested above.
+    options = _options(slo_p99_ms=10_000, window_s=5, users=4, out_dir=tmp_path / "tune")
+    shipped = _shipped()
+    first = knobs.with_change(shipped, "pooler", delay_us=0)
+    grid = space.Grid([], [first, knobs.with_change(first, "pooler", instances=1)], size=2)
     lines = []
     found = search.run(options, on_step=lambda step: lines.append(report.progress_line(step, Strategy.SWEEP)),
                        grid=grid)
     assert [step.setting for step in found.steps[1:]] == grid.points
     for step in found.steps[1:]:
         assert step.apply_s > 0 and step.requests > 0 and step.failed == 0 and step.throughput_rps > 0, step
-    assert lines[1].startswith("sweep 1/2: tokenizer 1 inst") and lines[2].startswith("sweep 2/2: ")
+    assert lines[1].startswith("sweep 1/2: tokenizer 2 inst") and "pooler 2 inst, delay 0 us ->" in lines[1]
+    assert lines[2].startswith("sweep 2/2: ") and "pooler 1 inst, delay 0 us ->" in lines[2]
     assert found.best() is not None and found.stopped == "every point of the grid was tried (2)"
     files = report.write(found, options.out_dir)
     saved = json.loads(files["json"].read_text())
