@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support import paths
+from tools import settings
 from tools.cli import app
 from tools.errors import TuneError
 from tools.repository import load_repository
@@ -105,8 +106,10 @@ def test_points_validation_refuses_are_left_out_before_anything_starts(tmp_path)
 
 def test_a_tiny_sweep_loads_every_point_live_without_failing_a_request(tmp_path):
     # Two points that reload the pooler only (the quickest reload, so that one run measures each): its delay, then
-    # its instances. The grid's own construction is tested above.
-    options = _options(slo_p99_ms=10_000, window_s=5, users=4, out_dir=tmp_path / "tune")
+    # its instances. The grid's own construction is tested above. Over HTTP: Locust's gRPC teardown now and then
+    # hangs until it is killed, 15 s a run.
+    options = _options(slo_p99_ms=10_000, window_s=5, users=4, protocol=settings.Protocol.HTTP,
+                       out_dir=tmp_path / "tune")
     shipped = _shipped()
     first = knobs.with_change(shipped, "pooler", delay_us=0)
     grid = space.Grid([], [first, knobs.with_change(first, "pooler", instances=1)], size=2)
