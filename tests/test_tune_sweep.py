@@ -117,6 +117,8 @@ def test_a_tiny_sweep_loads_every_point_live_without_failing_a_request(tmp_path)
     found = search.run(options, on_step=lambda step: lines.append(report.progress_line(step, Strategy.SWEEP)),
                        grid=grid)
     assert [step.setting for step in found.steps[1:]] == grid.points
+    # Each point is loaded over the one before it: only what differs from it is reloaded.
+    assert [step.change for step in found.steps[1:]] == ["pooler delay_us 100 -> 0", "pooler instances 2 -> 1"]
     for step in found.steps[1:]:
         assert step.apply_s > 0 and step.requests > 0 and step.failed == 0 and step.throughput_rps > 0, step
     assert lines[1].startswith("sweep 1/2: tokenizer 2 inst") and "pooler 2 inst, delay 0 us ->" in lines[1]

@@ -436,7 +436,7 @@ def _sweep(search: Search, target: Target, measure: Measure, grid: space.Grid,
     """Every point of the grid in order, each loaded over the one before it (none is undone)."""
     slo = search.options.slo_p99_ms
     for number, point in enumerate(grid.points, 1):
-        step = Step(len(search.steps), knobs.describe_change(search.original, point), "", point)
+        step = Step(len(search.steps), knobs.describe_change(search.loaded, point), "", point)
         step.reason = f"sweep {number}/{len(grid.points)}: {step.setting_text()}"
         if try_setting(search, target, measure, step):
             outcome = step.outcome()
