@@ -83,10 +83,10 @@ def tune_command(
     capacity, idle ones give it back, the batching delay grows while it pays), keeping a change only when it buys
     throughput inside the SLO. --strategy sweep measures every point of a fixed grid instead (each composing model's
     instances up to --cores, the encoder's instances x threads at --cores, a few batching delays, the tokenizer with
-    and without length buckets), loading each over the one before: the reference the greedy search is
-    measured against. Each decision is printed with its reason; the end is a table, search.png and report.json in
-    --out. The repository itself is only written with --write. --apply tunes a running server instead
-    and leaves the winner loaded there. Exit 1 when no setting met the SLO.
+    and without length buckets), each loaded over the one before: the reference the greedy search is measured
+    against. Each decision is printed with its reason; the end is a table, search.png and report.json in --out. The
+    repository itself is only written with --write. --apply tunes a running server instead and leaves the winner
+    loaded there. Exit 1 when no setting met the SLO.
 
     --observe generates no load: it reads what production traffic did over --window from an existing Prometheus
     (--prometheus; series of --job, in --namespace), prints per composing model the evidence, the recommended change
