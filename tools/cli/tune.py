@@ -15,6 +15,7 @@ from tools.cli import options
 from tools.cli.app import app, console, data_console
 from tools.errors import TuneError, UsageError
 from tools.loadtest.corpus import DEFAULT_WORKLOAD, Workload
+from tools.tune.space import Strategy
 
 if TYPE_CHECKING:
     from tools.tune.observe import ObserveOptions
@@ -38,7 +39,14 @@ def tune_command(
     repository: Path = options.repository_option(),
     cores: int = typer.Option(os.cpu_count() or 1, min=1, show_default="this machine's",
                               help="CPU budget: no model's instances x ONNX threads may exceed it."),
-    steps: int = typer.Option(8, min=0, help="Most changes to measure after the starting point."),
+    strategy: Strategy = typer.Option(Strategy.GREEDY, case_sensitive=False,
+                                      help="greedy: one change at a time where the per-model metrics point, kept "
+                                           "when it pays. sweep: every point of a fixed grid (instances, encoder "
+                                           "threads, batching delays, length buckets; its size is printed first): "
+                                           "the reference the greedy is measured against."),
+    steps: int | None = typer.Option(None, min=0, show_default="8",
+                                     help="The greedy's budget: most changes to measure after the starting point. "
+                                          "Not with --strategy sweep, which measures its whole grid."),
     window: str | None = typer.Option(None, show_default="15s; --observe: 30m",
                                       help="Load per measured setting (at least 5s); with --observe, the span of "
                                            "traffic read back, e.g. 30m."),
@@ -73,9 +81,12 @@ def tune_command(
     """Tune MODEL live: serve a copy of the repository with Triton, scrape it with Prometheus, load it with Locust,
     and change one setting at a time where the per-model metrics point (the composing model that queues most gets
     capacity, idle ones give it back, the batching delay grows while it pays), keeping a change only when it buys
-    throughput inside the SLO. Each decision is printed with its reason; the end is a table, search.png and
-    report.json in --out. The repository itself is only written with --write. --apply tunes a running server instead
-    and leaves the winner loaded there. Exit 1 when no setting met the SLO.
+    throughput inside the SLO. --strategy sweep measures every point of a fixed grid instead (each composing model's
+    instances up to --cores, the encoder's instances x threads at --cores, a few batching delays, the tokenizer with
+    and without length buckets), each loaded over the one before: the reference the greedy search is measured
+    against. Each decision is printed with its reason; the end is a table, search.png and report.json in --out. The
+    repository itself is only written with --write. --apply tunes a running server instead and leaves the winner
+    loaded there. Exit 1 when no setting met the SLO.
 
     --observe generates no load: it reads what production traffic did over --window from an existing Prometheus
     (--prometheus; series of --job, in --namespace), prints per composing model the evidence, the recommended change
@@ -89,8 +100,9 @@ def tune_command(
     from tools.tune import report, search
 
     if observe:
-        if not prometheus or apply:
-            raise UsageError("--observe reads an existing Prometheus: give it with --prometheus (and no --apply)")
+        if not prometheus or apply or strategy != Strategy.GREEDY:
+            raise UsageError("--observe reads an existing Prometheus: give it with --prometheus (and no --apply or "
+                             "--strategy)")
         _observe(observing.ObserveOptions(model, repository, prometheus, parse_duration(window or "30m"), job,
                                           namespace, cores, min_requests or observing.MIN_REQUESTS, url), out, write)
         return
@@ -101,17 +113,33 @@ def tune_command(
     search.tuned_models(load_repository(repository), model)  # an unknown model fails before anything starts
     if apply != bool(url) or (apply and not metrics_url):
         raise UsageError("--apply tunes a running server: give it with --url and --metrics-url (and only then)")
+    if strategy == Strategy.SWEEP and steps is not None:
+        raise UsageError("--steps is the greedy's budget: --strategy sweep measures every point of its grid")
     tune_options = search.TuneOptions(model=model, repository=repository, slo_p99_ms=_p99_limit(slo), cores=cores,
-                                      steps=steps, window_s=window_s, users=users, workload=workload, out_dir=out,
-                                      url=url, metrics_url=metrics_url,
+                                      strategy=strategy, window_s=window_s, users=users, workload=workload,
+                                      out_dir=out, url=url, metrics_url=metrics_url,
                                       control_key=saved_control_key(control_key) if apply else None,
+                                      **({"steps": steps} if steps is not None else {}),
                                       **({"protocol": settings.Protocol.HTTP} if apply else {}))
-    console.print(f"tuning {model} for p99 <= {tune_options.slo_p99_ms:g} ms on {cores} core(s): {window_s} s of "
-                  f"load at {users} users ({workload} workload) per setting, at most {steps} change(s)")
-    result = search.run(tune_options, on_step=lambda step: console.print(escape(report.progress_line(step))))
+    grid = None
+    if strategy == Strategy.SWEEP:
+        grid = search.plan(tune_options)
+        budget = (f"the whole grid, {len(grid.points)} point(s), about "
+                  f"{search.estimate_s(grid, window_s) / 60:.0f} min")
+    else:
+        budget = f"at most {tune_options.steps} change(s)"
+    console.print(f"tuning {model} ({strategy}) for p99 <= {tune_options.slo_p99_ms:g} ms on {cores} core(s): "
+                  f"{window_s} s of load at {users} users ({workload} workload) per setting, {budget}")
+    if grid is not None:
+        console.print(escape(f"sweep grid: {grid.describe()}"))
+        if grid.refused:
+            console.print(escape(f"refused by validation, left out: {grid.refusals()}"))
+    result = search.run(tune_options, grid=grid,
+                        on_step=lambda step: console.print(escape(report.progress_line(step, strategy))))
     console.print(escape(f"stopped: {result.stopped}"))
     files = report.write(result, out)
-    table = Table(*report.TABLE_COLUMNS, title=f"tools tune {model} (p99 <= {tune_options.slo_p99_ms:g} ms)")
+    table = Table(*report.table_columns(result),
+                  title=f"tools tune {model} ({strategy}, p99 <= {tune_options.slo_p99_ms:g} ms)")
     for row in report.table_rows(result):
         table.add_row(*row)
     data_console().print(table)

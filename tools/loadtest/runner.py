@@ -40,7 +40,8 @@ USER_CLASSES = {settings.Protocol.GRPC: "GrpcTritonUser", settings.Protocol.HTTP
 PERCENTILES = (50, 90, 95, 99)  # what the locustfile asks Locust for
 LOCUST_STOP_GRACE_S = 30.0  # after --run-time, how long Locust may take to stop and write its files
 PROGRESS_INTERVAL_S = 1.0
-LOCUST_EXIT_GRACE_S = 5.0  # how long Locust may linger after writing its summary before we stop it
+LOCUST_EXIT_GRACE_S = 2.0  # how long Locust may linger after writing its summary before we stop it
+HUNG_STOP_GRACE_S = 1.0  # a Locust whose teardown hangs past that ignores SIGTERM too: kill it soon after
 
 
 # -- parsing what users type ---------------------------------------------------------------------------------------
@@ -457,6 +458,7 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
                 summary_seen_at = now
             # The summary is written as Locust quits; now and then its gRPC/gevent teardown hangs after that.
             if summary_seen_at is not None and now - summary_seen_at > LOCUST_EXIT_GRACE_S:
+                locust.stop(HUNG_STOP_GRACE_S)
                 break
             if now > deadline:
                 raise LoadTestError(f"Locust did not stop {LOCUST_STOP_GRACE_S:.0f} s after the run; "

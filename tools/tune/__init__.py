@@ -1,2 +1,3 @@
-"""`tools tune`: a greedy search over instance counts, encoder threads and batching delays, driven by Triton's
-per-model metrics read back from Prometheus, applied live through the repository API under Locust load."""
+"""`tools tune`: a search over instance counts, encoder threads, batching and length buckets, greedy (driven by
+Triton's per-model metrics read back from Prometheus) or an exhaustive sweep of a grid, applied live through the
+repository API under Locust load."""

@@ -31,6 +31,10 @@ BATCH_FORMS = 1.5  # an average batch of at least this: the batcher does join re
 WAITING = 2.0  # requests pending at a model at which several wait together (and could have been joined)
 MAX_PREFERRED = 32  # the largest preferred batch size proposed (the shipped encoder batches up to 64)
 BUCKET_STEPS = ("16,32,64,128", "32")  # length buckets to try, in order: a few shapes, then one for short texts
+# The sweep's levels (tools/tune/space.py), coarse subsets of the ladders above: every instance count up to the cores
+# (instances x threads at the budget where a model has threads), these delays and these buckets, each combination.
+SWEEP_DELAYS_US = tuple(DELAY_STEPS_US[i] for i in (0, 3, 5))  # none, the shipped encoder's 1 ms, 4 ms
+SWEEP_BUCKETS = ("", BUCKET_STEPS[0])  # pad each request to its own longest text, or to a few shapes
 
 
 @dataclass(frozen=True)

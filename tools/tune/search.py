@@ -1,11 +1,14 @@
 """The live search: a throwaway copy of the repository served by a real Triton, scraped by a real Prometheus,
 loaded by the project's Locust runner; each candidate validated, loaded in place through the repository API while
-the load runs, measured, then kept or undone.
+the load runs, measured. Two strategies pick the candidates: the greedy one (`decide`) keeps a change that pays and
+undoes one that does not; the sweep measures every point of a fixed grid (`space`), each loaded over the one before.
+Both measure, load and record a setting the same way (`try_setting`).
 
 Every step is one Locust run (constant users, closed loop): the change is loaded about a second into it, so the
 requests in flight during the change are counted (they must all succeed); then `window_s` seconds are measured after
 the change: throughput from Locust's running totals, p99 from its last 10 s, Prometheus' per-model view over the
-same span. Decisions come from that view; keep-or-undo from Locust's numbers against the SLO.
+same span. The greedy's decisions come from that view; keep-or-undo and the winner from Locust's numbers against
+the SLO.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from tools.monitoring.prometheus import Prometheus, ScrapeTarget
 from tools.repository import ConfigFile, ModelConfig, Repository, load_repository
 from tools.serving import runtime
 from tools.serving.control import Control
-from tools.tune import decide, knobs, snapshot
+from tools.tune import decide, knobs, snapshot, space
 from tools.tune.knobs import Setting
+from tools.tune.space import Strategy
 from tools.validation import Options, blocking_errors
 
 SCRAPE_JOB = "triton"
@@ -40,6 +44,9 @@ APPLY_AFTER_S = 1.0  # into a step's run (and the warm-up of the first): the cha
 APPLY_ALLOWANCE_S = 8.0  # added to a changing step's run: reloading the encoder took 2-12 s on a busy 2-core host
 LOCUST_PERCENTILE_WINDOW_S = 10  # Locust's current percentiles cover the last 10 s: a p99 free of the change needs
 # that much full load after it
+RUN_OVERHEAD_S = 6.0  # a step's time beyond its Locust run: Locust's start and stop, 2 s, or 15-16 s when its gRPC
+# teardown hangs until it is killed (3 runs in 7 on 2 busy cores)
+SERVE_S = 14.0  # starting Triton on a copy and Prometheus until its first scrape (10-14 s on 2 busy cores)
 
 
 @dataclass
@@ -48,7 +55,8 @@ class TuneOptions:
     repository: Path
     slo_p99_ms: float
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
-    steps: int = 8
+    strategy: Strategy = Strategy.GREEDY
+    steps: int = 8  # the greedy's budget: most changes measured after the start
     window_s: int = 15
     users: int = 8
     workload: corpus.Workload = corpus.DEFAULT_WORKLOAD  # the texts every measurement sends
@@ -109,6 +117,7 @@ class Search:
     wall_s: float = 0.0
     stopped: str = ""  # why the search ended
     loaded: Setting = field(default_factory=dict)  # what the server runs now
+    grid: space.Grid | None = None  # the sweep's points
 
     def best(self) -> Step | None:
         """The fastest step inside the SLO; None when none was."""
@@ -303,16 +312,53 @@ class Measure:
         return result, since[0], seen
 
 
-def run(options: TuneOptions, on_step: Callable[[Step], None] = lambda step: None) -> Search:
-    """The greedy search from the repository's settings; the winner is the fastest step inside the SLO."""
+def plan(options: TuneOptions, levels: space.Levels = space.Levels()) -> space.Grid:
+    """The sweep's grid from the repository's settings, each model setting validated as `candidate_configs` would
+    before it is loaded (a point with a refused one is left out: found before anything starts)."""
+    repository = load_repository(options.repository)
+    models = tuned_models(repository, options.model)
+
+    def refusal(model: str, wanted: knobs.Knobs) -> str | None:
+        try:
+            candidate_configs(repository, {model: wanted}, options.cores)
+        except TuneError as exc:
+            return str(exc)
+        return None
+
+    grid = space.grid({m: knobs.read(repository.models[m].config) for m in models}, options.cores, levels, refusal)
+    if not grid.points:
+        raise TuneError(f"validation refuses every point of the sweep's grid: {grid.refusals()}")
+    return grid
+
+
+def estimate_s(grid: space.Grid, window_s: int) -> float:
+    """About how long a sweep of `grid` takes: one changing step's Locust run per point, and the start."""
+    changing = APPLY_AFTER_S + APPLY_ALLOWANCE_S + max(window_s, LOCUST_PERCENTILE_WINDOW_S) + RUN_OVERHEAD_S
+    return len(grid.points) * changing + APPLY_AFTER_S + window_s + RUN_OVERHEAD_S + SERVE_S
+
+
+def run(options: TuneOptions, on_step: Callable[[Step], None] = lambda step: None,
+        grid: space.Grid | None = None) -> Search:
+    """The search from the repository's settings, by `options.strategy` (the sweep measures `grid`, by default
+    `plan(options)`); the winner is the fastest step inside the SLO."""
     started = time.monotonic()
     models = tuned_models(load_repository(options.repository), options.model)
+    if options.strategy != Strategy.SWEEP:
+        grid = None
+    elif grid is None:
+        grid = plan(options)
     with (running if options.url else serving)(options) as target:
         repository, control = target.repository, target.control
         current = {m: knobs.read(repository.models[m].config) for m in models}
-        search = Search(options, models, original=dict(current), loaded=dict(current))
+        search = Search(options, models, original=dict(current), loaded=dict(current), grid=grid)
         try:
-            _search(search, target, on_step)
+            measure = Measure(options, target.url, target.prometheus, models)
+            snapshot.require_families(target.prometheus.client(), measure.job)
+            start = _start(search, measure, on_step)
+            if grid is None:
+                _greedy(search, target, measure, start, on_step)
+            else:
+                _sweep(search, target, measure, grid, on_step)
         finally:
             if options.url:  # a server that stays: leave the winner loaded, else the repository's settings
                 best = search.best()
@@ -323,18 +369,46 @@ def run(options: TuneOptions, on_step: Callable[[Step], None] = lambda step: Non
     return search
 
 
-def _search(search: Search, target: Target, on_step: Callable[[Step], None]) -> None:
-    """Measure the start, then one move at a time until none is left or the step budget is spent."""
-    options, repository, control = search.options, target.repository, target.control
-    current = search.original
-    measure = Measure(options, target.url, target.prometheus, search.models)
-    snapshot.require_families(target.prometheus.client(), measure.job)
-    incumbent = measure(Step(0, "none", "the repository's settings", current), None)
-    incumbent.kept = True
-    incumbent.verdict = f"{incumbent.throughput_rps:.1f} req/s, p99 {incumbent.p99_ms:.0f} ms: the start"
-    search.steps.append(incumbent)
-    on_step(incumbent)
-    seen = [current]
+def _record(search: Search, step: Step, on_step: Callable[[Step], None]) -> None:
+    search.steps.append(step)
+    on_step(step)
+
+
+def _start(search: Search, measure: Measure, on_step: Callable[[Step], None]) -> Step:
+    """Measure the repository's settings, as loaded: the first step of either strategy."""
+    start = measure(Step(0, "none", "the repository's settings", search.original), None)
+    start.kept = True
+    start.verdict = f"{start.throughput_rps:.1f} req/s, p99 {start.p99_ms:.0f} ms: the start"
+    _record(search, start, on_step)
+    return start
+
+
+def try_setting(search: Search, target: Target, measure: Measure, step: Step) -> bool:
+    """Validate `step.setting`, load it live under load over what the server runs now, and measure it: True when
+    measured. False when validation or Triton refused it (the verdict says which); the server then runs what it
+    ran before."""
+    options, repository, last_good = search.options, target.repository, search.loaded
+    try:
+        candidate_configs(repository, step.setting, options.cores)
+    except TuneError as exc:
+        step.verdict = f"refused by validation ({exc})"
+        return False
+    search.loaded = step.setting
+    try:
+        measure(step, functools.partial(load_or_restore, target.control, repository, step.setting, last_good))
+    except ServingError as exc:  # Triton refused it, and the last good setting is loaded again: go on
+        search.loaded = last_good
+        step.verdict = f"refused by Triton ({exc}): back to the last good setting"
+        return False
+    return True
+
+
+def _greedy(search: Search, target: Target, measure: Measure, incumbent: Step,
+            on_step: Callable[[Step], None]) -> None:
+    """One move at a time from the start until none is left or the step budget is spent; a move is kept when it
+    buys throughput inside the SLO, else undone."""
+    options = search.options
+    seen = [incumbent.setting]
     while len(search.steps) <= options.steps:
         moves = decide.propose(incumbent.snapshot, incumbent.setting, options.cores, seen, options.users,
                                short_texts=options.workload == corpus.Workload.QUERIES)
@@ -345,29 +419,29 @@ def _search(search: Search, target: Target, on_step: Callable[[Step], None]) -> 
         seen.append(move.setting)
         step = Step(len(search.steps), knobs.describe_change(incumbent.setting, move.setting), move.reason,
                     move.setting)
-        try:
-            candidate_configs(repository, move.setting, options.cores)
-        except TuneError as exc:
-            step.verdict = f"refused by validation ({exc})"
-            search.steps.append(step)
-            on_step(step)
-            continue
-        search.loaded = move.setting
-        try:
-            measure(step, functools.partial(load_or_restore, control, repository, move.setting, incumbent.setting))
-        except ServingError as exc:  # Triton refused it, and the last good setting is loaded again: go on
-            search.loaded = incumbent.setting
-            step.verdict = f"refused by Triton ({exc}): back to the last good setting"
-            search.steps.append(step)
-            on_step(step)
-            continue
-        step.kept, step.verdict = decide.judge(step.outcome(), incumbent.outcome(), options.slo_p99_ms)
-        if step.kept:
-            incumbent = step
-        else:
-            load_setting(control, repository, incumbent.setting, move.setting)
-            search.loaded = incumbent.setting
-        search.steps.append(step)
-        on_step(step)
+        if try_setting(search, target, measure, step):
+            step.kept, step.verdict = decide.judge(step.outcome(), incumbent.outcome(), options.slo_p99_ms)
+            if step.kept:
+                incumbent = step
+            else:
+                load_setting(target.control, target.repository, incumbent.setting, move.setting)
+                search.loaded = incumbent.setting
+        _record(search, step, on_step)
     else:
         search.stopped = f"the step budget ({options.steps}) is spent"
+
+
+def _sweep(search: Search, target: Target, measure: Measure, grid: space.Grid,
+           on_step: Callable[[Step], None]) -> None:
+    """Every point of the grid in order, each loaded over the one before it (none is undone)."""
+    slo = search.options.slo_p99_ms
+    for number, point in enumerate(grid.points, 1):
+        step = Step(len(search.steps), knobs.describe_change(search.loaded, point), "", point)
+        step.reason = f"sweep {number}/{len(grid.points)}: {step.setting_text()}"
+        if try_setting(search, target, measure, step):
+            outcome = step.outcome()
+            step.verdict = f"{outcome.throughput_rps:.1f} req/s, p99 {outcome.p99_ms:.0f} ms: " + (
+                f"{outcome.failed} failed request(s)" if outcome.failed else
+                "inside the SLO" if outcome.within(slo) else f"over the SLO ({slo:g} ms)")
+        _record(search, step, on_step)
+    search.stopped = f"every point of the grid was tried ({len(grid.points)})"
