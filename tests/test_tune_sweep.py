@@ -37,13 +37,13 @@ def test_the_grid_of_the_shipped_embed_on_2_cores_is_every_combination_of_the_le
     grid = search.plan(_options())
     assert grid.refused == {} and len(grid.points) == grid.size
     # The encoder's two instances x threads pairs at the budget (1x2, 2x1), the delays, the tokenizer's instances
-    # with and without buckets, the pooler's instances.
-    assert grid.size == 2 * len(decide.SWEEP_DELAYS_US) * 2 * len(decide.SWEEP_BUCKETS) * 2
-    assert 30 <= grid.size <= 50  # minutes on 2 cores, not hours
+    # with and without buckets.
+    assert grid.size == 2 * len(decide.SWEEP_DELAYS_US) * 2 * len(decide.SWEEP_BUCKETS)
+    assert 20 <= grid.size <= 50  # minutes on 2 cores, not hours
     shown = {(m, k.instances, k.threads, k.delay_us, k.buckets) for point in grid.points for m, k in point.items()}
     assert len({tuple(sorted(point.items())) for point in grid.points}) == grid.size  # no point twice
     assert {(i, t) for m, i, t, *_ in shown if m == "encoder"} == {(1, 2), (2, 1)}
-    assert {d for m, _, _, d, _ in shown if m in ("encoder", "pooler")} == set(decide.SWEEP_DELAYS_US)
+    assert {d for m, _, _, d, _ in shown if m == "encoder"} == set(decide.SWEEP_DELAYS_US)
     assert {b for m, *_, b in shown if m == "tokenizer"} == set(decide.SWEEP_BUCKETS)
     shipped = _shipped()  # what no axis turns stays as configured
     assert all((k.preferred, k.queue_size) == (shipped[m].preferred, shipped[m].queue_size)
@@ -61,22 +61,21 @@ def test_every_point_keeps_each_model_within_the_cores_and_the_encoder_at_them(c
             if wanted.threads is not None:  # neither one more instance nor one more thread would fit
                 assert (wanted.instances + 1) * wanted.threads > cores
                 assert wanted.instances * (wanted.threads + 1) > cores
-    for model in ("tokenizer", "pooler"):
-        assert {point[model].instances for point in grid.points} == set(range(1, cores + 1))
+    assert {point["tokenizer"].instances for point in grid.points} == set(range(1, cores + 1))
 
 
 def test_consecutive_points_reload_one_model_or_change_one_delay_and_the_encoder_least():
     shipped = _shipped()
     grid = space.grid(shipped, 2)
+    assert grid.points[0] == shipped  # the sweep starts at the repository's settings
     before = shipped
     changed = []
-    for point in grid.points:
+    for point in grid.points[1:]:
         models = {m for m in point if point[m] != before[m]}
         fields = {f for m in models for f in knobs.FIELDS if getattr(point[m], f) != getattr(before[m], f)}
         assert len(models) == 1 or fields == {"delay_us"}, (before, point)
         changed.append(models)
         before = point
-    assert changed[0] == {"pooler"}  # the first point is the repository's settings but for the pooler's delay
     # The encoder (slowest to reload) is loaded once per setting of its own: each forms one run of points.
     encoder_runs = sum(1 for models in changed if "encoder" in models)
     assert encoder_runs == len({point["encoder"] for point in grid.points}) - 1
@@ -85,44 +84,44 @@ def test_consecutive_points_reload_one_model_or_change_one_delay_and_the_encoder
 def test_points_validation_refuses_are_left_out_before_anything_starts(tmp_path):
     copy = tmp_path / "model_repository"
     shutil.copytree(paths.REPOSITORY, copy)
-    config = copy / "pooler" / "config.pbtxt"
-    # A pooler that fails validation as it stands (E310, which Triton refuses too): no point may rewrite it.
-    config.write_text(config.read_text().replace("dynamic_batching { max_queue_delay_microseconds: 100 }",
-                                                 "dynamic_batching { max_queue_delay_microseconds: 100 "
-                                                 "preferred_batch_size: [ 128 ] }"))
-    with pytest.raises(TuneError, match=r"refuses every point of the sweep.s grid: pooler: E310 .* \(for pooler 2"):
-        search.plan(_options(copy))  # the shipped pooler delay (100 us) is no level: every point changes it
+    config = copy / "encoder" / "config.pbtxt"
+    # An encoder that fails validation as it stands (E310, which Triton refuses too): no point may rewrite it.
+    config.write_text(config.read_text().replace("  max_queue_delay_microseconds: 1000\n",
+                                                 "  max_queue_delay_microseconds: 100 preferred_batch_size: [ 128 ]\n"))
+    with pytest.raises(TuneError, match=r"refuses every point of the sweep.s grid: encoder: E310 .* \(for encoder 2"):
+        search.plan(_options(copy))  # an encoder delay of 100 us is no level: every point changes it
     config.write_text(config.read_text().replace("max_queue_delay_microseconds: 100 ",
                                                  "max_queue_delay_microseconds: 1000 "))
     grid = search.plan(_options(copy))
-    pooler = knobs.read(load_repository(copy).models["pooler"].config)
-    assert grid.points and all(point["pooler"] == pooler for point in grid.points)
-    pooler_levels = 2 * len(decide.SWEEP_DELAYS_US)  # the pooler's instances x the delays
-    assert len(grid.points) == grid.size // pooler_levels
+    encoder = knobs.read(load_repository(copy).models["encoder"].config)
+    assert grid.points and all(point["encoder"] == encoder for point in grid.points)
+    encoder_levels = 2 * len(decide.SWEEP_DELAYS_US)  # the encoder's instances x threads pairs x the delays
+    assert len(grid.points) == grid.size // encoder_levels
     [(why, settings)] = grid.refused.items()
-    assert why.startswith("pooler: E310") and len(settings) == pooler_levels - 1
+    assert why.startswith("encoder: E310") and len(settings) == encoder_levels - 1
     assert "refused by validation" in grid.describe()
 
 
 def test_a_tiny_sweep_loads_every_point_live_without_failing_a_request(tmp_path):
-    # Two points that reload the pooler only (the quickest reload, so that one run measures each): its delay, then
-    # its instances. The grid's own construction is tested above. Over HTTP: Locust's gRPC teardown now and then
+    # Two points that reload the tokenizer only (the quickest reload, so that one run measures each): its buckets,
+    # then its instances. The grid's own construction is tested above. Over HTTP: Locust's gRPC teardown now and then
     # hangs until it is killed, 15 s a run.
     options = _options(slo_p99_ms=10_000, window_s=5, users=4, protocol=settings.Protocol.HTTP,
                        out_dir=tmp_path / "tune")
     shipped = _shipped()
-    first = knobs.with_change(shipped, "pooler", delay_us=0)
-    grid = space.Grid([], [first, knobs.with_change(first, "pooler", instances=1)], size=2)
+    first = knobs.with_change(shipped, "tokenizer", buckets="16,32,64,128")
+    grid = space.Grid([], [first, knobs.with_change(first, "tokenizer", instances=1)], size=2)
     lines = []
     found = search.run(options, on_step=lambda step: lines.append(report.progress_line(step, Strategy.SWEEP)),
                        grid=grid)
     assert [step.setting for step in found.steps[1:]] == grid.points
     # Each point is loaded over the one before it: only what differs from it is reloaded.
-    assert [step.change for step in found.steps[1:]] == ["pooler delay_us 100 -> 0", "pooler instances 2 -> 1"]
+    assert [step.change for step in found.steps[1:]] == ['tokenizer buckets "" -> "16,32,64,128"',
+                                                         "tokenizer instances 2 -> 1"]
     for step in found.steps[1:]:
         assert step.apply_s > 0 and step.requests > 0 and step.failed == 0 and step.throughput_rps > 0, step
-    assert lines[1].startswith("sweep 1/2: tokenizer 2 inst") and "pooler 2 inst, delay 0 us ->" in lines[1]
-    assert lines[2].startswith("sweep 2/2: ") and "pooler 1 inst, delay 0 us ->" in lines[2]
+    assert lines[1].startswith("sweep 1/2: tokenizer 2 inst, buckets 16,32,64,128")
+    assert lines[2].startswith("sweep 2/2: tokenizer 1 inst, buckets 16,32,64,128")
     assert found.best() is not None and found.stopped == "every point of the grid was tried (2)"
     files = report.write(found, options.out_dir)
     saved = json.loads(files["json"].read_text())
