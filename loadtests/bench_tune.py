@@ -28,6 +28,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -52,6 +53,9 @@ RESULTS_DIR = Path(__file__).with_name("results")
 TOOLS = Path(sys.executable).with_name("tools")
 MA_REQUIREMENT = "triton-model-analyzer==1.58.*"
 MA_VENV = settings.CACHE_DIR / "model-analyzer-1.58"
+# Columns of Model Analyzer's results table (export/results/metrics-model-inference.csv), and the log lines kept.
+MA_CONFIG, MA_THROUGHPUT, MA_P99 = "Model Config Path", "Throughput (infer/sec)", "p99 Latency (ms)"
+MA_NOTABLE = re.compile(r"load failed|WARNING|ERROR|Profile complete|Exceeds|Traceback|Exception", re.IGNORECASE)
 MA_BATCH = 8  # the encoder's warm-up sends batches of 8: a config with a smaller max_batch_size fails to load
 COMPOSING = (settings.TOKENIZER_MODEL, settings.ENCODER_MODEL, settings.POOLER_MODEL)
 SHIPPED, GREEDY, SWEEP, MODEL_ANALYZER = "shipped", "tools tune (greedy)", "tools tune --strategy sweep", \
@@ -73,6 +77,7 @@ class Row:
     search_p99_ms: float | None = None
     note: str = ""  # why a row has no winner, or how it was obtained
     points: list[dict] = field(default_factory=list)  # every configuration the search measured (rps, p99)
+    log: list[str] = field(default_factory=list)  # what a search said that matters (Model Analyzer's failures)
     repository: Path | None = None  # the repository serving the winner (None: nothing to serve)
     measured: dict[int, dict] = field(default_factory=dict)  # side by side: in flight -> medians
 
@@ -99,12 +104,13 @@ def with_setting(folder: Path, name: str, setting: dict[str, dict]) -> Path:
 
 
 def with_configs(folder: Path, name: str, configs: dict[str, ModelConfig]) -> Path:
-    """A copy of the repository whose composing models carry other configs (named back to the model's own name)."""
+    """A copy of the repository carrying other configs, named back to each model's own name, the ensemble's first (a
+    smaller max_batch_size there lets its steps take one)."""
     copy = repository_copy(folder, name)
     repository = load_repository(copy)
-    for model, config in configs.items():
-        config.name = model
-        write_config(repository, model, config)
+    for model in sorted(configs, key=lambda m: m != settings.EMBED_MODEL):
+        configs[model].name = model
+        write_config(repository, model, configs[model])
     return copy
 
 
@@ -169,7 +175,7 @@ def ma_config(args: argparse.Namespace, work: Path, repository: Path, data: Path
     """Model Analyzer's profile config: quick search of `models` in local launch mode with the bundled tritonserver,
     on free loopback ports, the same SLO as its p99 constraint, perf_analyzer 2.51 with the workload's texts."""
     host = settings.DEFAULT_HOST
-    stub_env = runtime.stub_environment({})
+    stub_env = runtime.stub_environment()
     config = {
         "model_repository": str(repository),
         "profile_models": models,
@@ -186,7 +192,9 @@ def ma_config(args: argparse.Namespace, work: Path, repository: Path, data: Path
         "triton_server_flags": {"backend-directory": str(runtime.prepare_backends()), "http-address": host,
                                 "grpc-address": host, "metrics-address": host, "allow-gpu-metrics": "false",
                                 "backend-config": f"python,shm-region-prefix-name=model_analyzer_{os.getpid()}_"},
-        "triton_server_environment": {"LD_LIBRARY_PATH": stub_env["LD_LIBRARY_PATH"], "PATH": stub_env["PATH"]},
+        # Model Analyzer gives perf_analyzer the server's environment too: perf_analyzer's libraries go in it.
+        "triton_server_environment": {"LD_LIBRARY_PATH": f"{work}:{stub_env['LD_LIBRARY_PATH']}",
+                                      "PATH": stub_env["PATH"]},
         "triton_output_path": str(work / "tritonserver.log"),
         "perf_analyzer_path": str(args.perf_analyzer.resolve()),
         "perf_analyzer_flags": {"input-data": str(data)},
@@ -197,9 +205,9 @@ def ma_config(args: argparse.Namespace, work: Path, repository: Path, data: Path
         "export_path": str(work / "export"),
         "checkpoint_directory": str(work / "checkpoints"),
     }
-    if args.quick:  # a tiny search: batch 8 only, one or two instances, a few concurrencies
+    if args.quick:  # a tiny search: batch 8 only, one or two instances, a few concurrencies, no report sweep
         config |= {"run_config_search_max_model_batch_size": MA_BATCH, "run_config_search_max_instance_count": 2,
-                   "run_config_search_max_concurrency": 8}
+                   "run_config_search_max_concurrency": 8, "concurrency_sweep_disable": True}
     return config
 
 
@@ -237,10 +245,10 @@ def ma_profile(args: argparse.Namespace, work: Path, data: Path, models: str) ->
     config_file = work / "config.yaml"
     config_file.write_text(json.dumps(ma_config(args, work, repository, data, models), indent=2))  # JSON is YAML
     log = work / "model-analyzer.log"
-    env = perf_analyzer_env(work)  # perf_analyzer's libraries; the server gets the stub's own environment
+    perf_analyzer_env(work)  # links perf_analyzer's missing libraries into `work`
     print(f"{MODEL_ANALYZER}: profile {models} (log {log})", flush=True)
     began = time.monotonic()
-    child = spawn("model-analyzer", [binary, "profile", "-f", config_file], log=log, env=env, cwd=work)
+    child = spawn("model-analyzer", [binary, "profile", "-f", config_file], log=log, cwd=work)
     try:
         code = follow(child, log, args.search_timeout)
     finally:
@@ -251,42 +259,48 @@ def ma_profile(args: argparse.Namespace, work: Path, data: Path, models: str) ->
 
 
 def ma_row(args: argparse.Namespace, folder: Path, data: Path) -> Row:
-    """Model Analyzer on the ensemble; its recommended composing configs served as the ensemble's."""
+    """Model Analyzer on the ensemble; the composing configs of its best run inside the SLO served as the ensemble's.
+    Configs tried: the distinct configurations in its results table (each measured at one or more concurrencies)."""
     work = folder / "model-analyzer"
     code, wall, log = ma_profile(args, work, data, settings.EMBED_MODEL)
     results = ma_results(work)
-    row = Row(MODEL_ANALYZER, wall_s=wall, configs=len(results))
-    errors = [line.strip() for line in log.splitlines() if "error" in line.lower() or "Traceback" in line]
+    row = Row(MODEL_ANALYZER, wall_s=wall, configs=len({r[MA_CONFIG] for r in results}),
+              log=list(dict.fromkeys(line.split("] ", 1)[-1].strip() for line in log.splitlines()
+                                     if MA_NOTABLE.search(line) and "gpu" not in line.lower())))
     if code != 0 or not results:
-        row.note = f"model-analyzer exited with code {code}, {len(results)} configs measured: " + \
+        errors = [line.strip() for line in log.splitlines() if "error" in line.lower() or "Exception" in line]
+        row.note = f"model-analyzer exited with code {code}, {len(results)} measurements: " + \
             (" | ".join(errors[-3:]) or log.strip().splitlines()[-1])
         return row
-    row.points = [{"rps": float(r["Throughput (infer/sec)"]), "p99_ms": float(r["p99 Latency (ms)"])}
-                  for r in results]
-    inside = [r for r in results if r.get("Satisfies Constraints", "").lower() != "no"
-              and float(r["p99 Latency (ms)"]) <= args.slo_ms]
+    row.points = [{"rps": float(r[MA_THROUGHPUT]), "p99_ms": float(r[MA_P99])} for r in results]
+    inside = [r for r in results if r["Satisfies Constraints"] == "Yes" and float(r[MA_P99]) <= args.slo_ms]
     if not inside:
         row.note = "no configuration met the SLO"
         return row
-    best = max(inside, key=lambda r: float(r["Throughput (infer/sec)"]))
-    row.search_rps, row.search_p99_ms = float(best["Throughput (infer/sec)"]), float(best["p99 Latency (ms)"])
-    variant = best["Model Config Path"]
-    configs = ma_composing_configs(work / "output_models", variant)
-    row.chosen = f"{variant} at concurrency {best['Concurrency']}: " + "; ".join(
+    best = max(inside, key=lambda r: float(r[MA_THROUGHPUT]))
+    row.search_rps, row.search_p99_ms = float(best[MA_THROUGHPUT]), float(best[MA_P99])
+    configs = ma_composing_configs(work / "output_models", best[MA_CONFIG])
+    row.chosen = f"{best[MA_CONFIG].split(':')[0]} at concurrency {best['Concurrency']}: " + "; ".join(
         f"{model} {knobs.read(config).describe()}, max batch {config.max_batch_size}"
-        for model, config in configs.items())
-    row.note = "recommended composing configs from its output model repository"
+        for model, config in configs.items() if model != settings.EMBED_MODEL) + \
+        f"; {settings.EMBED_MODEL} max batch {configs[settings.EMBED_MODEL].max_batch_size}"
+    row.note = "its best run inside the SLO; the composing configs from its output model repository"
     row.repository = with_configs(folder, "model-analyzer-winner", configs)
     return row
 
 
 def ma_composing_configs(output: Path, variant: str) -> dict[str, ModelConfig]:
-    """Composing model -> the config Model Analyzer chose for it in `variant` (an ensemble variant names them in its
-    steps; every variant folder holds a config.pbtxt)."""
+    """Model -> the config Model Analyzer wrote for it, from a results row's config path ("embed_config_3:
+    tokenizer_config_0, encoder_config_1, pooler_config_0"): each composing model's, and the ensemble's own with its
+    steps left as they are (only its max_batch_size is Model Analyzer's)."""
     repository = load_repository(output)
-    ensemble = repository.models[variant].config
-    return {step.model_name.rsplit("_config_", 1)[0]: repository.models[step.model_name].config
-            for step in ensemble.ensemble_scheduling.step}
+    ensemble, steps = variant.split(":", 1)
+    configs = {name.strip().rsplit("_config_", 1)[0]: repository.models[name.strip()].config
+               for name in steps.split(",")}
+    own = ModelConfig()
+    own.CopyFrom(load_repository(REPOSITORY).models[settings.EMBED_MODEL].config)
+    own.max_batch_size = repository.models[ensemble.strip()].config.max_batch_size
+    return {settings.EMBED_MODEL: own, **configs}
 
 
 # -- the side-by-side measurement --------------------------------------------------------------------------------
