@@ -30,12 +30,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
 from bench_workloads import measure_perf_analyzer, median_row, perf_analyzer_data, perf_analyzer_env
 
 from tools import settings
@@ -207,7 +209,10 @@ def ma_config(args: argparse.Namespace, work: Path, repository: Path, data: Path
     }
     if args.quick:  # a tiny search: batch 8 only, one or two instances, a few concurrencies, no report sweep
         config |= {"run_config_search_max_model_batch_size": MA_BATCH, "run_config_search_max_instance_count": 2,
-                   "run_config_search_max_concurrency": 8, "concurrency_sweep_disable": True}
+                   "run_config_search_max_concurrency": 8, "concurrency_sweep_disable": True,
+                   # three windows whatever their spread: on a busy machine it otherwise keeps growing them
+                   "perf_analyzer_flags": {**config["perf_analyzer_flags"], "stability-percentage": 1000,
+                                           "max-trials": 3}}
     return config
 
 
@@ -252,7 +257,18 @@ def ma_profile(args: argparse.Namespace, work: Path, data: Path, models: str) ->
     try:
         code = follow(child, log, args.search_timeout)
     finally:
+        # Model Analyzer starts tritonserver and perf_analyzer in sessions of their own: stop them too, whatever
+        # state it leaves them in.
+        leftovers = []
+        with contextlib.suppress(psutil.Error):
+            leftovers = psutil.Process(child.pid).children(recursive=True)
         child.stop()
+        for process in leftovers:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+        for process in psutil.wait_procs(leftovers, timeout=runtime.STOP_TIMEOUT_S)[1]:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
         for region in Path("/dev/shm").glob(f"model_analyzer_{os.getpid()}_*"):
             region.unlink(missing_ok=True)
     return code, round(time.monotonic() - began, 1), log.read_text(errors="replace")
@@ -438,6 +454,7 @@ def main() -> None:
     parser.add_argument("--perf-analyzer", type=Path, default=os.environ.get("PERF_ANALYZER"),
                         help="perf_analyzer binary of the tritonclient 2.51.0 wheel (default: $PERF_ANALYZER)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop every server and search on the way out
     if args.perf_analyzer is None or not args.perf_analyzer.is_file():
         parser.error("perf_analyzer is needed: --perf-analyzer PATH or $PERF_ANALYZER (the tritonclient 2.51.0 "
                      "wheel's tritonclient-2.51.0.data/data/bin/perf_analyzer)")
