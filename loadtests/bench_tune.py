@@ -58,6 +58,10 @@ MA_VENV = settings.CACHE_DIR / "model-analyzer-1.58"
 # Columns of Model Analyzer's results table (export/results/metrics-model-inference.csv), and the log lines kept.
 MA_CONFIG, MA_THROUGHPUT, MA_P99 = "Model Config Path", "Throughput (infer/sec)", "p99 Latency (ms)"
 MA_NOTABLE = re.compile(r"load failed|WARNING|ERROR|Profile complete|Exceeds|Traceback|Exception", re.IGNORECASE)
+# Model Analyzer's log lines not echoed as progress: blank ones and the details of each config it builds
+MA_QUIET = re.compile(r"^\[Model Analyzer\]\s*$|^\[Model Analyzer\]\s+(Setting|Enabling|Found existing|Existing "
+                      r"measurement|No changes made)|^\s*$")
+MA_PROFILED = re.compile(r"Profiling (\S+): concurrency=")
 MA_BATCH = 8  # the encoder's warm-up sends batches of 8: a config with a smaller max_batch_size fails to load
 COMPOSING = (settings.TOKENIZER_MODEL, settings.ENCODER_MODEL, settings.POOLER_MODEL)
 SHIPPED, GREEDY, SWEEP, MODEL_ANALYZER = "shipped", "tools tune (greedy)", "tools tune --strategy sweep", \
@@ -207,8 +211,9 @@ def ma_config(args: argparse.Namespace, work: Path, repository: Path, data: Path
         "export_path": str(work / "export"),
         "checkpoint_directory": str(work / "checkpoints"),
     }
-    if args.quick:  # a tiny search: batch 8 only, one or two instances, a few concurrencies, no report sweep
-        config |= {"run_config_search_max_model_batch_size": MA_BATCH, "run_config_search_max_instance_count": 2,
+    if args.quick:  # a tiny search: batch 8 or 16, one or two instances, a few concurrencies, no report sweep (with
+        # the batch size bounds equal, its quick search once walked the one-value dimension until a math overflow)
+        config |= {"run_config_search_max_model_batch_size": 2 * MA_BATCH, "run_config_search_max_instance_count": 2,
                    "run_config_search_max_concurrency": 8, "concurrency_sweep_disable": True,
                    # three windows whatever their spread: on a busy machine it otherwise keeps growing them
                    "perf_analyzer_flags": {**config["perf_analyzer_flags"], "stability-percentage": 1000,
@@ -226,7 +231,8 @@ def follow(child: Child, log: Path, timeout: float) -> int:
             new = text.read()
             offset = text.tell()
             for line in new.splitlines():
-                print(f"  | {line}", flush=True)
+                if not MA_QUIET.search(line):
+                    print(f"  | {line}", flush=True)
         if not running:
             return child.returncode
         if time.monotonic() > deadline:
@@ -276,11 +282,11 @@ def ma_profile(args: argparse.Namespace, work: Path, data: Path, models: str) ->
 
 def ma_row(args: argparse.Namespace, folder: Path, data: Path) -> Row:
     """Model Analyzer on the ensemble; the composing configs of its best run inside the SLO served as the ensemble's.
-    Configs tried: the distinct configurations in its results table (each measured at one or more concurrencies)."""
+    Configs tried: the distinct configurations its log says it profiled (at one or more concurrencies each)."""
     work = folder / "model-analyzer"
     code, wall, log = ma_profile(args, work, data, settings.EMBED_MODEL)
     results = ma_results(work)
-    row = Row(MODEL_ANALYZER, wall_s=wall, configs=len({r[MA_CONFIG] for r in results}),
+    row = Row(MODEL_ANALYZER, wall_s=wall, configs=len(set(MA_PROFILED.findall(log))),
               log=list(dict.fromkeys(line.split("] ", 1)[-1].strip() for line in log.splitlines()
                                      if MA_NOTABLE.search(line) and "gpu" not in line.lower())))
     if code != 0 or not results:
