@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import re
@@ -62,6 +61,7 @@ MA_NOTABLE = re.compile(r"load failed|WARNING|ERROR|Profile complete|Exceeds|Tra
 MA_QUIET = re.compile(r"^\[Model Analyzer\]\s*$|^\[Model Analyzer\]\s+(Setting|Enabling|Found existing|Existing "
                       r"measurement|No changes made)|^\s*$")
 MA_PROFILED = re.compile(r"Profiling (\S+): concurrency=")
+MA_COMPLETE = re.compile(r"Profile complete\. Profiled (\d+) configurations")
 MA_BATCH = 8  # the encoder's warm-up sends batches of 8: a config with a smaller max_batch_size fails to load
 COMPOSING = (settings.TOKENIZER_MODEL, settings.ENCODER_MODEL, settings.POOLER_MODEL)
 SHIPPED, GREEDY, SWEEP, MODEL_ANALYZER = "shipped", "tools tune (greedy)", "tools tune --strategy sweep", \
@@ -243,11 +243,22 @@ def follow(child: Child, log: Path, timeout: float) -> int:
 
 
 def ma_results(work: Path) -> list[dict]:
-    """Every configuration Model Analyzer measured, from its exported results table."""
-    table = work / "export" / "results" / "metrics-model-inference.csv"
-    if not table.is_file():
+    """Every measurement Model Analyzer made, from its last checkpoint (saved after each one, so a search that
+    crashed still counts): config path ("embed_config_3: tokenizer_config_0, encoder_config_1, pooler_config_0", as
+    its results table names it), concurrency, throughput and p99."""
+    checkpoints = sorted((work / "checkpoints").glob("*.ckpt"), key=lambda path: int(path.stem))
+    if not checkpoints:
         return []
-    return list(csv.DictReader(table.read_text().splitlines()))
+    saved = json.loads(checkpoints[-1].read_text())["ResultManager.results"]["_results"]
+    found = []
+    for variant, (_, runs) in saved.get(settings.EMBED_MODEL, {}).items():
+        for key, run_measured in runs.items():
+            for measured in run_measured["_model_config_measurements"]:
+                figures = {name: value["_value"] for name, value in measured["_non_gpu_data_from_tag"].values()}
+                found.append({MA_CONFIG: f"{variant}: {', '.join(key.rsplit(' ', 1)[-1].split(','))}",
+                              "Concurrency": measured["_model_specific_pa_params"]["concurrency-range"],
+                              MA_THROUGHPUT: figures["perf_throughput"], MA_P99: figures["perf_latency_p99"]})
+    return found
 
 
 def ma_profile(args: argparse.Namespace, work: Path, data: Path, models: str) -> tuple[int, float, str]:
@@ -284,22 +295,26 @@ def ma_profile(args: argparse.Namespace, work: Path, data: Path, models: str) ->
 
 def ma_row(args: argparse.Namespace, folder: Path, data: Path) -> Row:
     """Model Analyzer on the ensemble; the composing configs of its best run inside the SLO served as the ensemble's.
-    Configs tried: the distinct configurations its log says it profiled (at one or more concurrencies each)."""
+    Configs tried: as its last word says ("Profiled 5 configurations"; the shipped config's failed run not counted),
+    or when it stopped early the distinct configurations it started to profile."""
     work = folder / "model-analyzer"
     code, wall, log = ma_profile(args, work, data, settings.EMBED_MODEL)
     results = ma_results(work)
-    row = Row(MODEL_ANALYZER, wall_s=wall, configs=len(set(MA_PROFILED.findall(log))),
+    said = MA_COMPLETE.search(log)
+    row = Row(MODEL_ANALYZER, wall_s=wall, configs=int(said[1]) if said else len(set(MA_PROFILED.findall(log))),
               log=list(dict.fromkeys(line.split("] ", 1)[-1].strip() for line in log.splitlines()
                                      if MA_NOTABLE.search(line) and "gpu" not in line.lower())))
-    if code != 0 or not results:
+    failed = ""
+    if code != 0:
         errors = [line.strip() for line in log.splitlines() if "error" in line.lower() or "Exception" in line]
-        row.note = f"model-analyzer exited with code {code}, {len(results)} measurements: " + \
-            (" | ".join(errors[-3:]) or log.strip().splitlines()[-1])
+        failed = f"model-analyzer exited with code {code} ({' | '.join(errors[-2:]) or log.strip().splitlines()[-1]})"
+    if not results:
+        row.note = f"{failed or 'model-analyzer finished'} with no measurement"
         return row
     row.points = [{"rps": float(r[MA_THROUGHPUT]), "p99_ms": float(r[MA_P99])} for r in results]
-    inside = [r for r in results if r["Satisfies Constraints"] == "Yes" and float(r[MA_P99]) <= args.slo_ms]
+    inside = [r for r in results if float(r[MA_P99]) <= args.slo_ms]
     if not inside:
-        row.note = "no configuration met the SLO"
+        row.note = f"{failed + '; ' if failed else ''}no configuration met the SLO"
         return row
     best = max(inside, key=lambda r: float(r[MA_THROUGHPUT]))
     row.search_rps, row.search_p99_ms = float(best[MA_THROUGHPUT]), float(best[MA_P99])
@@ -308,7 +323,8 @@ def ma_row(args: argparse.Namespace, folder: Path, data: Path) -> Row:
         f"{model} {knobs.read(config).describe()}, max batch {config.max_batch_size}"
         for model, config in configs.items() if model != settings.EMBED_MODEL) + \
         f"; {settings.EMBED_MODEL} max batch {configs[settings.EMBED_MODEL].max_batch_size}"
-    row.note = "its best run inside the SLO; the composing configs from its output model repository"
+    row.note = (f"{failed}; its {len(results)} measurements up to then (checkpoint) are used. " if failed else "") + \
+        "Its best run inside the SLO; the composing configs from its output model repository."
     row.repository = with_configs(folder, "model-analyzer-winner", configs)
     return row
 
