@@ -13,6 +13,12 @@ tuner's --users), over HTTP, one text of the workload per request, in interleave
 of the rounds. perf_analyzer rather than Locust: a C++ client costs a fraction of Locust's CPU on a 2-core machine
 (its own CPU is reported), so the servers compete less with their load; it is also what Model Analyzer measures with.
 
+Model Analyzer profiles the ensemble itself (quick search over each composing model's instances, max_batch_size and
+dynamic batching) with `run_config_search_min_model_batch_size: 8` (the encoder's batch-8 warm-up fails to load under
+a smaller max_batch_size) and at most 64 in flight. Its measurements are read from its checkpoint, so a search that
+crashes is still counted (its quick search was seen looping over measured configs until an OverflowError); its best
+measurement inside the SLO is served with the composing configs it wrote and its ensemble's max_batch_size.
+
 perf_analyzer: the binary ships in the `tritonclient==2.51.0` wheel; pass it with --perf-analyzer or $PERF_ANALYZER
 (loadtests/bench_workloads.py links its missing libraries).
 
@@ -213,8 +219,7 @@ def ma_config(args: argparse.Namespace, work: Path, repository: Path, data: Path
         "export_path": str(work / "export"),
         "checkpoint_directory": str(work / "checkpoints"),
     }
-    if args.quick:  # a tiny search: batch 8 or 16, one or two instances, a few concurrencies, no report sweep (with
-        # the batch size bounds equal, its quick search once walked the one-value dimension until a math overflow)
+    if args.quick:  # a tiny search: batch 8 or 16, one or two instances, a few concurrencies, no report sweep
         config |= {"run_config_search_max_model_batch_size": 2 * MA_BATCH, "run_config_search_max_instance_count": 2,
                    "run_config_search_max_concurrency": 8, "concurrency_sweep_disable": True,
                    # three windows whatever their spread: on a busy machine it otherwise keeps growing them
