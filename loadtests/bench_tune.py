@@ -49,7 +49,7 @@ from tools import settings
 from tools.bench import runner as bench
 from tools.loadtest.corpus import Workload
 from tools.loadtest.runner import parse_slo
-from tools.processes import Child, free_port, run, spawn
+from tools.processes import Child, free_port, spawn
 from tools.repository import ModelConfig, load_repository
 from tools.serving import runtime
 from tools.tune import knobs
@@ -127,18 +127,13 @@ def with_configs(folder: Path, name: str, configs: dict[str, ModelConfig]) -> Pa
 
 
 # -- rows 2 and 3: tools tune through its CLI -------------------------------------------------------------------
-def sweep_available() -> bool:
-    shown = run("tools tune --help", [TOOLS, "tune", "--help"], timeout=120, env={**os.environ, "COLUMNS": "200"})
-    return "--strategy" in shown.stdout
-
-
 def tune_row(name: str, args: argparse.Namespace, folder: Path, strategy: list[str]) -> Row:
     """One `tools tune` run as a child process (its progress on this console), read back from its report.json."""
     out = folder / ("tune-" + (strategy[-1] if strategy else "greedy"))
     argv = [TOOLS, "tune", settings.EMBED_MODEL, "--slo", args.slo, "--workload", args.workload,
             "--repository", REPOSITORY, "--users", str(args.users), "--out", out, *strategy]
     if args.quick:
-        argv += ["--window", "5s", "--steps", "2"]
+        argv += ["--window", "5s", *([] if strategy else ["--steps", "2"])]  # a sweep has no step budget
     print(f"{name}: {' '.join(map(str, argv[1:]))}", flush=True)
     child = spawn(name, argv)
     try:
@@ -228,6 +223,9 @@ def ma_config(args: argparse.Namespace, work: Path, repository: Path, data: Path
     return config
 
 
+MA_TIMED_OUT = -1  # follow()'s exit code for a search stopped at --search-timeout
+
+
 def follow(child: Child, log: Path, timeout: float) -> int:
     """Wait for `child`, echoing its log's new lines (Model Analyzer's progress) as they come."""
     deadline, offset = time.monotonic() + timeout, 0
@@ -242,8 +240,9 @@ def follow(child: Child, log: Path, timeout: float) -> int:
                     print(f"  | {line}", flush=True)
         if not running:
             return child.returncode
-        if time.monotonic() > deadline:
-            raise SystemExit(f"Model Analyzer still running after {timeout:.0f} s (log: {log})")
+        if time.monotonic() > deadline:  # stopped by the caller; what it measured so far is in its checkpoint
+            print(f"  Model Analyzer still running after {timeout:.0f} s: stopped (log: {log})", flush=True)
+            return MA_TIMED_OUT
         time.sleep(2)
 
 
@@ -501,8 +500,6 @@ def main() -> None:
         rows.append(tune_row(GREEDY, args, folder, []))
         if args.skip_sweep:
             rows.append(Row(SWEEP, note="skipped (--skip-sweep)"))
-        elif not sweep_available():
-            rows.append(Row(SWEEP, note="`tools tune` has no --strategy option yet: the sweep row is missing"))
         else:
             rows.append(tune_row(SWEEP, args, folder, ["--strategy", "sweep"]))
         rows.append(Row(MODEL_ANALYZER, note="skipped (--skip-ma)") if args.skip_ma else ma_row(args, folder, data))
