@@ -69,7 +69,6 @@ MA_QUIET = re.compile(r"^\[Model Analyzer\]\s*$|^\[Model Analyzer\]\s+(Setting|E
 MA_PROFILED = re.compile(r"Profiling (\S+): concurrency=")
 MA_COMPLETE = re.compile(r"Profile complete\. Profiled (\d+) configurations")
 MA_BATCH = 8  # the encoder's warm-up sends batches of 8: a config with a smaller max_batch_size fails to load
-COMPOSING = (settings.TOKENIZER_MODEL, settings.ENCODER_MODEL, settings.POOLER_MODEL)
 SHIPPED, GREEDY, SWEEP, MODEL_ANALYZER = "shipped", "tools tune (greedy)", "tools tune --strategy sweep", \
     "Model Analyzer 1.58"
 TUNER_SHARE = 0.95  # of the sweep's best throughput the tuner must reach
@@ -187,7 +186,7 @@ def ma_config(args: argparse.Namespace, work: Path, repository: Path, data: Path
         "model_repository": str(repository),
         "profile_models": models,
         "run_config_search_mode": "quick",
-        "cpu_only_composing_models": list(COMPOSING),
+        "cpu_only_composing_models": load_repository(repository).composing_models(settings.EMBED_MODEL),
         "run_config_search_min_model_batch_size": MA_BATCH,
         # Little's law: past 64 in flight no p99 of 100 ms is possible below 640 req/s, twice this model's best here
         "run_config_search_max_concurrency": 64,
@@ -248,7 +247,7 @@ def follow(child: Child, log: Path, timeout: float) -> int:
 
 def ma_results(work: Path) -> list[dict]:
     """Every measurement Model Analyzer made, from its last checkpoint (saved after each one, so a search that
-    crashed still counts): config path ("embed_config_3: tokenizer_config_0, encoder_config_1, pooler_config_0", as
+    crashed still counts): config path ("embed_config_3: tokenizer_config_0, encoder_config_1", as
     its results table names it), concurrency, throughput and p99."""
     checkpoints = sorted((work / "checkpoints").glob("*.ckpt"), key=lambda path: int(path.stem))
     if not checkpoints:
@@ -335,7 +334,7 @@ def ma_row(args: argparse.Namespace, folder: Path, data: Path) -> Row:
 
 def ma_composing_configs(output: Path, variant: str) -> dict[str, ModelConfig]:
     """Model -> the config Model Analyzer wrote for it, from a results row's config path ("embed_config_3:
-    tokenizer_config_0, encoder_config_1, pooler_config_0"): each composing model's, and the ensemble's own with its
+    tokenizer_config_0, encoder_config_1"): each composing model's, and the ensemble's own with its
     steps left as they are (only its max_batch_size is Model Analyzer's)."""
     repository = load_repository(output)
     ensemble, steps = variant.split(":", 1)
