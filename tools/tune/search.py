@@ -120,8 +120,10 @@ class Search:
     grid: space.Grid | None = None  # the sweep's points
 
     def best(self) -> Step | None:
-        """The fastest step inside the SLO; None when none was."""
-        inside = [s for s in self.steps if s.outcome().within(self.options.slo_p99_ms)]
+        """The fastest step inside the SLO; None when none was. A greedy search's winner is one it kept: a move it
+        undid gained less than run-to-run noise, however its one window came out."""
+        inside = [s for s in self.steps if s.outcome().within(self.options.slo_p99_ms)
+                  and (s.kept or self.options.strategy == Strategy.SWEEP)]
         return max(inside, key=lambda s: s.throughput_rps) if inside else None
 
     def closest(self) -> Step:
