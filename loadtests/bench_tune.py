@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
-from bench_workloads import measure_perf_analyzer, median_row, perf_analyzer_data, perf_analyzer_env
+from bench_workloads import PerfAnalyzerFailed, measure_perf_analyzer, median_row, perf_analyzer_data, perf_analyzer_env
 
 from tools import settings
 from tools.bench import runner as bench
@@ -364,15 +364,20 @@ def side_by_side(rows: list[Row], args: argparse.Namespace, folder: Path, data: 
             for row in served[number % len(served):] + served[:number % len(served)]:
                 server = servers[row.name]
                 for concurrency in args.in_flight:
-                    sample = measure_perf_analyzer(args.perf_analyzer, env, server.http_url, server.metrics_url,
-                                                   data, concurrency, interval_ms)
+                    try:
+                        sample = measure_perf_analyzer(args.perf_analyzer, env, server.http_url, server.metrics_url,
+                                                       data, concurrency, interval_ms)
+                    except PerfAnalyzerFailed as exc:  # one lost sample; the medians come from the other rounds
+                        print(f"  round {number + 1}/{rounds} {row.name:<28} {concurrency:>2} in flight: {exc}",
+                              flush=True)
+                        continue
                     samples[row.name][concurrency].append(sample)
                     print(f"  round {number + 1}/{rounds} {row.name:<28} {concurrency:>2} in flight: "
                           f"{sample['sentences_per_s']:6.1f}/s p99 {sample['p99_ms']:6.1f} ms "
                           f"(perf_analyzer {sample['loadgen_cpu']:.2f} cores)", flush=True)
     for row in served:
         row.measured = {c: {k: v for k, v in median_row(s).items() if k != "hops"}
-                        for c, s in samples[row.name].items()}
+                        for c, s in samples[row.name].items() if s}
 
 
 # -- verdicts and files ---------------------------------------------------------------------------------------------
