@@ -70,13 +70,16 @@ def _datatype(config_type: str) -> str:
     return "BYTES" if name == "STRING" else name
 
 
-def _infer(connection, model: str, version: int | str, inputs: Tensors, types: dict[str, str]) -> Tensors:
+def _infer(connection, model: str, version: int | str, inputs: Tensors, types: dict[str, str],
+           outputs: list[str] | None = None) -> Tensors:
+    """One request; `outputs` names the outputs to ask for (None: all of them)."""
     tensors = []
     for name, array in inputs.items():
         tensor = httpclient.InferInput(name, list(array.shape), types[name])
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
-    result = connection.infer(model, tensors, model_version=str(version))
+    requested = [httpclient.InferRequestedOutput(name) for name in outputs] if outputs else None
+    result = connection.infer(model, tensors, model_version=str(version), outputs=requested)
     return {output["name"]: result.as_numpy(output["name"]) for output in result.get_response()["outputs"]}
 
 
@@ -88,6 +91,9 @@ class _Feeder:
     steps: list[dict]  # the ensemble's steps before the target's, in an order that runs
     target_map: dict[str, str] | None  # the target step's input_map (None: the target takes the text itself)
     types: dict[str, dict[str, str]]  # model -> input name -> datatype
+    # The target's outputs the ensemble uses: what both versions must agree on (None: all of them). Others may
+    # differ where nothing reads them, e.g. token embeddings at padded positions.
+    target_outputs: list[str] | None = None
 
     def inputs(self, connection, text: str) -> Tensors:
         tensors: Tensors = {self.text_tensor: np.array([[text.encode()]], dtype=np.object_)}
@@ -113,7 +119,8 @@ def _feeder(control: Control, model: str, ensembles: dict[str, dict]) -> _Feeder
         inputs = config.get("input", [])
         if len(inputs) != 1 or inputs[0]["data_type"] != "TYPE_STRING":
             continue
-        target_map = ensemble_steps(config, model)[0]["input_map"]
+        target_steps = ensemble_steps(config, model)
+        target_map = target_steps[0]["input_map"]
         available, pending, ordered = {inputs[0]["name"]}, list(config["ensemble_scheduling"]["step"]), []
         while not set(target_map.values()) <= available:
             runnable = [s for s in pending if s["model_name"] != model and set(s["input_map"].values()) <= available]
@@ -125,7 +132,8 @@ def _feeder(control: Control, model: str, ensembles: dict[str, dict]) -> _Feeder
                 available |= set(step["output_map"].values())
         if set(target_map.values()) <= available:
             types = {step["model_name"]: input_types(step["model_name"]) for step in ordered}
-            return _Feeder(inputs[0]["name"], ordered, target_map, {**types, model: own})
+            used = sorted({name for step in target_steps for name in step["output_map"]})
+            return _Feeder(inputs[0]["name"], ordered, target_map, {**types, model: own}, used)
     raise ServingError(f"no canary requests for {model}: it takes no text and no text ensemble feeds it")
 
 
@@ -167,7 +175,8 @@ def run_canary(control: Control, model: str, old: int, new: int, ensembles: dict
                 result.requests += 1
                 started = time.perf_counter()
                 try:
-                    answers[version] = _infer(connection, model, version, inputs, feeder.types[model])
+                    answers[version] = _infer(connection, model, version, inputs, feeder.types[model],
+                                              feeder.target_outputs)
                 except CALL_ERRORS as exc:
                     result.failed_requests += 1
                     result.problems.append(f"{where}: version {version} failed: {_message(exc)}")
