@@ -286,7 +286,7 @@ def smoke(http_url: str, grpc_url: str, console: Console, models: Sequence[str] 
                 raise client.EmbeddingError(f"{model}: HTTP and gRPC answers differ by {gap:.2e}")
             results += pair
             continue
-        call = Call(model, SMOKE_TEXTS[:1], parameters=dict(SMOKE_PARAMETERS) if spec.decoupled else {})
+        call = Call(model, parameters=dict(SMOKE_PARAMETERS) if spec.decoupled else {})
         for protocol, url in ((client.Protocol.HTTP, http_url), (client.Protocol.GRPC, grpc_url)):
             for result in run_any(call, protocol, url):
                 if isinstance(result, StreamResult):
