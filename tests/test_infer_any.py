@@ -64,7 +64,7 @@ def test_params_are_typed_as_json_reads_them_and_reserved_or_malformed_ones_refu
 def test_shapes_read_perf_analyzers_form_and_must_fit_the_declared_dims():
     assert payloads.parse_shapes(["X:4,3", "ns:input:2"]) == {"X": (4, 3), "ns:input": (2,)}
     for term in ("X", "X:", "X:a,3", ":3", "X:-1,3"):
-        with pytest.raises(UsageError, match="invalid --shape"):
+        with pytest.raises(UsageError, match="invalid --input-shape"):
             payloads.parse_shapes([term])
     with pytest.raises(UsageError, match="does not fit its declared dims"):
         payloads.RequestBuilder(SPEC, ["t"], shapes={"X": (4, 2)}).request()
@@ -192,7 +192,8 @@ def test_input_data_feeds_a_streaming_model(server, tmp_path):
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_numeric_model_gets_generated_data_of_the_declared_dtype_and_shape(server, protocol):
-    result = CliRunner().invoke(app, ["infer", TENSORS, "--shape", "X:4,3", "--json", "--url", urls(server)[protocol]])
+    result = CliRunner().invoke(app, ["infer", TENSORS, "--input-shape", "X:4,3", "--json",
+                                      "--url", urls(server)[protocol]])
     assert result.exit_code == 0, result.output
     [request] = json.loads(result.stdout)["requests"]
     sent = request["inputs"]
@@ -222,7 +223,7 @@ def test_input_data_feeds_a_numeric_model_with_its_optional_input(server, tmp_pa
 
 @pytest.mark.parametrize(("args", "message"), [
     (["some text"], "has no text input (BYTES) to send texts to; its inputs: X, BIAS"),
-    (["--shape", "X:2,2"], "does not fit its declared dims [-1, 3]"),
+    (["--input-shape", "X:2,2"], "does not fit its declared dims [-1, 3]"),
     (["--text-input", "X"], "input 'X' of model tensors is INT32, not text"),
     (["--param", "nope"], "invalid --param 'nope'")])
 def test_what_does_not_fit_the_model_is_a_usage_error(server, args, message):

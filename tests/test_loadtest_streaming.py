@@ -144,7 +144,7 @@ def test_a_numeric_model_is_loaded_with_generated_data_and_a_streaming_slo_names
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--model", TENSORS, "--shape", "X:2,2"], "does not fit its declared dims"),
+    (["--model", TENSORS, "--input-shape", "X:2,2"], "does not fit its declared dims"),
     (["--model", TENSORS, "--text-input", "X"], "is INT32, not text"),
     (["--model", WORDS, "--texts-per-request", "2"], "does not batch"),
     (["--model", WORDS, "--param", "timeout=3"], "reserved")])

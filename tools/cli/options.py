@@ -53,9 +53,9 @@ def param_option() -> list[str]:
 
 
 def shape_option() -> list[str]:
-    return typer.Option([], "--shape", show_default=False,
-                        help="Dims of a variable-size input, name:d1,d2 (no batch dimension; repeatable), as "
-                             "perf_analyzer's --shape; a variable dim is 1 otherwise.")
+    return typer.Option([], "--input-shape", show_default=False,
+                        help="Dims of a variable-size input, name:d1,d2 (no batch dimension; repeatable), what "
+                             "perf_analyzer calls --shape; a variable dim is 1 otherwise.")
 
 
 def input_data_option() -> Path | None:

@@ -118,23 +118,28 @@ class TritonUser(User):
         self.texts = _texts(options.corpus)
         self.rng = random.Random()
         self.client = client.connect(self.protocol, self.host)
+        self.spec, self.builder, self.grpc_stream = None, None, None
+        self.sent = 0
+        self.request_name = options.model_name + (f"/{options.model_version}" if options.model_version else "")
+        self.next_start = time.monotonic()
+        if options.request_rate > 0:  # spread the pool's start times over one pacing interval
+            self.next_start += self.rng.random() * self._interval()
+
+    def _learn_model(self) -> None:
+        """Read the model's configuration (at the first request, so that a server that cannot be reached fails
+        requests, as it would any other, rather than the user) and prepare its requests."""
+        options = self.options
         self.spec = client.describe(self.client, options.model_name, options.model_version)
         input_data = payloads.read_input_data(options.input_data) if options.input_data else None
         shapes = {name: tuple(dims) for name, dims in json.loads(options.shapes).items()}
         self.builder = payloads.RequestBuilder(self.spec, self.texts, options.text_input or None,
                                                options.texts_per_request, shapes, input_data)
         self.parameters = json.loads(options.params)
-        self.grpc_stream = None
         if self.spec.decoupled:
             self.parameters = {"stream": True, **self.parameters}
             if self.protocol == client.Protocol.GRPC:
                 self.grpc_stream = client.GrpcStream(self.client)
         _model_streams.append(self.spec.decoupled)
-        self.sent = 0
-        self.request_name = options.model_name + (f"/{options.model_version}" if options.model_version else "")
-        self.next_start = time.monotonic()
-        if options.request_rate > 0:  # spread the pool's start times over one pacing interval
-            self.next_start += self.rng.random() * self._interval()
 
     def on_stop(self) -> None:
         if self.grpc_stream is not None:
@@ -165,12 +170,15 @@ class TritonUser(User):
 
     @task
     def infer(self) -> None:
-        texts = self.rng.choices(self.texts, k=self.options.texts_per_request)
-        arrays = self.builder.request(self.sent, texts)
-        self.sent += 1
         started = time.perf_counter()
         size, error, streamed = 0, None, None
         try:
+            if self.builder is None:
+                self._learn_model()
+            texts = self.rng.choices(self.texts, k=self.options.texts_per_request)
+            arrays = self.builder.request(self.sent, texts)
+            self.sent += 1
+            started = time.perf_counter()  # the request's own time, without the first one's configuration read
             if self.spec.decoupled:
                 streamed = self._stream(arrays, started)
                 size = len(streamed.text.encode())

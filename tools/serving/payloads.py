@@ -123,7 +123,7 @@ def parse_params(terms: Sequence[str]) -> Parameters:
 
 
 def parse_shapes(terms: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """perf_analyzer's `--shape name:d1,d2` terms (dims without the batch dimension) -> {name: dims}."""
+    """`--input-shape name:d1,d2` terms (perf_analyzer's --shape; dims without the batch dimension) -> {name: dims}."""
     shapes = {}
     for term in terms:
         name, sep, dims = term.rpartition(":")
@@ -132,7 +132,7 @@ def parse_shapes(terms: Sequence[str]) -> dict[str, tuple[int, ...]]:
         except ValueError:
             shape = ()
         if not sep or not name or not shape or min(shape) < 0:
-            raise UsageError(f"invalid --shape {term!r}: use name:d1,d2 (non-negative dims, no batch dimension)")
+            raise UsageError(f"invalid --input-shape {term!r}: use name:d1,d2 (non-negative dims, no batch dimension)")
         shapes[name] = shape
     return shapes
 
@@ -156,11 +156,11 @@ def read_input_data(path: Path) -> list[dict]:
 
 # -- building requests ---------------------------------------------------------------------------------------------
 def _dims(spec: TensorSpec, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
-    """The declared dims with each variable (-1) dimension set by --shape, else 1 (perf_analyzer requires --shape)."""
+    """The declared dims with each variable (-1) dimension set by --input-shape, else 1 (perf_analyzer requires it)."""
     if spec.name in shapes:
         given = shapes[spec.name]
         if len(given) != len(spec.dims) or any(d not in (-1, g) for d, g in zip(spec.dims, given, strict=True)):
-            raise UsageError(f"--shape {spec.name}:{','.join(map(str, given))} does not fit its declared dims "
+            raise UsageError(f"--input-shape {spec.name}:{','.join(map(str, given))} does not fit its declared dims "
                              f"{list(spec.dims)}")
         return given
     return tuple(1 if d < 0 else d for d in spec.dims)
