@@ -154,3 +154,13 @@ def test_requests_that_cannot_be_built_for_the_model_are_refused_before_locust_s
                                        "--out", str(tmp_path), *args], env={"COLUMNS": "200"})
     assert outcome.exit_code == 2 and message in outcome.output, outcome.output
     assert not (tmp_path / "locust.log").exists()
+
+
+def test_the_grpc_streams_of_several_users_run_at_once_not_one_after_another(server, tmp_path):
+    """Locust's users are greenlets of one process: a gRPC stream that blocked it would serialise them. By Little's
+    law the requests in flight are throughput x latency: about the user count when they overlap, 1 when not."""
+    users = 4
+    config = _config(server, "grpc", users=users, params={"delay_ms": 50, "max_tokens": 3})
+    client = loadtest.run(config, tmp_path).client
+    in_flight = client.throughput_rps * client.latency_ms["p50"] / 1e3
+    assert client.failures == 0 and in_flight > users / 2, (client.throughput_rps, client.latency_ms)
