@@ -251,3 +251,11 @@ def test_smoke_calls_any_given_model_over_both_protocols(server):
     with pytest.raises(client.EmbeddingError, match="unknown model"):
         infer.smoke(server.http_url, server.grpc_url, Console(file=io.StringIO()), ["nothing"])
     assert settings.GENERATE_INPUT == "text_input" and settings.GENERATE_OUTPUT == "text_output"
+
+
+def test_an_answer_missing_an_output_or_rows_is_named():
+    arrays = {"X": np.zeros((2, 1, 3), np.int32)}
+    assert payloads.answer_problem(SPEC, arrays, {"SUM": np.zeros((2, 1), np.float32)}) is None
+    assert payloads.answer_problem(SPEC, arrays, {}) == "m answered without SUM"
+    assert payloads.answer_problem(SPEC, arrays, {"SUM": np.zeros((1, 1), np.float32)}) == \
+        "m answered {'SUM': [1, 1]} for 2 rows"

@@ -185,6 +185,8 @@ class TritonUser(User):
             else:
                 outputs = client.call(self.client, self.options.model_name, arrays, self.options.model_version,
                                       self.parameters)
+                if problem := payloads.answer_problem(self.spec, arrays, outputs):
+                    raise ValueError(problem)  # a wrong answer is a failure too
                 size = sum(array.nbytes for array in outputs.values())
         except Exception as exc:  # every refusal or failure is a result to report, not a crash of the user
             error = exc

@@ -2,7 +2,9 @@
 tables, files and plot of a run are `tools.loadtest.report`'s.
 
 Every request ends accepted, refused (an overloaded server shed it: expected in a burst) or failed with an error
-(`tools.loadtest.outcomes`); latencies are those of accepted requests.
+(`tools.loadtest.outcomes`); latencies are those of accepted requests. Requests are built from the model's
+configuration (`tools.serving.payloads`); a decoupled model is streamed and its run also gets GenAI-Perf's figures
+(`tools.loadtest.streaming`), which the SLO can bound.
 
 Locust runs as a subprocess (its gevent monkey-patching must not touch this process); we read its CSV history
 while it runs for live progress, and at the end the totals and percentiles Locust itself computed, which our

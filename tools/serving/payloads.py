@@ -281,3 +281,17 @@ def texts_of(arrays: Arrays, name: str | None) -> list[str]:
         return []
     return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in arrays[name].ravel()]
 
+
+
+def answer_problem(spec: ModelSpec, arrays: Arrays, outputs: Arrays) -> str | None:
+    """What is wrong with a (not streamed) answer, if anything: a declared output missing, or for a batching model an
+    output whose rows are not the request's."""
+    missing = [name for name in spec.output_names if name not in outputs]
+    if missing:
+        return f"{spec.name} answered without {', '.join(missing)}"
+    rows = next(iter(arrays.values())).shape[0] if spec.batches and arrays else None
+    short = {name: list(array.shape) for name, array in outputs.items() if rows is not None and
+             (array.ndim == 0 or array.shape[0] != rows)}
+    if short:
+        return f"{spec.name} answered {short} for {rows} rows"
+    return None
