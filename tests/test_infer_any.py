@@ -113,7 +113,10 @@ def test_input_data_reads_lists_content_and_shape_and_b64(tmp_path):
 @pytest.mark.parametrize(("text", "message"), [
     ("{", "is not JSON"), ("{}", "no \"data\" list"), ('{"data": [3]}', "an object of input name"),
     ('{"data": [{"NOPE": [1]}]}', "names no input of model m: NOPE"),
-    ('{"data": [{"X": [1, 2]}]}', "input X (INT32, dims [-1, 3])")])
+    ('{"data": [{"X": [1, 2]}]}', "input X (INT32, dims [-1, 3])"),
+    ('{"data": [{"X": {"b64": "not base64!"}}]}', "input X (INT32, dims [-1, 3])"),
+    ('{"data": [{"X": {"b64": "AAAA"}}]}', "input X (INT32, dims [-1, 3])"),
+    ('{"data": [{"TEXT": {"b64": "AAAA"}}]}', "input TEXT (BYTES, dims [1])")])
 def test_bad_input_data_is_a_usage_error_naming_the_problem(tmp_path, text, message):
     path = tmp_path / "data.json"
     path.write_text(text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,14 +186,14 @@ def _from_file(spec: TensorSpec, value: object, shapes: dict[str, tuple[int, ...
     """One tensor of an input-data request, as one batch row of the declared dtype."""
     dtype = np.object_ if spec.datatype == TEXT_TYPE else triton_to_np_dtype(spec.datatype)
     shape = None
-    if isinstance(value, dict) and "b64" in value:
-        raw = base64.b64decode(value["b64"])
-        flat = deserialize_bytes_tensor(raw) if spec.datatype == TEXT_TYPE else np.frombuffer(raw, dtype=dtype)
-    elif isinstance(value, dict) and "content" in value:
-        flat, shape = value["content"], value.get("shape")
-    else:
-        flat = value
     try:
+        if isinstance(value, dict) and "b64" in value:
+            raw = base64.b64decode(value["b64"], validate=True)
+            flat = deserialize_bytes_tensor(raw) if spec.datatype == TEXT_TYPE else np.frombuffer(raw, dtype=dtype)
+        elif isinstance(value, dict) and "content" in value:
+            flat, shape = value["content"], value.get("shape")
+        else:
+            flat = value
         if spec.datatype == TEXT_TYPE:
             data = np.array([v if isinstance(v, bytes) else str(v).encode() for v in np.ravel(flat)], dtype=np.object_)
         else:
@@ -200,7 +201,7 @@ def _from_file(spec: TensorSpec, value: object, shapes: dict[str, tuple[int, ...
         if shape is None:  # numpy infers one variable dimension from the count
             shape = _dims(spec, shapes) if spec.name in shapes else spec.dims
         return data.reshape(shape)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, struct.error) as exc:  # bad base64 is a ValueError too
         raise UsageError(f"{where}: input {spec.name} ({spec.datatype}, dims {list(spec.dims)}): {exc}") from None
 
 
