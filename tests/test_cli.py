@@ -66,7 +66,7 @@ def test_help_shows_no_path_of_this_checkout(command):
 
 
 @pytest.mark.parametrize("args", [
-    ["infer", "--protocol", "htp", "hello"],
+    ["infer", settings.EMBED_MODEL, "--protocol", "htp", "hello"],
     ["validate", "--format", "xml"],
     ["deploy", "status", "-o", "yaml"],
 ])
@@ -77,14 +77,15 @@ def test_a_typo_in_a_fixed_choice_is_a_usage_error(args):
 
 def test_a_problem_is_one_line_and_exit_1():
     port = processes.free_port()  # nothing listens there
-    result = runner.invoke(app, ["infer", "--url", f"127.0.0.1:{port}", "hello"])
+    result = runner.invoke(app, ["infer", settings.EMBED_MODEL, "--url", f"127.0.0.1:{port}", "hello"])
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.output
 
 
 def test_a_usage_error_of_the_tools_is_one_line_and_exit_2(tmp_path):
-    result = runner.invoke(app, ["infer", "--url", "grpc://127.0.0.1:1", "--protocol", "http", "hello"])
+    result = runner.invoke(app, ["infer", settings.EMBED_MODEL, "--url", "grpc://127.0.0.1:1", "--protocol", "http",
+                                 "hello"])
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     result = runner.invoke(app, ["validate", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "is not a directory" in result.stderr
@@ -92,7 +93,7 @@ def test_a_usage_error_of_the_tools_is_one_line_and_exit_2(tmp_path):
 
 def test_the_url_comes_from_the_environment_when_not_given():
     port = processes.free_port()
-    result = runner.invoke(app, ["infer", "hello"], env={settings.URL_ENV: f"grpc://127.0.0.1:{port}"})
+    result = runner.invoke(app, ["infer", settings.EMBED_MODEL, "hello"], env={settings.URL_ENV: f"grpc://127.0.0.1:{port}"})
     assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.stderr
 
 

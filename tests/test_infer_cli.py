@@ -46,7 +46,7 @@ def test_infer_json_gives_embeddings_and_similarity_over_the_protocol_the_url_na
     address = server.http_url if protocol == client.Protocol.HTTP else server.grpc_url
     template, with_option, from_env = URL_FORMS[form]
     url = template.format(protocol=protocol, address=address)
-    args = ["infer", *TEXTS, "--json", *(["--protocol", str(protocol)] if with_option else [])]
+    args = ["infer", settings.EMBED_MODEL, *TEXTS, "--json", *(["--protocol", str(protocol)] if with_option else [])]
     env = {settings.URL_ENV: url if from_env else None}  # None: unset for the run
     result = CliRunner().invoke(app, args if from_env else [*args, "--url", url], env=env)
     assert result.exit_code == 0, result.output
@@ -60,14 +60,14 @@ def test_infer_json_gives_embeddings_and_similarity_over_the_protocol_the_url_na
 
 
 def test_infer_prints_shape_and_similarity_matrix_for_people(server):
-    result = CliRunner().invoke(app, ["infer", *TEXTS[:2], "--url", server.http_url])
+    result = CliRunner().invoke(app, ["infer", settings.EMBED_MODEL, *TEXTS[:2], "--url", server.http_url])
     assert result.exit_code == 0, result.output
     assert f"embeddings (2, {settings.EMBEDDING_DIM}) float32" in result.stdout
     assert "cosine similarity" in result.stdout and "1.000" in result.stdout
 
 
 def test_infer_names_a_refused_text_and_exits_1_on_one_line(server):
-    result = CliRunner().invoke(app, ["infer", "fine", "", "--url", f"grpc://{server.grpc_url}"])
+    result = CliRunner().invoke(app, ["infer", settings.EMBED_MODEL, "fine", "", "--url", f"grpc://{server.grpc_url}"])
     assert result.exit_code == 1
     assert "text 1 is empty" in one_line_error(result.output)
 
@@ -75,7 +75,7 @@ def test_infer_names_a_refused_text_and_exits_1_on_one_line(server):
 @pytest.mark.parametrize("protocol", list(client.Protocol))
 def test_infer_without_a_server_says_on_one_line_it_cannot_reach_it(protocol):
     url = f"{protocol}://127.0.0.1:{processes.free_port()}"
-    result = CliRunner().invoke(app, ["infer", "hello", "--url", url])
+    result = CliRunner().invoke(app, ["infer", settings.EMBED_MODEL, "hello", "--url", url])
     assert result.exit_code == 1
     assert "cannot reach the server" in one_line_error(result.output)
 
@@ -91,7 +91,7 @@ def test_infer_without_a_server_says_on_one_line_it_cannot_reach_it(protocol):
     ("grpc://host:1/v2", None, "is not host:port"),
 ])
 def test_a_malformed_url_or_one_that_contradicts_the_protocol_is_a_usage_error(url, protocol, message):
-    args = ["infer", "hello", "--url", url, *(["--protocol", protocol] if protocol else [])]
+    args = ["infer", settings.EMBED_MODEL, "hello", "--url", url, *(["--protocol", protocol] if protocol else [])]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert message in one_line_error(result.output)
@@ -118,13 +118,18 @@ def test_serve_answers_the_smoke_request_over_both_protocols_and_exits():
 
 
 def test_the_http_client_on_the_grpc_port_is_told_what_it_reached(server):
-    result = CliRunner().invoke(app, ["infer", "hello", "--url", f"http://{server.grpc_url}"])
+    result = CliRunner().invoke(app, ["infer", settings.EMBED_MODEL, "hello", "--url", f"http://{server.grpc_url}"])
     assert result.exit_code == 1
     assert "does not answer as Triton's HTTP endpoint does" in one_line_error(result.output)
 
 
-def test_a_model_without_the_embedding_output_is_named(server):
-    result = CliRunner().invoke(app, ["infer", "hello", "--url", server.http_url, "--model", settings.TOKENIZER_MODEL])
-    assert result.exit_code == 1
-    assert f"{settings.TOKENIZER_MODEL} answered without an {settings.EMBED_OUTPUT} output" in \
-        one_line_error(result.output)
+def test_a_model_without_the_embedding_output_shows_its_own_outputs(server):
+    result = CliRunner().invoke(app, ["infer", settings.TOKENIZER_MODEL, "hello world", "--url", server.http_url])
+    assert result.exit_code == 0, result.output
+    assert f"{settings.TOKENIZER_MODEL} over http" in result.stdout and "TEXT BYTES [1, 1]" in result.stdout
+    assert f"{settings.TOKEN_IDS} INT64 [1, " in result.stdout and f"{settings.TOKEN_MASK} INT64 [1, " in result.stdout
+    answer = json.loads(CliRunner().invoke(app, ["infer", settings.TOKENIZER_MODEL, "hello world", "--json",
+                                                 "--url", server.http_url]).stdout)
+    [request] = answer["requests"]
+    assert request["inputs"][settings.EMBED_INPUT]["data"] == ["hello world"]
+    assert sum(request["outputs"][settings.TOKEN_MASK]["data"]) == 4  # [CLS] hello world [SEP]

@@ -40,15 +40,26 @@ def loadtest_command(
                                                   "the default) or queries (search-style, 2-12 words)."),
     corpus: Path | None = typer.Option(None, help="Your own text file, one text per line, instead of a --workload "
                                                   "(default: the built-in corpus).", show_default=False),
+    text_input: str | None = options.text_input_option(),
+    params: list[str] = options.param_option(),
+    shapes: list[str] = options.shape_option(),
+    input_data: Path | None = options.input_data_option(),
     serve: bool = typer.Option(False, help="Start a local server on free loopback ports for the run."),
     repository: Path = options.repository_option("Repository to serve with --serve (default: ./model_repository)."),
     slo: str | None = typer.Option(None, help="Fail (exit 1) if broken, e.g. p99=50ms,errors=0.1%,refused=5%,rps=100 "
-                                             "(latencies and rps: accepted requests; rates: of all requests)."),
+                                             "(latencies and rps: accepted requests; rates: of all requests); a "
+                                             "streaming model also takes ttft_p99=500ms, itl_p99=50ms, "
+                                             "output_tokens_per_s>=100 (ttft_/itl_ with avg, p50, p90, p95, p99, "
+                                             "max)."),
     out: Path = typer.Option(Path("results/loadtest"), help="Folder for summary.json/.csv, timeline.png, raw files."),
     web: bool = typer.Option(False, help="Open Locust's web UI on 127.0.0.1 instead of a headless run."),
     web_port: int = typer.Option(settings.LOCUST_WEB_PORT, min=1, max=65535, help="Port of the web UI."),
 ) -> None:
-    """Load-test a model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO.
+    """Load-test any model with Locust; print client and Triton views; write JSON, CSV and a plot; gate on an SLO.
+
+    Requests follow the model's configuration: corpus texts for its text input, generated data of the declared dtype
+    and shape (or --input-data) for its other required inputs. A decoupled model is streamed, and the report adds
+    GenAI-Perf's figures: time to first token, inter-token latency, output tokens per second, requests per second.
 
     Every request is accepted, refused (the server shed load: HTTP 503/429, gRPC RESOURCE_EXHAUSTED, or UNAVAILABLE
     worded by Triton's queue policy) or failed with an error; refusals are counted apart from errors, and latencies
@@ -58,7 +69,7 @@ def loadtest_command(
     """
     from tools.loadtest import corpus as corpus_texts
     from tools.loadtest import report, runner
-    from tools.serving import client
+    from tools.serving import client, payloads
 
     # Only a --url typed with --serve contradicts it; $TRITON_URL may stay exported. (By name: Typer vendors click.)
     if serve and getattr(ctx.get_parameter_source("url"), "name", None) == "COMMANDLINE":
@@ -70,7 +81,8 @@ def loadtest_command(
         url=address, protocol=protocol, model=model, model_version=model_version, users=users,
         spawn_rate=spawn_rate, duration_s=runner.parse_duration(duration), shape=shape, request_rate=rate,
         texts_per_request=texts_per_request, corpus=corpus_texts.resolve(workload, corpus),
-        metrics_url=metrics_url or runner.default_metrics_url(address, protocol))
+        metrics_url=metrics_url or runner.default_metrics_url(address, protocol), text_input=text_input,
+        params=payloads.parse_params(params), shapes=payloads.parse_shapes(shapes), input_data=input_data)
     targets = runner.parse_slo(slo) if slo else []
     config.check()
     if web:

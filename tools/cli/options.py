@@ -44,3 +44,27 @@ def model_version_option() -> str:
 def control_key_option(help: str = "Secret of the model-control API (default: the key `tools serve` left for you).") \
         -> str | None:
     return typer.Option(None, "--control-key", envvar=settings.CONTROL_KEY_ENV, show_default=False, help=help)
+
+
+def param_option() -> list[str]:
+    return typer.Option([], "--param", show_default=False,
+                        help="A request parameter key=value, repeatable; the value is typed as JSON reads it "
+                             "(max_tokens=16, temperature=0.5, stream=false, stop='[\"\\n\"]'), else a string.")
+
+
+def shape_option() -> list[str]:
+    return typer.Option([], "--input-shape", show_default=False,
+                        help="Dims of a variable-size input, name:d1,d2 (no batch dimension; repeatable), what "
+                             "perf_analyzer calls --shape; a variable dim is 1 otherwise.")
+
+
+def input_data_option() -> Path | None:
+    return typer.Option(None, "--input-data", show_default=False, exists=False,
+                        help="Inputs from a JSON file in perf_analyzer's --input-data format ({\"data\": [{INPUT: "
+                             "value, ...}, ...]}, one object per request; values as lists, {content, shape} or {b64}).")
+
+
+def text_input_option() -> str | None:
+    return typer.Option(None, "--text-input", show_default=False,
+                        help="Input that takes the texts (default: the model's first required BYTES input, else its "
+                             "first BYTES input).")

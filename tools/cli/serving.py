@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from rich.markup import escape
 
 from tools import settings
 from tools.cli import options
-from tools.cli.app import app, console, data_console
+from tools.cli.app import app, console
 from tools.errors import ServingError, UsageError
 from tools.validation import Target
 
@@ -106,22 +105,3 @@ def _print_heal_failure(failure: HealFailure) -> None:
         console.print(f"[red]gave up healing {finding.model} version {finding.version}[/]: its requests may keep "
                       "failing; restart the server (see its log)", highlight=False)
 
-
-@app.command("infer")
-def infer_command(
-    texts: list[str] = typer.Argument(..., help="One or more texts to embed."),
-    url: str | None = options.url_option(),
-    protocol: settings.Protocol | None = options.protocol_option(),
-    model: str = options.model_option(),
-    model_version: str = options.model_version_option(),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (embeddings, similarity) to stdout."),
-) -> None:
-    """Embed texts on a running server; print the embeddings' shape and their cosine similarity matrix."""
-    from tools.serving import client, infer
-
-    protocol, address = client.resolve(url, protocol)
-    result = infer.run(texts, protocol, address, model, model_version)
-    if as_json:
-        typer.echo(json.dumps(result.as_json()))
-    else:
-        infer.render(result, data_console())

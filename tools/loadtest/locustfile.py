@@ -1,8 +1,12 @@
-"""Locust users for a Triton text model over HTTP and gRPC, built on tritonclient.
+"""Locust users for any Triton model over HTTP and gRPC, built on tritonclient.
 
-Each request is one or more texts from the corpus and is reported to Locust with its real latency, response
-size and error, under one stats entry per outcome (accepted, refused by an overloaded server, failed with an error:
-`tools.loadtest.outcomes`); a refusal is a result like any other, never a crash of the user.
+Each user reads the model's configuration and builds its requests from it (`tools.serving.payloads`): texts from
+the corpus for its text input, generated data or perf_analyzer input data for the rest. A decoupled model is
+streamed (a gRPC stream per user, or HTTP's generate_stream endpoint) and each accepted request's time to first
+token, latency and output tokens are kept for the summary (`tools.loadtest.streaming`). Every request is reported to
+Locust with its real latency (to the last response), response size and error, under one stats entry per outcome
+(accepted, refused by an overloaded server, failed with an error: `tools.loadtest.outcomes`); a refusal is a result
+like any other, never a crash of the user.
 `tools loadtest` hands this module (shipped in the package) to Locust by its path, with --host already host:port;
 `tools loadtest --web` opens Locust's UI. With --summary-file, Locust's own totals and percentiles (per outcome too)
 are written there as it quits, for `tools loadtest` to read.
@@ -20,9 +24,9 @@ from grpc.experimental import gevent as grpc_gevent
 from locust import User, events, stats, task
 
 from tools import settings
-from tools.loadtest import corpus, outcomes, profiles, shapes
+from tools.loadtest import corpus, outcomes, profiles, shapes, streaming
 from tools.loadtest.runner import PERCENTILES
-from tools.serving import client
+from tools.serving import client, infer, payloads
 
 # Without gevent's gRPC integration every gRPC call blocks the whole Locust process: users would serialise.
 grpc_gevent.init_gevent()
@@ -32,6 +36,10 @@ stats.CSV_STATS_FLUSH_INTERVAL_SEC = 1
 _shape_name = os.environ.get(settings.LOADTEST_SHAPE_ENV)
 if _shape_name:
     ActiveShape = shapes.BY_PROFILE[profiles.Shape(_shape_name)]
+# Every accepted streamed request of this process's users (Locust runs them all as greenlets of one process), and
+# whether the model streams at all: the summary then carries the rows, even none.
+_streamed: list[streaming.StreamRecord] = []
+_model_streams: list[bool] = []
 
 
 @events.init_command_line_parser.add_listener
@@ -43,6 +51,10 @@ def _add_options(parser) -> None:
     group.add_argument("--texts-per-request", type=int, default=1)
     group.add_argument("--request-rate", type=float, default=0.0,
                        help="Open loop: requests/s for all users together (0: each user sends back to back).")
+    group.add_argument("--text-input", default="", help="Input that takes the texts (default: the model's own).")
+    group.add_argument("--params", default="{}", help="Request parameters, a JSON object.")
+    group.add_argument("--shapes", default="{}", help="Dims of variable inputs, a JSON object of name -> list.")
+    group.add_argument("--input-data", default="", help="perf_analyzer's input-data JSON file.")
     group.add_argument("--summary-file", default="", help="Where to write Locust's totals and percentiles as JSON.")
 
 
@@ -81,6 +93,8 @@ def _write_summary(environment, **_) -> None:
         said[kind][error.to_name()] = said[kind].get(error.to_name(), 0) + error.occurrences
     summary = {"total": _entry_summary(environment.stats.total), "outcomes": _outcome_summaries(environment.stats),
                "entries": [_entry_summary(entry) for entry in environment.stats.entries.values()], **said}
+    if any(_model_streams):
+        summary["streaming"] = [record.as_row() for record in _streamed]
     partial = f"{path}.partial"
     with open(partial, "w") as handle:
         json.dump(summary, handle, indent=2)
@@ -93,23 +107,43 @@ def _texts(path: str) -> tuple[str, ...]:
 
 
 class TritonUser(User):
-    """One client connection sending texts to the model; subclasses choose the protocol."""
+    """One client connection sending requests built from the model's configuration; subclasses choose the
+    protocol."""
 
     abstract = True
     protocol = client.Protocol.GRPC
 
     def on_start(self) -> None:
-        self.options = self.environment.parsed_options
-        self.texts = _texts(self.options.corpus)
+        self.options = options = self.environment.parsed_options
+        self.texts = _texts(options.corpus)
         self.rng = random.Random()
         self.client = client.connect(self.protocol, self.host)
-        self.request_name = self.options.model_name + (f"/{self.options.model_version}"
-                                                       if self.options.model_version else "")
+        self.spec, self.builder, self.grpc_stream = None, None, None
+        self.sent = 0
+        self.request_name = options.model_name + (f"/{options.model_version}" if options.model_version else "")
         self.next_start = time.monotonic()
-        if self.options.request_rate > 0:  # spread the pool's start times over one pacing interval
+        if options.request_rate > 0:  # spread the pool's start times over one pacing interval
             self.next_start += self.rng.random() * self._interval()
 
+    def _learn_model(self) -> None:
+        """Read the model's configuration (at the first request, so that a server that cannot be reached fails
+        requests, as it would any other, rather than the user) and prepare its requests."""
+        options = self.options
+        self.spec = client.describe(self.client, options.model_name, options.model_version)
+        input_data = payloads.read_input_data(options.input_data) if options.input_data else None
+        shapes = {name: tuple(dims) for name, dims in json.loads(options.shapes).items()}
+        self.builder = payloads.RequestBuilder(self.spec, self.texts, options.text_input or None,
+                                               options.texts_per_request, shapes, input_data)
+        self.parameters = json.loads(options.params)
+        if self.spec.decoupled:
+            self.parameters = {"stream": True, **self.parameters}
+            if self.protocol == client.Protocol.GRPC:
+                self.grpc_stream = client.GrpcStream(self.client)
+        _model_streams.append(self.spec.decoupled)
+
     def on_stop(self) -> None:
+        if self.grpc_stream is not None:
+            self.grpc_stream.close()
         self.client.close()
 
     def _interval(self) -> float:
@@ -125,23 +159,43 @@ class TritonUser(User):
         self.next_start = max(self.next_start + interval, now - interval)
         return max(0.0, self.next_start - now)
 
+    def _stream(self, arrays: payloads.Arrays, started: float) -> infer.StreamResult:
+        options = self.options
+        if self.grpc_stream is not None:
+            pieces = self.grpc_stream.request(options.model_name, arrays, options.model_version, self.parameters)
+        else:
+            pieces = client.http_stream(self.host, options.model_name, arrays, options.model_version,
+                                        self.parameters)
+        return infer.StreamResult(self.protocol, self.host, options.model_name, "", started, tuple(pieces))
+
     @task
     def infer(self) -> None:
-        texts = self.rng.choices(self.texts, k=self.options.texts_per_request)
         started = time.perf_counter()
-        size, error = 0, None
+        size, error, streamed = 0, None, None
         try:
-            embeddings = client.embed(self.client, texts, self.options.model_name, self.options.model_version)
-            if embeddings is None or len(embeddings) != len(texts):
-                raise ValueError(f"expected {len(texts)} rows of {settings.EMBED_OUTPUT}, got "
-                                 f"{None if embeddings is None else embeddings.shape}")
-            size = embeddings.nbytes
+            if self.builder is None:
+                self._learn_model()
+            texts = self.rng.choices(self.texts, k=self.options.texts_per_request)
+            arrays = self.builder.request(self.sent, texts)
+            self.sent += 1
+            started = time.perf_counter()  # the request's own time, without the first one's configuration read
+            if self.spec.decoupled:
+                streamed = self._stream(arrays, started)
+                size = len(streamed.text.encode())
+            else:
+                outputs = client.call(self.client, self.options.model_name, arrays, self.options.model_version,
+                                      self.parameters)
+                if problem := payloads.answer_problem(self.spec, arrays, outputs):
+                    raise ValueError(problem)  # a wrong answer is a failure too
+                size = sum(array.nbytes for array in outputs.values())
         except Exception as exc:  # every refusal or failure is a result to report, not a crash of the user
             error = exc
         self.environment.events.request.fire(
             request_type=self.protocol.value, name=outcomes.entry_name(self.request_name, outcomes.classify(error)),
             response_time=(time.perf_counter() - started) * 1e3, response_length=size,
             exception=None if error is None else outcomes.reported(error), context={})
+        if streamed is not None and error is None:
+            _streamed.append(streaming.StreamRecord(streamed.ttft_ms, streamed.latency_ms, streamed.output_tokens))
 
 
 class GrpcTritonUser(TritonUser):

@@ -10,10 +10,13 @@ from pathlib import Path
 from rich.console import Console
 
 from tools.loadtest.runner import LATENCY_KEYS, PERCENTILES, REFUSAL_LATENCY_KEYS, LoadTestResult
+from tools.loadtest.streaming import STAT_KEYS
 
+STREAM_STATS = ("avg", "p50", "p90", "p99")  # what the table and the CSV show of TTFT and ITL (the JSON has all)
 SUMMARY_FIELDS = ("model", "protocol", "shape", "users", "requests", "accepted", "refused", "failures",
                   "throughput_rps", "offered_rps", *(f"{k}_ms" for k in LATENCY_KEYS),
-                  *(f"refused_{k}_ms" for k in REFUSAL_LATENCY_KEYS))
+                  *(f"refused_{k}_ms" for k in REFUSAL_LATENCY_KEYS), "output_tokens_per_s",
+                  *(f"{metric}_{k}_ms" for metric in ("ttft", "itl") for k in STREAM_STATS))
 
 
 def summary_row(result: LoadTestResult) -> dict[str, object]:
@@ -22,7 +25,18 @@ def summary_row(result: LoadTestResult) -> dict[str, object]:
             "users": result.config.users, "requests": client.requests, "accepted": client.accepted,
             "refused": client.refused, "failures": client.failures, "throughput_rps": round(client.throughput_rps, 2),
             "offered_rps": round(client.offered_rps, 2), **{f"{k}_ms": client.latency_ms[k] for k in LATENCY_KEYS},
-            **{f"refused_{k}_ms": client.refusal_latency_ms[k] for k in REFUSAL_LATENCY_KEYS}}
+            **{f"refused_{k}_ms": client.refusal_latency_ms[k] for k in REFUSAL_LATENCY_KEYS},
+            **_streaming_fields(result)}
+
+
+def _streaming_fields(result: LoadTestResult) -> dict[str, object]:
+    """A streaming model's CSV columns; empty for a model that does not stream."""
+    streamed = result.client.streaming
+    if streamed is None:
+        return {}
+    return {"output_tokens_per_s": streamed.output_tokens_per_s,
+            **{f"ttft_{k}_ms": streamed.ttft_ms[k] for k in STREAM_STATS},
+            **{f"itl_{k}_ms": streamed.itl_ms[k] for k in STREAM_STATS}}
 
 
 def write(result: LoadTestResult, out_dir: Path) -> dict[str, Path]:
@@ -86,6 +100,8 @@ def render(result: LoadTestResult, console: Console) -> None:
                   f"{client.failures} ({client.error_rate:.2%})", f"{client.throughput_rps:.1f}",
                   *(f"{client.latency_ms[k]:g}" for k in LATENCY_KEYS), f"{client.refusal_latency_ms['p99']:g}")
     console.print(table)
+    if client.streaming is not None:
+        render_streaming(result, console)
     for message, count in client.refusals.items():
         console.print(f"  [yellow]{count} x refused:[/] {message}", highlight=False)
     for message, count in client.errors.items():
@@ -108,3 +124,24 @@ def render(result: LoadTestResult, console: Console) -> None:
         console.print(f"[bold red]SLO broken:[/] {broken}", highlight=False)
     for problem in result.problems():
         console.print(f"[bold red]failed:[/] {problem}", highlight=False)
+
+
+def render_streaming(result: LoadTestResult, console: Console) -> None:
+    """A streaming model's figures as GenAI-Perf reports them: one row per metric, its statistics across requests."""
+    from rich.table import Table
+
+    client, streamed = result.client, result.client.streaming
+    table = Table(title=f"streaming: {streamed.requests} requests, {client.throughput_rps:.2f} requests/s, "
+                        f"{streamed.output_tokens} output tokens, {streamed.output_tokens_per_s:.1f} output tokens/s")
+    table.add_column("metric", justify="left")
+    for key in STAT_KEYS:
+        table.add_column(key, justify="right")
+    rows = (("time to first token (ms)", streamed.ttft_ms), ("inter-token latency (ms)", streamed.itl_ms),
+            ("request latency (ms)", None), ("output tokens per request", streamed.output_tokens_per_request))
+    for label, stats in rows:
+        if stats is None:  # Locust's own figures of accepted requests (it has no mean or minimum at hand)
+            latency = client.latency_ms
+            table.add_row(label, *(f"{latency[key]:g}" if key in latency else "-" for key in STAT_KEYS))
+        else:
+            table.add_row(label, *(f"{stats[key]:g}" for key in STAT_KEYS))
+    console.print(table)

@@ -2,7 +2,9 @@
 tables, files and plot of a run are `tools.loadtest.report`'s.
 
 Every request ends accepted, refused (an overloaded server shed it: expected in a burst) or failed with an error
-(`tools.loadtest.outcomes`); latencies are those of accepted requests.
+(`tools.loadtest.outcomes`); latencies are those of accepted requests. Requests are built from the model's
+configuration (`tools.serving.payloads`); a decoupled model is streamed and its run also gets GenAI-Perf's figures
+(`tools.loadtest.streaming`), which the SLO can bound.
 
 Locust runs as a subprocess (its gevent monkey-patching must not touch this process); we read its CSV history
 while it runs for live progress, and at the end the totals and percentiles Locust itself computed, which our
@@ -31,9 +33,10 @@ from tools.errors import LoadTestError, UsageError
 from tools.loadtest import corpus as corpus_texts
 from tools.loadtest.outcomes import Outcome, outcome_of_entry
 from tools.loadtest.profiles import Shape
+from tools.loadtest.streaming import STAT_KEYS, StreamingSummary
 from tools.monitoring import metrics, scrape
 from tools.processes import spawn
-from tools.serving import runtime
+from tools.serving import payloads, runtime
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 USER_CLASSES = {settings.Protocol.GRPC: "GrpcTritonUser", settings.Protocol.HTTP: "HttpTritonUser"}
@@ -75,14 +78,19 @@ def parse_duration(text: str) -> int:
 
 LATENCY_KEYS = (*(f"p{p}" for p in PERCENTILES), "max")
 RATE_KEYS = {"errors": "error rate", "refused": "refusal rate"}  # SLO ceilings on a share of all requests
+# A streaming model's latencies (GenAI-Perf's time to first token and inter-token latency): ttft_p99, itl_p50, ...
+STREAM_LATENCY_KEYS = tuple(f"{metric}_{stat}" for metric in ("ttft", "itl") for stat in STAT_KEYS if stat != "min")
+FLOOR_KEYS = {"rps": "req/s", "output_tokens_per_s": "output tokens/s"}  # SLO floors on throughput
 _LATENCY_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-_SLO_TERM = re.compile(r"^\s*(?P<key>[a-z0-9]+)\s*=\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>us|ms|s|%)?\s*$")
+_SLO_TERM = re.compile(r"^\s*(?P<key>[a-z0-9_]+)\s*(?P<op><=|>=|=)\s*(?P<number>\d+(?:\.\d+)?)\s*"
+                       r"(?P<unit>us|ms|s|%)?\s*$")
 
 
 @dataclass(frozen=True)
 class SloTarget:
-    """One bound a run must keep: a latency ceiling in ms (accepted requests), an error- or refusal-rate ceiling
-    (fraction of all requests) or a floor on accepted requests per second."""
+    """One bound a run must keep: a latency ceiling in ms (accepted requests; a streaming model's time to first
+    token and inter-token latency too), an error- or refusal-rate ceiling (fraction of all requests) or a floor on
+    accepted requests or output tokens per second."""
 
     key: str
     limit: float
@@ -90,32 +98,37 @@ class SloTarget:
     def describe(self) -> str:
         if self.key in RATE_KEYS:
             return f"{self.key} <= {self.limit:.4%}"
-        if self.key == "rps":
-            return f"throughput >= {self.limit:g} req/s"
+        if self.key in FLOOR_KEYS:
+            return f"{self.key} >= {self.limit:g} {FLOOR_KEYS[self.key]}"
         return f"{self.key} <= {self.limit:g} ms"
 
 
 def parse_slo(text: str) -> list[SloTarget]:
-    """'p99=50ms,errors=0.1%,refused=5%,rps=100' -> targets; latencies default to ms, rates to a fraction unless
-    '%'."""
+    """'p99=50ms,ttft_p99=500ms,errors=0.1%,refused=5%,rps>=100' -> targets; latencies default to ms, rates to a
+    fraction unless '%'. `=` takes each key's own direction; `<=` (ceilings) or `>=` (floors) must agree with it."""
     targets = []
     for term in filter(str.strip, text.split(",")):
         match = _SLO_TERM.match(term)
         if match is None:
-            raise UsageError(f"invalid SLO term {term.strip()!r}: use e.g. p99=50ms,errors=0.1%,refused=5%,rps=100")
-        key, number, unit = match["key"], float(match["number"]), match["unit"]
-        if key in LATENCY_KEYS and unit in (None, *_LATENCY_UNITS_MS):
+            raise UsageError(f"invalid SLO term {term.strip()!r}: use e.g. p99=50ms,ttft_p99=500ms,errors=0.1%,"
+                             "rps>=100")
+        key, op, number, unit = match["key"], match["op"], float(match["number"]), match["unit"]
+        if op != "=" and (op == ">=") != (key in FLOOR_KEYS):
+            raise UsageError(f"invalid SLO term {term.strip()!r}: {key} is a "
+                             f"{'floor (>=)' if key in FLOOR_KEYS else 'ceiling (<=)'}")
+        if key in (*LATENCY_KEYS, *STREAM_LATENCY_KEYS) and unit in (None, *_LATENCY_UNITS_MS):
             targets.append(SloTarget(key, number * _LATENCY_UNITS_MS[unit or "ms"]))
         elif key in RATE_KEYS and unit in (None, "%"):
             rate = number / 100 if unit == "%" else number
             if rate > 1:
                 raise UsageError(f"invalid SLO term {term.strip()!r}: an {RATE_KEYS[key]} is at most 100% (or 1)")
             targets.append(SloTarget(key, rate))
-        elif key == "rps" and unit is None:
+        elif key in FLOOR_KEYS and unit is None:
             targets.append(SloTarget(key, number))
         else:
             raise UsageError(f"invalid SLO term {term.strip()!r}: keys are {', '.join(LATENCY_KEYS)} (a latency), "
-                             "errors and refused (rates, e.g. 0.1%) and rps (a throughput floor)")
+                             "ttft_ and itl_ with avg, p50, p90, p95, p99 or max (a streaming model's latencies), "
+                             "errors and refused (rates, e.g. 0.1%), rps and output_tokens_per_s (throughput floors)")
     if not targets:
         raise UsageError("empty SLO: use e.g. p99=50ms,errors=0.1%")
     return targets
@@ -161,6 +174,10 @@ class LoadTestConfig:
     texts_per_request: int = 1
     corpus: Path = corpus_texts.DEFAULT_CORPUS
     metrics_url: str | None = None
+    text_input: str | None = None  # the input that takes the corpus's texts (default: the model's own)
+    params: dict[str, bool | int | float | str] = field(default_factory=dict)  # request parameters
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # dims of variable inputs
+    input_data: Path | None = None  # perf_analyzer's input-data JSON
 
     def __post_init__(self) -> None:
         self.protocol, self.shape = settings.Protocol(self.protocol), Shape(self.shape)
@@ -176,6 +193,8 @@ class LoadTestConfig:
         if self.shape == Shape.RATE and self.request_rate <= 0:
             raise UsageError("the rate shape needs --rate (requests/s for the whole run)")
         corpus_texts.load(self.corpus)
+        if self.input_data is not None:
+            payloads.read_input_data(self.input_data)
 
 
 def locust_command(config: LoadTestConfig, prefix: Path | None, web_port: int | None = None) -> list[str]:
@@ -185,6 +204,9 @@ def locust_command(config: LoadTestConfig, prefix: Path | None, web_port: int | 
            "--model-name", config.model, "--model-version", config.model_version,
            "--corpus", str(config.corpus), "--texts-per-request", str(config.texts_per_request),
            "--request-rate", str(config.request_rate), "--loglevel", "WARNING",
+           "--text-input", config.text_input or "", "--params", json.dumps(config.params),
+           "--shapes", json.dumps(config.shapes),
+           "--input-data", str(config.input_data.resolve()) if config.input_data else "",
            # The run time is the shape's too: the web UI starts the same shapes, and they need a length.
            "-t", f"{math.ceil(config.duration_s)}s"]
     if web_port is not None:
@@ -290,6 +312,7 @@ class ClientSummary:
     refusals: dict[str, int] = field(default_factory=dict)  # the server's words -> count
     refusal_latency_ms: dict[str, float] = field(default_factory=dict)  # how fast refusals came back
     offered_rps: float = 0.0  # all requests per second, refused and failed ones too
+    streaming: StreamingSummary | None = None  # a streaming model's figures (accepted requests)
 
     @property
     def accepted(self) -> int:
@@ -330,19 +353,31 @@ def read_summary(path: Path) -> ClientSummary:
                          throughput_rps=accepted["total_rps"] if accepted else 0.0,
                          latency_ms=_latencies(accepted, LATENCY_KEYS), errors=summary["errors"],
                          refusals=summary["refusals"], refusal_latency_ms=_latencies(refused, REFUSAL_LATENCY_KEYS),
-                         offered_rps=total["total_rps"])
+                         offered_rps=total["total_rps"],
+                         streaming=None if "streaming" not in summary else
+                         StreamingSummary.from_rows(summary["streaming"], total["elapsed_s"]))
 
 
 def check_slo(summary: ClientSummary, targets: list[SloTarget]) -> list[str]:
     """The SLO terms the run broke, each with what was measured; empty when the run kept them all."""
     broken = []
     for target in targets:
+        streamed = summary.streaming
         if target.key in RATE_KEYS:
             measured = summary.rate(target.key)
             ok, shown = measured <= target.limit, f"{measured:.4%}"
         elif target.key == "rps":
             measured, ok = summary.throughput_rps, summary.throughput_rps >= target.limit
             shown = f"{measured:.1f} req/s"
+        elif streamed is None and (target.key in STREAM_LATENCY_KEYS or target.key in FLOOR_KEYS):
+            ok, shown = False, "nothing: the model does not stream (it is not decoupled)"
+        elif target.key == "output_tokens_per_s":
+            measured, ok = streamed.output_tokens_per_s, streamed.output_tokens_per_s >= target.limit
+            shown = f"{measured:.1f} output tokens/s"
+        elif target.key in STREAM_LATENCY_KEYS:
+            metric, stat = target.key.split("_", 1)
+            measured = (streamed.ttft_ms if metric == "ttft" else streamed.itl_ms)[stat]
+            ok, shown = measured <= target.limit, f"{measured:g} ms"
         else:
             measured = summary.latency_ms[target.key]
             ok, shown = measured <= target.limit, f"{measured:g} ms"
@@ -425,6 +460,7 @@ class LoadTestResult:
     def as_dict(self) -> dict:
         return {
             "config": {**asdict(self.config), "corpus": str(self.config.corpus),
+                       "input_data": self.config.input_data and str(self.config.input_data),
                        "workload": corpus_texts.workload_of(self.config.corpus)},
             "client": {**asdict(self.client), "accepted": self.client.accepted, "error_rate": self.client.error_rate,
                        "refusal_rate": self.client.refusal_rate},
@@ -501,6 +537,15 @@ def check_target(config: LoadTestConfig) -> None:
                             "`tools serve`, pass --url, or use --serve") from None
     if not ready:
         raise LoadTestError(f"{where} is not ready (unknown model or version, or still loading)")
+    connection = client.connect(config.protocol, config.url)
+    try:
+        spec = client.describe(connection, config.model, config.model_version)
+    finally:
+        connection.close()
+    # What each Locust user will build: a request that cannot be built is refused here, not user by user.
+    payloads.RequestBuilder(spec, corpus_texts.load(config.corpus), config.text_input, config.texts_per_request,
+                            config.shapes, payloads.read_input_data(config.input_data) if config.input_data else None
+                            ).request()
 
 
 # -- a local server and the web UI -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Client helpers for the embedding service: connect over HTTP or gRPC (sync or asyncio), embed texts, compare.
+"""Client helpers: connect over HTTP or gRPC (sync or asyncio), read what a model takes, call any model (streamed
+answers of decoupled models too), embed texts and compare them.
 
 Other commands (infer, serve's smoke request, load tests, benchmarks) reuse these instead of building
 tritonclient requests themselves.
@@ -7,8 +8,14 @@ tritonclient requests themselves.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import itertools
+import json
+import queue
+import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from http.client import HTTPException
 
 import numpy as np
@@ -17,10 +24,11 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from geventhttpclient.response import HTTPConnectionClosed
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from tools import settings
 from tools.errors import ServingError, UsageError
+from tools.serving import payloads
 from tools.settings import Protocol
 
 Text = str | bytes
@@ -117,6 +125,166 @@ def _error(exc: Exception, where: str = "") -> EmbeddingError:
         return EmbeddingError(f"the server{at} does not answer as Triton's HTTP endpoint does ({exc}); is it the "
                               "gRPC port?")
     return EmbeddingError(f"cannot reach the server{at} ({exc})")
+
+
+def describe(connection, model: str, version: str = "") -> payloads.ModelSpec:
+    """What the model takes and answers, from its configuration on the server."""
+    try:
+        if isinstance(connection, GRPC_CLIENTS):
+            config = connection.get_model_config(model, version, as_json=True)
+        else:
+            config = connection.get_model_config(model, version)
+    except CALL_ERRORS as exc:
+        raise _error(exc) from None
+    return payloads.spec_from_config(config, version)
+
+
+def infer_inputs(connection, arrays: payloads.Arrays) -> list:
+    """tritonclient InferInputs of the client's protocol for named numpy arrays."""
+    module = grpcclient if isinstance(connection, GRPC_CLIENTS) else httpclient
+    inputs = []
+    for name, array in arrays.items():
+        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def _output_names(result) -> list[str]:
+    response = result.get_response()
+    outputs = response["outputs"] if isinstance(response, dict) else response.outputs
+    return [output["name"] if isinstance(output, dict) else output.name for output in outputs]
+
+
+def call(connection, model: str, arrays: payloads.Arrays, version: str = "",
+         parameters: payloads.Parameters | None = None) -> payloads.Arrays:
+    """Every output of one request to a (not decoupled) model, by name."""
+    try:
+        result = connection.infer(model, infer_inputs(connection, arrays), model_version=version,
+                                  parameters=parameters or None)
+    except CALL_ERRORS as exc:
+        raise _error(exc) from None
+    return {name: result.as_numpy(name) for name in _output_names(result)}
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One response of a decoupled model: its outputs (a one-element tensor as a plain value, bytes decoded), when it
+    arrived (time.perf_counter()), and whether it is the request's last."""
+
+    outputs: dict[str, object]
+    at: float
+    final: bool
+
+    @property
+    def text(self) -> str:
+        value = self.outputs.get(settings.GENERATE_OUTPUT, "")
+        return value if isinstance(value, str) else ""
+
+
+def _plain(array: np.ndarray) -> object:
+    values = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in array.ravel().tolist()]
+    return values[0] if len(values) == 1 else values
+
+
+def _stream_error(exc: InferenceServerException) -> EmbeddingError:
+    """An error a stream delivered: a model's refusal comes without a status, so Triton's queue words name one."""
+    if exc.status() is None and any(words in exc.message() for words in QUEUE_REFUSALS):
+        return EmbeddingError(exc.message(), "StatusCode.UNAVAILABLE")
+    return _error(exc)
+
+
+class GrpcStream:
+    """A gRPC client's bidirectional stream carrying one request at a time: `request` sends one and yields its
+    responses up to the final one. A stream the connection broke is started again for the next request."""
+
+    def __init__(self, connection: grpcclient.InferenceServerClient, timeout: float = 300.0):
+        self.connection, self.timeout = connection, timeout
+        self._answers: queue.Queue = queue.Queue()
+        self._ids = itertools.count()
+        self._open = False
+
+    def _put(self, result, error) -> None:
+        self._answers.put((time.perf_counter(), result, error))
+
+    def _start(self) -> None:
+        if not self._open:
+            self._answers = queue.Queue()
+            try:
+                self.connection.start_stream(callback=self._put)
+            except CALL_ERRORS as exc:
+                raise _error(exc) from None
+            self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self.connection.stop_stream(cancel_requests=True)
+
+    def request(self, model: str, arrays: payloads.Arrays, version: str = "",
+                parameters: payloads.Parameters | None = None) -> Iterator[Piece]:
+        self._start()
+        request_id = str(next(self._ids))
+        try:
+            self.connection.async_stream_infer(model, infer_inputs(self.connection, arrays), model_version=version,
+                                               request_id=request_id, parameters=parameters or None,
+                                               enable_empty_final_response=True)
+        except CALL_ERRORS as exc:
+            self.close()
+            raise _error(exc) from None
+        while True:
+            try:
+                at, result, error = self._answers.get(timeout=self.timeout)
+            except queue.Empty:
+                self.close()
+                raise EmbeddingError(f"{model} sent nothing for {self.timeout:g} s") from None
+            if error is not None:
+                if error.status() is not None:  # the stream itself failed, not the model
+                    self.close()
+                raise _stream_error(error)
+            response = result.get_response()
+            if response.id != request_id:  # a late answer of an abandoned request
+                continue
+            final = response.parameters["triton_final_response"].bool_param
+            yield Piece({output.name: _plain(result.as_numpy(output.name)) for output in response.outputs}, at, final)
+            if final:
+                return
+
+
+def http_stream(address: str, model: str, arrays: payloads.Arrays, version: str = "",
+                parameters: payloads.Parameters | None = None, timeout: float = 300.0) -> Iterator[Piece]:
+    """The responses of a decoupled model through Triton's HTTP `generate_stream` endpoint (server-sent events);
+    the stream's last event is the final response."""
+    path = f"/v2/models/{model}{f'/versions/{version}' if version else ''}/generate_stream"
+    body = {name: _plain(array) for name, array in arrays.items()}
+    if parameters:
+        body["parameters"] = parameters
+    connection = http.client.HTTPConnection(address, timeout=timeout)
+    try:
+        try:
+            connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            response = connection.getresponse()
+        except (OSError, HTTPException) as exc:
+            raise EmbeddingError(f"cannot reach the server at {address} ({exc})") from None
+        pending = None
+        for line in response:
+            if not line.startswith(b"data:"):
+                if response.status != 200 and line.strip().startswith(b"{"):  # a plain JSON error, not an event
+                    raise EmbeddingError(json.loads(line).get("error", line.decode()), str(response.status))
+                continue
+            event = json.loads(line[5:])
+            if "error" in event:
+                raise EmbeddingError(event["error"], str(response.status))
+            if pending is not None:
+                yield pending
+            outputs = {k: v for k, v in event.items() if k not in ("model_name", "model_version", "id")}
+            pending = Piece(outputs, time.perf_counter(), final=False)
+        if response.status != 200:
+            raise EmbeddingError(f"{model}: HTTP {response.status} {response.reason}", str(response.status))
+        if pending is not None:
+            yield Piece(pending.outputs, pending.at, final=True)
+    finally:
+        connection.close()
 
 
 def _embeddings(result, model: str) -> np.ndarray:
