@@ -128,7 +128,8 @@ class TritonPythonModel:
         try:
             words, options = _prompt(request), _options(request)
             if len(words) + options["max_tokens"] > CONTEXT_TOKENS:
-                raise BadRequest(f"prompt ({{len(words)}} tokens) + max_tokens exceeds the context ({{CONTEXT_TOKENS}})")
+                raise BadRequest(f"prompt ({{len(words)}} tokens) + max_tokens exceeds the context "
+                                 f"({{CONTEXT_TOKENS}})")
         except BadRequest as exc:
             error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
             sender.send(pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)

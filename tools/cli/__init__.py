@@ -1,6 +1,6 @@
 """The `tools` command line: thin command functions over the library packages, one module per concern."""
 
-from tools.cli import bench, dashboards, deploy, loadtest, rollout, serving, tune, validate
+from tools.cli import bench, dashboards, deploy, gateway, loadtest, rollout, serving, tune, validate
 from tools.cli.app import app
 
-__all__ = ["app", "bench", "dashboards", "deploy", "loadtest", "rollout", "serving", "tune", "validate"]
+__all__ = ["app", "bench", "dashboards", "deploy", "gateway", "loadtest", "rollout", "serving", "tune", "validate"]

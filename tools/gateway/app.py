@@ -14,10 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from tritonclient.utils import InferenceServerException
 
-from tools.gateway import catalogue, triton
+from tools.gateway import catalogue, schema, triton
 from tools.gateway.catalogue import Kind, Model
-from tools.gateway.schema import (APIError, ChatRequest, CompletionRequest, EmbeddingRequest, finish_reason, new_id,
-                                  now, usage)
+from tools.gateway.schema import APIError, ChatRequest, CompletionRequest, EmbeddingRequest
 from tools.serving import client
 
 
@@ -51,18 +50,16 @@ class Backend:
 
 def create_app(backend: Backend, on_startup_error: Callable[[Exception], None] | None = None) -> FastAPI:
     """The FastAPI app; it connects to Triton and reads the catalogue at startup (a failure there goes to
-    `on_startup_error` before the server gives up)."""
+    `on_startup_error`)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         backend.connection = client.connect(client.Protocol.GRPC, backend.url, aio=True)
         try:
             await backend.refresh()
-        except APIError as exc:
-            await backend.connection.close()
+        except APIError as exc:  # reported, not raised: uvicorn would print a traceback; the starter stops the server
             if on_startup_error is not None:
                 on_startup_error(exc)
-            raise
         yield
         await backend.connection.close()
 
@@ -81,7 +78,7 @@ def create_app(backend: Backend, on_startup_error: Callable[[Exception], None] |
 
     @app.get("/v1/models")
     async def list_models() -> dict:
-        created = now()
+        created = schema.now()
         models = await backend.refresh()
         return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "triton"}
                                            for name in sorted(models)]}
@@ -108,34 +105,35 @@ def create_app(backend: Backend, on_startup_error: Callable[[Exception], None] |
         vectors, tokens = await triton.embed(backend.connection, backend.url, model, body.texts())
         encode = (lambda row: base64.b64encode(row.astype("<f4").tobytes()).decode()) \
             if body.encoding_format == "base64" else (lambda row: row.tolist())
-        return {"object": "list", "model": model.name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-                "data": [{"object": "embedding", "index": i, "embedding": encode(row)} for i, row in enumerate(vectors)]}
+        data = [{"object": "embedding", "index": i, "embedding": encode(row)} for i, row in enumerate(vectors)]
+        return {"object": "list", "model": model.name, "data": data,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     return app
 
 
 def _completion_choice(text: str | None, reason: str | None, first: bool, whole: bool) -> dict:
-    return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason(reason)}
+    return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": schema.finish_reason(reason)}
 
 
 def _chat_choice(text: str | None, reason: str | None, first: bool, whole: bool) -> dict:
     if whole:
         return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                "finish_reason": finish_reason(reason)}
+                "finish_reason": schema.finish_reason(reason)}
     delta = {"role": "assistant", "content": text or ""} if first else {} if text is None else {"content": text}
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason(reason)}
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": schema.finish_reason(reason)}
 
 
 async def _answer(body, pieces: AsyncIterator[triton.Piece], prefix: str, kind: str, choice: Callable):
     """One JSON answer, or server-sent events in OpenAI's chunk format; a refusal before the first piece is a plain
     error answer with its status, one after it an `error` event (the HTTP status is gone by then)."""
-    header = {"id": new_id(prefix), "created": now(), "model": body.model}
+    header = {"id": schema.new_id(prefix), "created": schema.now(), "model": body.model}
     if not body.stream:
         text, last = "", None
         async for piece in pieces:
             text, last = text + piece.text, piece
         return {**header, "object": kind, "choices": [choice(text, last.finish_reason, True, True)],
-                "usage": usage(last.prompt_tokens, last.completion_tokens)}
+                "usage": schema.usage(last.prompt_tokens, last.completion_tokens)}
     first = await anext(pieces)  # refusals surface here, before any byte is sent
     chunk = {**header, "object": f"{kind}.chunk" if kind == "chat.completion" else kind}
 
@@ -154,7 +152,7 @@ async def _answer(body, pieces: AsyncIterator[triton.Piece], prefix: str, kind: 
                     yield event({**chunk, "choices": [choice(None, piece.finish_reason, False, False)]})
                     if body.include_usage:
                         yield event({**chunk, "choices": [],
-                                     "usage": usage(piece.prompt_tokens, piece.completion_tokens)})
+                                     "usage": schema.usage(piece.prompt_tokens, piece.completion_tokens)})
                     break
                 piece = await anext(pieces)
         except APIError as exc:

@@ -60,12 +60,14 @@ class Gateway:
         require_free_port(self.options.host, self.options.port, self.options.port_option)
         self._thread.start()
         deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+        while not self._server.started or self._startup_error is not None:
+            if self._startup_error is not None or not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                cause = self._startup_error or f"not listening after {timeout:.0f} s"
-                raise ServingError(f"the OpenAI gateway on {self.options.host}:{self.options.port} did not start: "
-                                   f"{getattr(cause, 'message', cause)}")
+                cause = getattr(self._startup_error, "message", None) or f"not listening after {timeout:.0f} s"
+                if "restricted" in cause:  # the repository index is behind the model-control key
+                    cause += f"; pass the server's model-control key (--control-key or ${settings.CONTROL_KEY_ENV})"
+                raise ServingError(f"the OpenAI gateway on {self.options.host}:{self.options.port} did not start "
+                                   f"(Triton gRPC {self.options.url}): {cause}")
             time.sleep(0.05)
         return self
 
