@@ -37,6 +37,7 @@ output [
 ]
 instance_group [{{ kind: KIND_CPU count: 1 }}]
 parameters {{ key: "token_delay_s" value: {{ string_value: "{delay}" }} }}
+parameters {{ key: "journal" value: {{ string_value: "{journal}" }} }}
 """
 
 MODEL = '''\
@@ -117,6 +118,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.delay = float(config["parameters"]["token_delay_s"]["string_value"])
+        self.journal = config["parameters"]["journal"]["string_value"]
 
     def execute(self, requests):
         for request in requests:
@@ -153,14 +155,20 @@ class TritonPythonModel:
                     pb_utils.Tensor("text_output", np.array([(" " + word).encode()], dtype=np.object_))]))
         last = "" if options["stream"] else text
         sender.send(_final(last, reason, len(words), produced), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        if self.journal:
+            with open(self.journal, "a") as journal:
+                journal.write(json.dumps({{"finish_reason": reason, "completion_tokens": produced}}) + "\\n")
 '''
 
 
-def write_generation_model(repository: Path, name: str = settings.GENERATE_MODEL, token_delay_s: float = 0.002) -> Path:
-    """The tiny generation model at `repository/name`, pausing `token_delay_s` per word."""
+def write_generation_model(repository: Path, name: str = settings.GENERATE_MODEL, token_delay_s: float = 0.002,
+                           journal: Path | None = None) -> Path:
+    """The tiny generation model at `repository/name`, pausing `token_delay_s` per word; with a `journal`, it appends
+    one JSON line per finished request there (finish reason, tokens produced): how a test sees what it did."""
     version = repository / name / "1"
     version.mkdir(parents=True)
-    (repository / name / "config.pbtxt").write_text(CONFIG.format(name=name, delay=token_delay_s))
+    config = CONFIG.format(name=name, delay=token_delay_s, journal=journal or "")
+    (repository / name / "config.pbtxt").write_text(config)
     (version / "model.py").write_text(MODEL.format(context=CONTEXT_TOKENS))
     return repository / name
 
