@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
+import tritonclient.http as httpclient
 
 from tests.support.generation_model import embed_and_generation_repository, write_generation_model
 from tools import processes, settings
@@ -158,7 +159,7 @@ def test_a_client_leaving_mid_stream_cancels_the_triton_request(api, journal):
     assert last["finish_reason"] == "cancelled" and last["completion_tokens"] < max_tokens // 2
 
 
-def test_triton_gone_is_503(tmp_path):
+def test_a_model_unloaded_is_404_and_triton_gone_is_503(tmp_path):
     repository = tmp_path / "repository"
     write_generation_model(repository)
     server = runtime.TritonServer(runtime.ServerOptions.on_free_ports(repository=repository)).start()
@@ -167,12 +168,15 @@ def test_triton_gone_is_503(tmp_path):
         with Gateway(options) as running:
             api = openai.OpenAI(base_url=running.url, api_key="unused", max_retries=0)
             assert api.completions.create(model=settings.GENERATE_MODEL, prompt="a b", max_tokens=1).choices
+            with httpclient.InferenceServerClient(server.http_url) as control:
+                control.unload_model(settings.GENERATE_MODEL, headers=server.control_headers)
+            with pytest.raises(openai.NotFoundError):  # Triton's refusal of a model the gateway had seen ready
+                api.completions.create(model=settings.GENERATE_MODEL, prompt="a b", max_tokens=1)
+            assert list(api.models.list()) == []
             server.stop()
             with pytest.raises(openai.InternalServerError) as refused:
                 api.completions.create(model=settings.GENERATE_MODEL, prompt="a b", max_tokens=1)
             assert refused.value.status_code == 503
-            with pytest.raises(openai.InternalServerError):
-                api.models.list()
     finally:
         server.stop()
 

@@ -23,7 +23,8 @@ STATUSES = {"StatusCode.INVALID_ARGUMENT": 400, "StatusCode.NOT_FOUND": 404, "St
 # Over a gRPC stream Triton 2.51 sends an error's message without its status (ModelStreamInferResponse carries only
 # `error_message`): a refusal there is the request's fault (the model's INVALID_ARG, an input Triton rejects)
 # unless its words say the server could not take it.
-UNABLE = (*client.QUEUE_REFUSALS, "is not healthy", "is not ready", "is not found")
+UNABLE = (*client.QUEUE_REFUSALS, "is not healthy", "is not ready")
+UNKNOWN_MODEL = "Request for unknown model"  # e.g. unloaded since the catalogue was read
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,12 @@ def refusal(exc: Exception, url: str) -> APIError:
     """The APIError for what a Triton call failed with."""
     if isinstance(exc, InferenceServerException):
         status = exc.status()
-        code = STATUSES.get(str(status), 500) if status is not None else \
-            (503 if any(words in exc.message() for words in UNABLE) else 400)
+        if status is not None:
+            code = STATUSES.get(str(status), 500)
+        elif UNKNOWN_MODEL in exc.message():
+            code = 404
+        else:
+            code = 503 if any(words in exc.message() for words in UNABLE) else 400
         return APIError(code, exc.message())
     if isinstance(exc, grpc.aio.AioRpcError):
         code = STATUSES.get(str(exc.code()), 500)
