@@ -91,8 +91,11 @@ def main() -> None:
                     times["gateway (openai client)"].append(through_gateway(api, model, args.max_tokens))
                 medians = {path: statistics.median(values) * 1000 for path, values in times.items()}
                 direct_ms, gateway_ms = medians.values()
+                # Rounds are pairs taken back to back: the median of their differences resists load that drifts.
+                paired = statistics.median(g - d for d, g in zip(*times.values(), strict=True)) * 1000
                 print(f"{model:>14}: " + "  ".join(f"{path} p50 {ms:.1f} ms" for path, ms in medians.items())
-                      + f"  -> +{gateway_ms - direct_ms:.1f} ms ({gateway_ms / direct_ms:.2f}x)")
+                      + f"  -> +{gateway_ms - direct_ms:.1f} ms ({gateway_ms / direct_ms:.2f}x); "
+                        f"median paired difference +{paired:.1f} ms")
             loop.run_until_complete(connection.close())
             loop.close()
 
