@@ -85,7 +85,7 @@ def test_no_import_cycle_at_import_time():
 
 # Which concern may use which, besides the base layer: the architecture as a table. A new arrow is a decision to
 # make here, in review, not a side effect of an import.
-CONCERNS = ("cli", "serving", "validation", "loadtest", "bench", "monitoring", "deploy", "rollout", "tune")
+CONCERNS = ("cli", "serving", "validation", "loadtest", "bench", "monitoring", "deploy", "rollout", "tune", "gateway")
 MAY_USE = {
     "serving": set(),
     "monitoring": set(),
@@ -96,6 +96,7 @@ MAY_USE = {
     "rollout": {"serving", "validation", "loadtest"},  # the repository API, validate and write, canary texts
     # a real server and its repository API, Prometheus, Locust, the validator before every change
     "tune": {"serving", "monitoring", "loadtest", "validation"},
+    "gateway": {"serving"},  # the gRPC client, its refusals, the model-control key's header
 }
 
 

@@ -19,6 +19,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
+DEFAULT_GATEWAY_PORT = 9000  # the OpenAI-compatible gateway (tools gateway, serve --openai)
 # How long a tritonserver may take to load every model (the encoder's warm-up dominates) before a start fails.
 SERVER_READY_TIMEOUT_S = 120.0
 

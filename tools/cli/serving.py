@@ -47,6 +47,8 @@ def serve(
                                   help="Seconds to wait for every model to load."),
     exit_after_smoke: bool = typer.Option(False, help="Stop after the smoke request (for scripts)."),
     heal: bool = typer.Option(True, help="Reload a model whose Python-backend stub process died (Triton does not)."),
+    openai: bool = typer.Option(False, "--openai", help="Also serve an OpenAI-compatible API (as `tools gateway`)."),
+    openai_port: int = typer.Option(settings.DEFAULT_GATEWAY_PORT, min=1, max=65535, help="Port of --openai's API."),
 ) -> None:
     """Start Triton on the repository locally, wait for readiness, send a smoke request, serve until Ctrl-C."""
     from tools.serving import healing, infer, runtime
@@ -62,7 +64,7 @@ def serve(
                                  metrics_port=metrics_port, tritonserver=tritonserver, control_key=control_key,
                                  gpu=target is Target.GPU)
     server = runtime.TritonServer(opts)
-    healer = None
+    healer = gateway = None
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         started = time.monotonic()
@@ -75,6 +77,11 @@ def serve(
             else f"the key in {server.write_control_key()}"
         console.print(f"model-control API: send header {settings.CONTROL_KEY_HEADER} with {key_source}")
         infer.smoke(server.http_url, server.grpc_url, Console())
+        if openai:
+            from tools.gateway import Gateway, GatewayOptions
+            gateway = Gateway(GatewayOptions(server.grpc_url, host, openai_port, server.control_key,
+                                             "--openai-port")).start()
+            console.print(f"OpenAI-compatible API: {gateway.url}")
         if exit_after_smoke:
             return
         console.print("serving; Ctrl-C to stop" + ("" if heal else " (self-healing off)"))
@@ -88,6 +95,8 @@ def serve(
     finally:
         if healer is not None:
             healer.stop()
+        if gateway is not None:
+            gateway.stop()
         server.stop()
 
 
