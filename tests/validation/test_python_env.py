@@ -17,7 +17,7 @@ from tests.validation.corpus import base_spec
 from tools import processes
 from tools.cli import app
 from tools.repository import load_repository
-from tools.serving import runtime
+from tools.serving import requirements, runtime
 from tools.validation import Options, validate
 from tools.validation import python_env as python_env_module
 from tools.validation.run import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE
@@ -74,7 +74,7 @@ def test_all_imports_are_resolved_in_one_call(tmp_path, monkeypatch):
         calls.append(args)
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(python_env_module.processes, "run", counting_run)
+    monkeypatch.setattr(requirements.processes, "run", counting_run)
     spec = base_spec("")
     spec.files["double/1/model.py"] = "import not_installed_one\n" + spec.files["double/1/model.py"]
     spec.files["add/1/model.py"] = "import not_installed_two\n" + spec.files["add/1/model.py"]
