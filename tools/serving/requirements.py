@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -51,6 +53,13 @@ for name in asked["distributions"]:
         versions[name] = None
 json.dump({"missing": missing, "versions": versions}, sys.stdout)
 """
+
+
+def stub_interpreter() -> Path:
+    """The interpreter `tools serve`'s stubs run with: the python3 beside this interpreter, which
+    `tools.serving.runtime.stub_environment` puts first on their PATH (a test holds the two together; importing
+    runtime here would cost half a second of pytriton import on every validation)."""
+    return Path(shutil.which("python3", path=str(Path(sys.executable).parent)) or sys.executable)
 
 
 class RequirementsError(ServingError):
@@ -300,3 +309,42 @@ def _pip_error(log: Path, start: int) -> str:
         lines = [line.strip() for line in reader.read().decode(errors="replace").splitlines() if line.strip()]
     errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")]
     return errors[0] if errors else (lines[-1] if lines else "no output")
+
+
+# -- the deferred models: install, then load ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one deferred model: loaded (after `seconds` of install and load), or why not."""
+
+    model: str
+    seconds: float
+    error: str | None = None
+
+
+def install_and_load(plan: Plan, interpreter: Path, log: Path, load: Callable[[str], None],
+                     on_progress: Callable[[Pending, InstallProgress], None] = lambda pending, progress: None,
+                     on_outcome: Callable[[Outcome], None] = lambda outcome: None) -> list[Outcome]:
+    """Install each pending model's requirements, then load every deferred model in load order with `load` (the
+    repository API); a failure is that model's (and its ensembles') outcome, never the others'."""
+    started = time.monotonic()
+    failed: dict[str, str] = {}
+    for pending in plan.pending:
+        try:
+            install(interpreter, pending.requirements, log, lambda progress, p=pending: on_progress(p, progress))
+        except RequirementsError as exc:
+            failed[pending.model] = str(exc)
+    outcomes = []
+    for name in plan.deferred:
+        if name in failed:
+            outcome = Outcome(name, time.monotonic() - started, failed[name])
+        else:
+            try:
+                load(name)
+                outcome = Outcome(name, time.monotonic() - started)
+            except ServingError as exc:
+                outcome = Outcome(name, time.monotonic() - started, f"loading failed: {exc}")
+        if outcome.error is not None:
+            failed[name] = outcome.error
+        outcomes.append(outcome)
+        on_outcome(outcome)
+    return outcomes

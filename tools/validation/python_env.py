@@ -10,8 +10,6 @@ without importing anything (`importlib.util.find_spec` of top-level names, `impo
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +43,6 @@ def interpreter_of(path: Path) -> Path:
     if not path.is_file():
         raise UsageError(f"--python-env {path}: no such interpreter or folder")
     return path
-
-
-def stub_interpreter() -> Path:
-    """The interpreter `tools serve`'s stubs run with: the python3 beside this interpreter, which
-    `tools.serving.runtime.stub_environment` puts first on their PATH (a test holds the two together; importing
-    runtime here would cost half a second of pytriton import on every validation)."""
-    return Path(shutil.which("python3", path=str(Path(sys.executable).parent)) or sys.executable)
 
 
 def execution_env(model: Model, config: ModelConfig) -> Path | None:
@@ -142,7 +133,7 @@ def check(ctx: Context, models: list[PythonModel]) -> None:
             interpreter = default if default is not None else None
         needs = {path: names for path in item.files if (names := _needed(ctx, path))}
         if (needs or (reqs is not None and reqs.pins)) and interpreter is None:
-            interpreter = default = stub_interpreter()
+            interpreter = default = requirements.stub_interpreter()
         for path, names in needs.items():
             wanted.setdefault(interpreter, {})[path] = (item.model, names)
         if reqs is not None and reqs.pins:
