@@ -81,10 +81,10 @@ def serve(
         runtime.require_gpu(runtime.find_tritonserver(tritonserver))
     refuse_errors(repository, console, "not starting tritonserver", target, plan.deferred)
     for pending in plan.pending:
-        later = [name for name in plan.deferred if name != pending.model]
-        console.print(f"[yellow]deferred[/] {pending.model}{' (and ' + ', '.join(later) + ')' if later else ''}: "
+        with_it = f" (and {', '.join(pending.ensembles)})" if pending.ensembles else ""
+        console.print(f"[yellow]deferred[/] {pending.model}{with_it}: "
                       f"its requirements are not installed ({pending.summary()}); the other models start now and "
-                      "it loads once they are", highlight=False)
+                      "it loads once they are", highlight=False, soft_wrap=True)
     opts = runtime.ServerOptions(repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
                                  metrics_port=metrics_port, tritonserver=tritonserver, control_key=control_key,
                                  models=plan.load_models, gpu=target is Target.GPU)
@@ -183,10 +183,11 @@ def _load_deferred(server: TritonServer, plan: Plan, interpreter: Path, started:
                 view.remove_task(tasks.pop(outcome.model))
             if outcome.error is not None:
                 view.console.print(f"[red]not loaded[/] {outcome.model}: {escape(outcome.error)}; the other models "
-                                   "keep serving", highlight=False)
+                                   "keep serving", highlight=False, soft_wrap=True)
                 return
             view.console.print(f"[green]ready[/] {outcome.model} in {time.monotonic() - started:.1f} s "
-                               f"(requirements installed and loaded in {outcome.seconds:.1f} s)", highlight=False)
+                               f"(requirements installed and loaded in {outcome.seconds:.1f} s)", highlight=False,
+                               soft_wrap=True)
             _smoke(server, outcome.model)
 
         return requirements.install_and_load(

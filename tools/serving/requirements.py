@@ -179,6 +179,7 @@ class Pending:
     model: str
     requirements: Requirements
     unmet: tuple[Unmet, ...]
+    ensembles: tuple[str, ...] = ()  # the ensembles that step into it, which wait with it
 
     def summary(self) -> str:
         return ", ".join(str(u) for u in self.unmet)
@@ -205,14 +206,16 @@ def plan(repository: Repository, interpreter: Path) -> Plan:
     if not found:
         return Plan(now=tuple(repository.load_order()))
     versions = probe(interpreter, distributions={pin.name for reqs in found.values() for pin in reqs.pins}).versions
-    pending = tuple(Pending(name, reqs, tuple(missing)) for name, reqs in sorted(found.items())
-                    if (missing := unmet(reqs, versions)))
-    deferred = {p.model for p in pending}
+    waiting = {name: reqs for name, reqs in sorted(found.items()) if unmet(reqs, versions)}
+    roots: dict[str, set[str]] = {name: {name} for name in waiting}  # deferred model -> the pending ones it waits for
     order = repository.load_order()
     for name in order:  # an ensemble comes after the models it steps into
-        if set(repository.composing_models(name)) & deferred:
-            deferred.add(name)
-    return Plan(pending, tuple(n for n in order if n in deferred), tuple(n for n in order if n not in deferred))
+        if waited := set().union(*(roots.get(step, set()) for step in repository.composing_models(name))):
+            roots[name] = roots.get(name, set()) | waited
+    pending = tuple(Pending(name, reqs, tuple(unmet(reqs, versions)),
+                            tuple(n for n in order if n != name and name in roots.get(n, ())))
+                    for name, reqs in waiting.items())
+    return Plan(pending, tuple(n for n in order if n in roots), tuple(n for n in order if n not in roots))
 
 
 # -- installing, with progress read from pip's verbose output ----------------------------------------------------
