@@ -158,6 +158,24 @@ def test_a_failed_install_says_what_failed_in_one_line_with_the_log(tmp_path, ve
     assert "pip exit 1" in message
 
 
+def test_each_deferred_model_loads_right_after_its_own_install_and_an_ensemble_after_all_it_waits_for(
+        tmp_path, venv, local_index):
+    (tmp_path / "good.txt").write_text(f"{STANDIN}==1.0\n")
+    (tmp_path / "bad.txt").write_text("absent-pkg==1.0\n")
+    good, bad = requirements.read(tmp_path / "good.txt"), requirements.read(tmp_path / "bad.txt")
+    plan = requirements.Plan(pending=(requirements.Pending("good", good, (), ("solo", "both")),
+                                      requirements.Pending("bad", bad, (), ("both",))),
+                             deferred=("good", "bad", "solo", "both"))
+    events = []
+    outcomes = requirements.install_and_load(plan, venv / "bin" / "python3", tmp_path / "pip.log", events.append,
+                                             on_outcome=lambda outcome: events.append(outcome.model))
+    assert events == ["good", "good", "solo", "solo", "bad", "both"], "loaded, then announced, in load order"
+    by_model = {o.model: o for o in outcomes}
+    assert by_model["good"].error is None and by_model["good"].install_s > 0 and by_model["solo"].install_s is None
+    assert "absent-pkg==1.0" in by_model["bad"].error
+    assert by_model["both"].error == "steps into bad, which did not load"
+
+
 def _stand_in_repository(root: Path) -> Path:
     """add loads at start; double needs the stand-in package (and pipe steps into double); lost needs a package
     that exists nowhere."""

@@ -185,9 +185,9 @@ def _load_deferred(server: TritonServer, plan: Plan, interpreter: Path, started:
                 view.console.print(f"[red]not loaded[/] {outcome.model}: {escape(outcome.error)}; the other models "
                                    "keep serving", highlight=False, soft_wrap=True)
                 return
-            view.console.print(f"[green]ready[/] {outcome.model} in {time.monotonic() - started:.1f} s "
-                               f"(requirements installed and loaded in {outcome.seconds:.1f} s)", highlight=False,
-                               soft_wrap=True)
+            installed = "" if outcome.install_s is None else f"requirements installed in {outcome.install_s:.1f} s, "
+            view.console.print(f"[green]ready[/] {outcome.model} {time.monotonic() - started:.1f} s after start "
+                               f"({installed}loaded in {outcome.load_s:.1f} s)", highlight=False, soft_wrap=True)
             _smoke(server, outcome.model)
 
         return requirements.install_and_load(

@@ -317,37 +317,53 @@ def _pip_error(log: Path, start: int) -> str:
 # -- the deferred models: install, then load ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one deferred model: loaded (after `seconds` of install and load), or why not."""
+    """What became of one deferred model: loaded, or why not; `install_s` is its own requirements' install."""
 
     model: str
-    seconds: float
+    install_s: float | None = None
+    load_s: float | None = None
     error: str | None = None
 
 
 def install_and_load(plan: Plan, interpreter: Path, log: Path, load: Callable[[str], None],
                      on_progress: Callable[[Pending, InstallProgress], None] = lambda pending, progress: None,
                      on_outcome: Callable[[Outcome], None] = lambda outcome: None) -> list[Outcome]:
-    """Install each pending model's requirements, then load every deferred model in load order with `load` (the
-    repository API); a failure is that model's (and its ensembles') outcome, never the others'."""
-    started = time.monotonic()
-    failed: dict[str, str] = {}
+    """Install each pending model's requirements, then load it and the ensembles that wait only for it (in load
+    order) with `load` (the repository API) before the next install starts; a failure is that model's (and its
+    ensembles') outcome, never the others'."""
+    failed: dict[str, str] = {}  # pending model -> why it did not load
+    waits_for = {name: {p.model for p in plan.pending if name == p.model or name in p.ensembles}
+                 for name in plan.deferred}
+    installed: dict[str, float] = {}
+    outcomes: list[Outcome] = []
     for pending in plan.pending:
+        started = time.monotonic()
         try:
             install(interpreter, pending.requirements, log, lambda progress, p=pending: on_progress(p, progress))
         except RequirementsError as exc:
             failed[pending.model] = str(exc)
-    outcomes = []
-    for name in plan.deferred:
-        if name in failed:
-            outcome = Outcome(name, time.monotonic() - started, failed[name])
-        else:
-            try:
-                load(name)
-                outcome = Outcome(name, time.monotonic() - started)
-            except ServingError as exc:
-                outcome = Outcome(name, time.monotonic() - started, f"loading failed: {exc}")
-        if outcome.error is not None:
-            failed[name] = outcome.error
-        outcomes.append(outcome)
-        on_outcome(outcome)
+        installed[pending.model] = time.monotonic() - started
+        for name in plan.deferred:
+            if name in {o.model for o in outcomes} or not waits_for[name] <= installed.keys():
+                continue
+            outcome = _load_one(name, waits_for[name], failed, installed, load)
+            if outcome.error is not None:
+                failed[name] = outcome.error
+            outcomes.append(outcome)
+            on_outcome(outcome)
     return outcomes
+
+
+def _load_one(name: str, waits_for: set[str], failed: dict[str, str], installed: dict[str, float],
+              load: Callable[[str], None]) -> Outcome:
+    install_s = installed.get(name)
+    if name in failed:
+        return Outcome(name, install_s, error=failed[name])
+    if broken := sorted(waits_for & failed.keys()):
+        return Outcome(name, error=f"steps into {', '.join(broken)}, which did not load")
+    started = time.monotonic()
+    try:
+        load(name)
+    except ServingError as exc:
+        return Outcome(name, install_s, error=f"loading failed: {exc}")
+    return Outcome(name, install_s, time.monotonic() - started)
