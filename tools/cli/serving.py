@@ -142,18 +142,20 @@ def _install_log() -> Path:
 
 
 def _progress_view() -> Progress:
-    """A bar when the build reports its steps (ninja's [n/m], make's [ n%]), a pulse and pip's last line before."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """A bar when the build reports its steps (ninja's [n/m], make's [ n%]), a pulse and pip's last line before; on a
+    terminal only (a log gets the lines before and after)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[steps]}"),
                     TimeElapsedColumn(), TextColumn("[dim]{task.fields[last]}", markup=True), console=console,
-                    transient=True)
+                    transient=True, disable=not console.is_terminal)
 
 
 def _show(view: Progress, task: TaskID, pending: Pending, progress: InstallProgress) -> None:
-    last = escape(progress.last[:60])
+    counted = progress.total is not None
     view.update(task, description=f"{pending.model}: {progress.stage}", total=progress.total,
-                completed=progress.done or 0, last=last)
+                completed=progress.done or 0, steps=f"{progress.done}/{progress.total}" if counted else "",
+                last="" if counted else escape(progress.last[:70]))
 
 
 def _install(pending: Pending, interpreter: Path) -> None:
@@ -163,7 +165,7 @@ def _install(pending: Pending, interpreter: Path) -> None:
     log = _install_log()
     started = time.monotonic()
     with _progress_view() as view:
-        task = view.add_task(pending.model, total=None, last="")
+        task = view.add_task(pending.model, total=None, steps="", last="")
         requirements.install(interpreter, pending.requirements, log,
                              lambda progress: _show(view, task, pending, progress))
     console.print(f"{pending.model}: installed {pending.summary()} in {time.monotonic() - started:.1f} s "
@@ -175,8 +177,10 @@ def _load_deferred(server: TritonServer, plan: Plan, interpreter: Path, started:
     from tools.serving import requirements
 
     log = _install_log()
+    console.print(f"installing the requirements of {', '.join(p.model for p in plan.pending)} in the background "
+                  f"(log: {log})", highlight=False, soft_wrap=True)
     with _progress_view() as view:
-        tasks = {p.model: view.add_task(p.model, total=None, last="") for p in plan.pending}
+        tasks = {p.model: view.add_task(p.model, total=None, steps="", last="") for p in plan.pending}
 
         def on_outcome(outcome: Outcome) -> None:
             if outcome.model in tasks:
