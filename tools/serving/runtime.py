@@ -232,9 +232,9 @@ def build_command(binary: Path, opts: ServerOptions, backend_dir: Path | None, c
         f"--grpc-address={opts.host}", f"--grpc-port={opts.grpc_port}",
         f"--metrics-address={opts.host}", f"--metrics-port={opts.metrics_port}",
         "--allow-metrics=true", "--allow-cpu-metrics=true", f"--allow-gpu-metrics={str(opts.gpu).lower()}",
+        "--metrics-config=summary_latencies=true",
         # Time to first response of decoupled (streaming) models: 2.51 reports it only as a histogram.
         "--metrics-config=histogram_latencies=true",
-        "--metrics-config=summary_latencies=true",
         # The model-control API is never open: it needs the secret header on both protocols.
         f"--http-restricted-api={restricted}",
         f"--grpc-restricted-protocol={restricted}",
