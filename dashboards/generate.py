@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from dashboards import gpu, grafana, overview, rules
+from dashboards import generation, gpu, grafana, overview, rules
 from tools import settings
 
-DASHBOARDS = (overview.DASHBOARD, gpu.DASHBOARD)
+DASHBOARDS = (overview.DASHBOARD, generation.DASHBOARD, gpu.DASHBOARD)
 RULE_FILE_NAME = f"{settings.METRICS_JOB}.rules.yaml"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dashboards.grafana import Dashboard, Panel, Query
 from dashboards.overview import ENTRY_SEL, MODEL_SEL, POD_SEL, RATE_WINDOW, VARIABLES
-from tools import settings
 from tools.monitoring import metrics
 from tools.monitoring import queries as q
 
@@ -28,7 +27,7 @@ PANELS = (
     _stat("GPU memory used", "Used / total memory of the selected pods' GPUs, both summed first.",
           q.gpu_memory_used_ratio(POD_SEL, ()), "percentunit"),
     _stat("GPU power", "Power drawn by the selected pods' GPUs now.", q.gpu_power_watts(POD_SEL, ()), "watt"),
-    _stat("GPU energy per request", f"Joules the GPUs used per request to `{settings.EMBED_MODEL}`: energy rate / "
+    _stat("GPU energy per request", "Joules the GPUs used per request to the entry models: energy rate / "
           "request rate, both summed over the selected pods.",
           q.gpu_energy_per_request_joules(POD_SEL, ENTRY_SEL, RATE_WINDOW, ()), "joule"),
     Panel("GPU utilisation per GPU", "How busy each GPU is; low with queueing means batching or instances, not the "
@@ -40,8 +39,8 @@ PANELS = (
     Panel("GPU power per GPU", "Power drawn and the GPU's power limit (throttling starts at the limit).",
           (Query(q.gpu_power_watts(POD_SEL, BY_GPU), f"{GPU_LEGEND} used"),
            Query(q.gpu_power_limit_watts(POD_SEL, BY_GPU), f"{GPU_LEGEND} limit")), unit="watt"),
-    Panel("GPU energy per request per pod", "Joules per ensemble request on each pod: a pod far above the others "
-          "batches worse or runs another model version.",
+    Panel("GPU energy per request per pod", "Joules per request to the entry models on each pod: a pod far above "
+          "the others batches worse or runs another model version.",
           (Query(q.gpu_energy_per_request_joules(POD_SEL, ENTRY_SEL, RATE_WINDOW, BY_POD), "{{pod}}"),),
           unit="joule"),
     Panel("Compute time per request per model", "Microseconds per request in each model's execute: what the GPU "

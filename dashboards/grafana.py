@@ -41,6 +41,8 @@ class Variable:
     name: str
     label: str
     values_of: str  # `label_values(...)` argument: a series selector and the label, e.g. `up{job="x"}, pod`
+    default: tuple[str, ...] = ()  # values selected when the dashboard opens; empty: Grafana's first choice
+    all_value: str | None = ".*"  # what "All" stands for; None: the regex of the values listed (only those)
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,12 @@ def _datasource_variable() -> dict:
 
 def _query_variable(variable: Variable) -> dict:
     definition = f"label_values({variable.values_of})"
+    current = {"selected": True, "text": list(variable.default), "value": list(variable.default)} \
+        if variable.default else {}
     return {"name": variable.name, "label": variable.label, "type": "query", "datasource": DATASOURCE_REF,
             "definition": definition, "query": {"query": definition, "refId": "PrometheusVariableQueryEditor"},
-            "current": {}, "hide": 0, "includeAll": True, "allValue": ".*", "multi": True, "options": [],
+            "current": current, "hide": 0, "includeAll": True, "allValue": variable.all_value, "multi": True,
+            "options": [],
             "refresh": 2, "regex": "", "sort": 1, "skipUrlSync": False}
 
 

@@ -9,7 +9,9 @@ process ... is not healthy". This probe compares what should run with what runs:
   named `g_i`); neither endpoint is behind the chart's restricted model-repository API;
 - what runs: the server is the `tritonserver` process listening on the URL's port; its live (non-zombie) stub
   children, read from /proc, name their model folder, version and instance on their command line;
-- with --infer MODEL: one real inference (one TEXT string, as the `embed` ensemble takes) must answer 200.
+- with --model NAME (repeated; the chart passes its `entryModels` to readiness): `GET /v2/models/NAME/ready` must
+  answer 200 for each. In explicit model-control mode an unloaded model leaves the server ready (strict readiness
+  only counts the models loaded), so this is what notices that a model clients call is gone.
 It exits 0 when all is well, else 1 with one line on stderr (Kubernetes shows it in the pod's events).
 
 It lives in its own folder at the top of the repository because it belongs to the image, not to the `tools` package
@@ -37,7 +39,6 @@ STUB_MODEL_ARG = 1
 STUB_INSTANCE_ARG = 8
 SERVER_NAME = "tritonserver"
 TCP_LISTEN = "0A"
-INFER_BODY = {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["probe"]}]}
 
 Instance = tuple[str, str, str]  # (model, version, instance name)
 
@@ -53,22 +54,19 @@ class Server:
         self.url = (url if "://" in url else f"http://{url}").rstrip("/")  # host:port is fine too
         self.deadline = time.monotonic() + timeout
 
-    def call(self, path: str, body: dict | None = None) -> dict:
-        method = "GET" if body is None else "POST"
-        request = urllib.request.Request(self.url + path, method=method, headers={"Content-Type": "application/json"},
-                                         data=None if body is None else json.dumps(body).encode())
+    def call(self, path: str) -> dict:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise Unhealthy(f"{method} {path}: out of time")
+            raise Unhealthy(f"GET {path}: out of time")
         try:
-            with urllib.request.urlopen(request, timeout=left) as response:
+            with urllib.request.urlopen(self.url + path, timeout=left) as response:
                 text = response.read()
             return json.loads(text) if text else {}
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace").strip()[:200]
-            raise Unhealthy(f"{method} {path} answered {exc.code}: {detail}") from None
+            raise Unhealthy(f"GET {path} answered {exc.code}: {detail}") from None
         except (OSError, ValueError) as exc:  # refused, timed out, bad URL, not JSON
-            raise Unhealthy(f"{method} {path} failed: {getattr(exc, 'reason', exc)}") from None
+            raise Unhealthy(f"GET {path} failed: {getattr(exc, 'reason', exc)}") from None
 
 
 def expected_instances(server: Server) -> set[Instance]:
@@ -155,10 +153,12 @@ def live_stubs(parent: int, table: dict[int, tuple[str, int, str]]) -> set[Insta
     return running
 
 
-def check(url: str, timeout: float, ready: bool, infer: str | None) -> None:
+def check(url: str, timeout: float, ready: bool, models: list[str]) -> None:
     """Raise Unhealthy with what is wrong; return when all is well."""
     server = Server(url, timeout)
     server.call("/v2/health/ready" if ready else "/v2/health/live")
+    for model in models:
+        server.call(f"/v2/models/{urllib.parse.quote(model)}/ready")
     expected = expected_instances(server)
     if expected:
         table = processes()
@@ -167,8 +167,6 @@ def check(url: str, timeout: float, ready: bool, infer: str | None) -> None:
             names = ", ".join(f"{model} version {version} instance {instance}"
                               for model, version, instance in sorted(missing))
             raise Unhealthy(f"no live stub process for {names}")
-    if infer:
-        server.call(f"/v2/models/{urllib.parse.quote(infer)}/infer", INFER_BODY)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=4.0,
                         help="seconds for the whole probe, below the probe's timeoutSeconds (default: %(default)s)")
     parser.add_argument("--ready", action="store_true", help="check /v2/health/ready instead of /v2/health/live")
-    parser.add_argument("--infer", metavar="MODEL", help="also send one inference (one TEXT string) to MODEL")
+    parser.add_argument("--model", metavar="NAME", action="append", default=[],
+                        help="a model that must be ready (repeat for each entry model)")
     args = parser.parse_args(argv)
     try:
-        check(args.url, args.timeout, args.ready, args.infer)
+        check(args.url, args.timeout, args.ready, args.model)
     except Unhealthy as exc:
         print(f"probe: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import sys
 import time
 
 import psutil
+import tritonclient.http as httpclient
 
 from tests.support import paths
 from tests.support.models import write_echo_model
@@ -65,10 +66,10 @@ def test_the_probe_passes_on_a_healthy_server_and_names_the_instance_whose_stub_
         url = f"http://{server.http_url}"
         healthy = run_probe("--url", url)
         assert (healthy.returncode, healthy.stderr) == (0, "")
-        ready = run_probe("--url", url, "--ready", "--infer", "embed")
+        ready = run_probe("--url", url, "--ready", "--model", "embed", "--model", "encoder")
         assert (ready.returncode, ready.stderr) == (0, "")
-        missing_model = run_probe("--url", url, "--infer", "no-such-model")
-        assert missing_model.returncode == 1 and "/v2/models/no-such-model/infer answered 404" in missing_model.stderr
+        missing_model = run_probe("--url", url, "--ready", "--model", "embed", "--model", "no-such-model")
+        assert missing_model.returncode == 1 and "GET /v2/models/no-such-model/ready answered 4" in missing_model.stderr
 
         # In process, the probe sees what the healer sees: the same instances expected, the same stubs running.
         probe = load_probe()
@@ -88,10 +89,32 @@ def test_the_probe_passes_on_a_healthy_server_and_names_the_instance_whose_stub_
             assert time.monotonic() < deadline, "the killed stub still runs"
             time.sleep(0.05)
         assert server.is_ready(), "Triton 2.51 still reports ready: what the plain HTTP probes see"
-        for args in ((), ("--ready", "--infer", "embed")):
+        for args in ((), ("--ready", "--model", "embed")):
             dead = run_probe("--url", url, *args)
             assert dead.returncode == 1
             assert dead.stderr == "probe: no live stub process for encoder version 2 instance encoder_0_1\n"
+
+
+def test_readiness_fails_when_an_entry_model_is_unloaded_while_the_server_stays_ready(tmp_path):
+    """Strict readiness counts only the models loaded: once an explicit unload is done (during it, Triton 2.51 reports
+    not ready for a second or two) the server is ready again, and only the entry-model check notices."""
+    repository = tmp_path / "repository"
+    for name in ("first", "second"):
+        write_echo_model(repository, name)
+    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=repository)) as server:
+        both = ("--ready", "--model", "first", "--model", "second")
+        assert run_probe("--url", server.http_url, *both).returncode == 0
+        client = httpclient.InferenceServerClient(server.http_url)
+        client.unload_model("second", headers=server.control_headers)
+        deadline = time.monotonic() + WAIT_S
+        while client.is_model_ready("second") or not server.is_ready():
+            assert time.monotonic() < deadline, "the model is still ready, or the server never ready again"
+            time.sleep(0.05)
+        client.close()
+        assert run_probe("--url", server.http_url, "--ready", "--model", "first").returncode == 0
+        gone = run_probe("--url", server.http_url, *both)
+        assert gone.returncode == 1
+        assert gone.stderr.startswith("probe: GET /v2/models/second/ready answered 400")
 
 
 def test_the_probe_only_looks_at_the_server_behind_its_url(tmp_path):

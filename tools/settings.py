@@ -46,15 +46,21 @@ TOKEN_IDS = "input_ids"
 TOKEN_MASK = "attention_mask"
 TOKEN_EMBEDDINGS = "last_hidden_state"
 SENTENCE_EMBEDDING = "sentence_embedding"
+GENERATE_MODEL = "generate"
+GENERATE_INPUT = "text_input"
+GENERATE_OUTPUT = "text_output"
 
 # Load testing: the environment variable that tells the locustfile which load shape to export, and the port of
 # Locust's web UI (Locust's own default).
 LOADTEST_SHAPE_ENV = "LOADTEST_SHAPE"
 LOCUST_WEB_PORT = 8089
 
-# Monitoring: the Prometheus scrape job of the service (a ServiceMonitor with `jobLabel: app.kubernetes.io/name`
-# gives this job name), and where the generated dashboards and rules go inside the Helm chart.
+# Monitoring: the service's default scrape job name (the chart's monitors give `app.kubernetes.io/name`; rules and
+# dashboards select no job, so any name works; it names the rule file), and where the generated files go in the chart.
 METRICS_JOB = "triton-embeddings"
+# The models clients call (the rest are steps of an ensemble): the chart's `entryModels` default, which its probes
+# check and its autoscaling queue time divides by; the shipped rules use the same list.
+ENTRY_MODELS = (EMBED_MODEL, GENERATE_MODEL)
 CHART_DASHBOARDS_SUBDIR = Path("files") / "dashboards"
 CHART_RULES_SUBDIR = Path("files") / "rules"
 

@@ -152,19 +152,22 @@ def test_deployment_is_rendered_for_zero_downtime_rollouts(helm_binary):
 
 
 def test_readiness_and_liveness_run_the_images_stub_probe_or_plain_http_when_disabled(helm_binary):
-    values = yaml.safe_load((paths.CHART / "values.yaml").read_text())["probes"]
+    chart_values = yaml.safe_load((paths.CHART / "values.yaml").read_text())
+    values = chart_values["probes"]
+    assert chart_values["entryModels"] == list(settings.ENTRY_MODELS)
     server = container(render(helm_binary))
     ready, live = server["readinessProbe"]["exec"]["command"], server["livenessProbe"]["exec"]["command"]
     url = f"--url=http://127.0.0.1:{server['ports'][0]['containerPort']}"
-    assert ready == ["python3", "-I", values["stubCheck"]["path"], url, "--timeout=4", "--ready", "--infer=embed"]
-    assert live == ["python3", "-I", values["stubCheck"]["path"], url, "--timeout=4"], "liveness never infers"
+    assert ready == ["python3", "-I", values["stubCheck"]["path"], url, "--timeout=4", "--ready",
+                     *(f"--model={model}" for model in settings.ENTRY_MODELS)]
+    assert live == ["python3", "-I", values["stubCheck"]["path"], url, "--timeout=4"], "liveness checks no model"
     dockerfile = (paths.PROJECT_ROOT / "Dockerfile").read_text()
     assert re.search(rf"^COPY .*probe/probe\.py {re.escape(values['stubCheck']['path'])}$", dockerfile, re.MULTILINE)
 
-    tuned = container(render(helm_binary, {"service": {"httpPort": 9000}, "probes": {
-        "readiness": {"periodSeconds": 5, "failureThreshold": 3, "timeoutSeconds": 3},
-        "stubCheck": {"inferModel": ""}}}))
-    assert tuned["readinessProbe"]["exec"]["command"][3:] == ["--url=http://127.0.0.1:9000", "--timeout=2", "--ready"]
+    tuned = container(render(helm_binary, {"service": {"httpPort": 9000}, "entryModels": ["chat"], "probes": {
+        "readiness": {"periodSeconds": 5, "failureThreshold": 3, "timeoutSeconds": 3}}}))
+    assert tuned["readinessProbe"]["exec"]["command"][3:] == ["--url=http://127.0.0.1:9000", "--timeout=2", "--ready",
+                                                              "--model=chat"]
     assert tuned["readinessProbe"]["timeoutSeconds"] == 3
 
     plain = container(render(helm_binary, VALUE_SETS["http-probes"]))
@@ -264,6 +267,9 @@ def test_hpa_targets_queue_time_summed_over_models_before_dividing(helm_binary):
     # Ratio of sums, the project's one definition (tools/monitoring/queries.py), with the idle denominator clamped.
     assert rule["metricsQuery"] == queue_time_query("{<<.LabelMatchers>>}", ("<<.GroupBy>>",))
     assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    # Summed over every entry model: the requests to any of them divide the queue time of all models.
+    three = adapter_rule(render(helm_binary, {**VALUE_SETS["hpa-queue-time"], "entryModels": ["a", "b", "c"]}))
+    assert three["metricsQuery"] == queue_time_query("{<<.LabelMatchers>>}", ("<<.GroupBy>>",), ("a", "b", "c"))
 
 
 def test_adapter_rule_namespace_follows_the_release(helm_binary):
@@ -272,12 +278,11 @@ def test_adapter_rule_namespace_follows_the_release(helm_binary):
         assert f'namespace="{namespace}"' in rule["seriesQuery"]
 
 
-def queue_time_query(sel: str, by: tuple[str, ...]) -> str:
+def queue_time_query(sel: str, by: tuple[str, ...], entry_models=settings.ENTRY_MODELS) -> str:
     """tools/monitoring/queries.py's service queue time per request, its denominator clamped as the chart does."""
     numerator = queries.rate_sum(metrics.QUEUE_DURATION_US, sel, "1m", by)
-    denominator = queries.request_rate(queries.with_matcher(sel, queries.equals(metrics.MODEL_LABEL,
-                                                                                settings.EMBED_MODEL)), "1m", by)
-    assert queries.service_queue_time_per_request_us(sel, "1m", by) == f"{numerator} / {denominator}"
+    denominator = queries.request_rate(queries.with_matcher(sel, queries.models(entry_models)), "1m", by)
+    assert queries.service_queue_time_per_request_us(sel, "1m", by, entry_models) == f"{numerator} / {denominator}"
     return f"{numerator} / clamp_min({denominator}, 0.001)"
 
 
@@ -296,6 +301,9 @@ def test_keda_replaces_the_hpa(helm_binary):
     sel = queries.selector(queries.equals("namespace", NAMESPACE),
                            queries.matches("pod", f"{RELEASE}-triton-embeddings-.*"))
     assert trigger["metadata"]["query"] == queue_time_query(sel, ("namespace",))
+    (chat,) = one(render(helm_binary, {**VALUE_SETS["keda-queue-time"], "entryModels": ["chat"]}),
+                  "ScaledObject")["spec"]["triggers"]
+    assert chat["metadata"]["query"] == queue_time_query(sel, ("namespace",), ("chat",))
     (pending,) = one(render(helm_binary, VALUE_SETS["keda-pending"]), "ScaledObject")["spec"]["triggers"]
     assert pending["metricType"] == "AverageValue"
 
@@ -314,6 +322,30 @@ def test_monitoring_objects_come_from_the_generated_files(helm_binary, chart_wit
     assert dashboards["metadata"]["annotations"]["grafana_folder"] == "Triton"
     assert json.loads(dashboards["data"]["triton-overview.json"]) == {"title": "Triton"}
     assert one(render(helm_binary, VALUE_SETS["pod-monitor"]), "PodMonitor")["spec"]["podMetricsEndpoints"]
+
+
+@pytest.mark.parametrize(("release", "values"), [
+    (RELEASE, {}), ("other", {"nameOverride": "llm-serving", "entryModels": ["embed", "chat", "summarise"]})])
+def test_shipped_rules_select_no_job_and_count_the_releases_entry_models(helm_binary, release, values):
+    """The rules must not depend on what the release or nameOverride makes the job; the one release-specific rule,
+    the service queue time, is rendered from the release's entryModels exactly as tools/monitoring builds it. That
+    they match a real Triton's series under such a job is shown in tests/monitoring/test_monitoring_live.py."""
+    from dashboards import rules
+
+    objects = render(helm_binary, {**VALUE_SETS["service-monitor"], **values}, release=release)
+    entry_models = values.get("entryModels", list(settings.ENTRY_MODELS))
+    monitor = one(objects, "ServiceMonitor")["spec"]
+    [scraped] = [s["metadata"]["labels"] for s in by_kind(objects, "Service")
+                 if monitor["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    assert scraped[monitor["jobLabel"]] == values.get("nameOverride", settings.METRICS_JOB), "the job changes..."
+    rendered = {r.get("record") or r["alert"]: r for g in one(objects, "PrometheusRule")["spec"]["groups"]
+                for r in g["rules"]}
+    assert not [name for name, rule in rendered.items() if "job=" in rule["expr"] or "job!" in rule["expr"]]
+    assert rendered[rules.QUEUE_TIME]["expr"] == next(r["expr"] for r in rules.recording_rules(entry_models)
+                                                       if r["record"] == rules.QUEUE_TIME)
+    shipped = {r.get("record") or r["alert"]: r for r in rules.recording_rules() + rules.alert_rules()}
+    assert {name: rule for name, rule in rendered.items() if name != rules.QUEUE_TIME} == {
+        name: rule for name, rule in shipped.items() if name != rules.QUEUE_TIME}
 
 
 def test_monitoring_renders_while_generated_files_are_missing(helm_binary, chart_copy):
@@ -397,6 +429,11 @@ BAD_VALUES = [
     ({"spot": {"tolerations": [{"key": "x", "operator": "In"}]}}, "/spot/tolerations/0/operator"),
     ({"topologySpread": {"whenUnsatisfiable": "Never"}}, "/topologySpread/whenUnsatisfiable"),
     ({"priorityClass": {"value": 2000000000}}, "/priorityClass/value"),
+    ({"entryModels": []}, "/entryModels"),
+    ({"entryModels": ["embed", "embed"]}, "/entryModels"),
+    ({"entryModels": ["two words"]}, "/entryModels/0"),
+    ({"autoscaling": {"entryModel": "embed"}}, "autoscaling.entryModel was replaced by entryModels"),
+    ({"probes": {"stubCheck": {"inferModel": "embed"}}}, "probes.stubCheck.inferModel was removed"),
 ]
 
 
@@ -460,8 +497,15 @@ def test_server_flags_mirror_the_local_runtime(helm_binary):
     local_only = {"http-address", "grpc-address", "metrics-address", "backend-directory", "backend-config"}
     assert sorted(set(local) - set(pod) - local_only) == []
     for same in ("model-control-mode", "strict-readiness", "exit-on-error", "allow-metrics", "allow-cpu-metrics",
-                 "allow-gpu-metrics", "metrics-config", "load-model"):
+                 "allow-gpu-metrics", "load-model"):
         assert pod[same] == local[same], same
+    # --metrics-config repeats: the pod has every one the local server has, and the first-response histograms.
+    local_metrics = runtime.build_command(Path("tritonserver"), runtime.ServerOptions(), Path("/backends"), "key",
+                                          "prefix_")
+    local_configs = {a for a in local_metrics if a.startswith("--metrics-config=")}
+    pod_configs = {a for a in pod_args if a.startswith("--metrics-config=")}
+    assert local_configs <= pod_configs
+    assert pod_configs >= {"--metrics-config=summary_latencies=true", "--metrics-config=histogram_latencies=true"}
     shm_size = f"python,shm-default-byte-size={runtime.PYTHON_SHM_DEFAULT_BYTES}"
     assert f"--backend-config={shm_size}" in pod_args
     header = settings.CONTROL_KEY_HEADER

@@ -17,7 +17,8 @@ from tools.monitoring import metrics
 from tools.monitoring.prometheus import promtool
 
 NAMESPACE = "gpu-test"
-VARIABLE_VALUES = {"namespace": NAMESPACE, "pod": ".*", "model": ".*", "__rate_interval": "1m"}
+VARIABLE_VALUES = {"namespace": NAMESPACE, "pod": ".*", "model": ".*", "entry": "|".join(settings.ENTRY_MODELS),
+                   "__rate_interval": "1m"}
 STEP_S, STEPS = 15, 40
 GIB = 1024 ** 3
 # pod -> (GPU utilisation, memory used, memory total, power W, power limit W, ensemble requests/s,

@@ -11,14 +11,19 @@ under-reports queueing. Triton facts these queries rely on (seen on 2.51):
 - `nv_inference_request_failure` carries a `reason` label (OTHER, BACKEND, CANCELED, REJECTED): sum over it;
 - an error response returned by a Python model counts as a success of that model; the ensemble counts it as a
   failure, twice: the ensemble's failure ratio is the one to watch, and it reads high by up to 2x;
-- the `*_summary_us` quantiles are per process and cannot be aggregated across pods: the worst pod is shown.
+- the `*_summary_us` quantiles are per process and cannot be aggregated across pods: the worst pod is shown;
+- a decoupled (streaming) model's request duration runs until its last response: its latency is judged by the time
+  to the first token and by tokens per second, from the families below.
+
+Series are selected by Triton's own metric names, never by the scrape job: whatever a ServiceMonitor, a PodMonitor
+or a hand-written scrape config calls the job, the same expressions match. Results are still grouped by `job` (and
+`namespace`), so two deployments never add up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tools import settings
 from tools.monitoring import metrics
 
 # Labels Prometheus (or the Prometheus Operator) attaches to every scraped series.
@@ -82,14 +87,19 @@ def time_per_request_us(duration_metric: str, sel: str, window: str, by: Sequenc
     return f"{rate_sum(duration_metric, sel, window, by)} / {request_rate(sel, window, by)}"
 
 
-def service_queue_time_per_request_us(sel: str, window: str, by: Sequence[str],
-                                      entry_model: str = settings.EMBED_MODEL) -> str:
-    """Queue time a request to the service accumulates in all its models, per request to the entry model.
+def models(names: Sequence[str]) -> str:
+    """A matcher for any of the models (a regex of their names, which are plain words)."""
+    return matches(metrics.MODEL_LABEL, "|".join(names))
 
-    The autoscaling signal: it rises as soon as requests wait for a busy instance, whatever the step.
+
+def service_queue_time_per_request_us(sel: str, window: str, by: Sequence[str], entry_models: Sequence[str]) -> str:
+    """Queue time requests accumulate in all the models, per request to any of the entry models (what clients call).
+
+    The autoscaling signal: it rises as soon as requests wait for a busy instance, whatever the step and whatever the
+    entry model; a composing model's requests are not counted twice, since only the entry models' requests divide.
     """
     queued = rate_sum(metrics.QUEUE_DURATION_US, sel, window, by)
-    requests = request_rate(with_matcher(sel, equals(metrics.MODEL_LABEL, entry_model)), window, by)
+    requests = request_rate(with_matcher(sel, models(entry_models)), window, by)
     return f"{queued} / {requests}"
 
 
@@ -162,10 +172,53 @@ def up(sel: str) -> str:
     return f"up{sel}"
 
 
-def model_missing(job_sel: str, entry_model: str = settings.EMBED_MODEL) -> str:
-    """Scraped targets that do not export the entry model: it failed to load or was unloaded."""
-    exported = with_matcher(job_sel, equals(metrics.MODEL_LABEL, entry_model))
-    return f"{up(job_sel)} == 1 unless on ({JOB_LABEL}, {INSTANCE_LABEL}) {metrics.REQUEST_SUCCESS}{exported}"
+def triton_target_down(memory: str) -> str:
+    """Targets that do not answer scrapes, in a job whose targets exported Triton's series within `memory`: `up` has
+    no name of Triton's to select it by, so the job is recognised by what its other targets (or this one) exported."""
+    served = f"group by ({JOB_LABEL}) (last_over_time({metrics.REQUEST_SUCCESS}[{memory}]))"
+    return f"{up('')} == 0 and on ({JOB_LABEL}) {served}"
+
+
+def model_missing(memory: str) -> str:
+    """(target, model) pairs a target that still answers scrapes exported within `memory` and exports no more: the
+    model was unloaded or failed to reload. Works for every model, whatever its name."""
+    target = (JOB_LABEL, INSTANCE_LABEL)
+    labels = ", ".join((NAMESPACE_LABEL, *target, POD_LABEL, metrics.MODEL_LABEL))
+    seen = f"group by ({labels}) (last_over_time({metrics.REQUEST_SUCCESS}[{memory}]))"
+    return (f"({seen} unless on ({', '.join((*target, metrics.MODEL_LABEL))}) {metrics.REQUEST_SUCCESS}) "
+            f"and on ({', '.join(target)}) {up('')} == 1")
+
+
+def first_token_latency_s(sel: str, window: str, by: Sequence[str], quantile: str) -> str:
+    """Time to the first token (streamed response) of each group, in seconds: from Triton's first-response histogram
+    where the server exports one, else from the generation model's own histogram (`or` keeps Triton's where both
+    exist). Histograms, unlike summaries, add up across pods: the quantile is of the whole group."""
+    by_le = (*by, metrics.BUCKET_LABEL)
+    triton = rate_sum(metrics.FIRST_RESPONSE_HISTOGRAM_MS + metrics.BUCKET_SUFFIX, sel, window, by_le)
+    own = rate_sum(metrics.GENERATION_FIRST_TOKEN_SECONDS + metrics.BUCKET_SUFFIX, sel, window, by_le)
+    return f"histogram_quantile({quantile}, {triton}) / 1000 or histogram_quantile({quantile}, {own})"
+
+
+def token_rate(counter: str, sel: str, window: str, by: Sequence[str]) -> str:
+    """Tokens per second from a generation model's own counter (prompt or output tokens)."""
+    return rate_sum(counter, sel, window, by)
+
+
+def output_tokens_per_request(sel: str, window: str, by: Sequence[str]) -> str:
+    """Average completion length: output tokens / successful requests (groups without the counter drop out)."""
+    return f"{token_rate(metrics.GENERATION_OUTPUT_TOKENS, sel, window, by)} / {request_rate(sel, window, by)}"
+
+
+def stream_tokens_per_second(sel: str, window: str, by: Sequence[str]) -> str:
+    """What one stream receives: output tokens / seconds the requests ran (Triton's request duration, queueing and
+    the first token included). `by` must hold the model label, or other models' durations would dilute it."""
+    seconds = f"({rate_sum(metrics.REQUEST_DURATION_US, sel, window, by)} / 1000000)"
+    return f"{token_rate(metrics.GENERATION_OUTPUT_TOKENS, sel, window, by)} / {seconds}"
+
+
+def generation_models(sel: str, by: Sequence[str]) -> str:
+    """One series per group that has a generation model (one counting output tokens)."""
+    return f"group {_by(by)}({metrics.GENERATION_OUTPUT_TOKENS}{sel})"
 
 
 def failure_rate(sel: str, window: str, by: Sequence[str]) -> str:

@@ -64,19 +64,36 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-The PromQL of the autoscaling metric for a selector `sel` (`{...}`) and a grouping `by`; the same expressions as
-dashboards/queries.py builds (a test holds them equal). Queue time per request: the queue-time counters of all
-models summed, divided by the summed requests to the entry model (the ensemble) — a ratio of sums, never an
-average of per-model ratios, which under-reports as soon as several models are loaded. The denominator is
-clamped so an idle pod reads 0 (and the HPA can scale down) instead of no value.
+Service queue time per request for a selector `sel` (`{...}` or empty), a grouping `by` and a rate `window`; `clamp`
+clamps the denominator so an idle pod reads 0 (and the HPA can scale down) instead of no value. The same expression
+as tools/monitoring/queries.py builds (tests hold them equal): the queue-time counters of all models summed, divided
+by the summed requests to the entry models (entryModels) — a ratio of sums, never an average of per-model ratios,
+which under-reports as soon as several models are loaded; only the entry models' requests divide, so an ensemble's
+steps are not counted as requests again.
 */}}
+{{- define "triton.queueTimeQuery" -}}
+{{- $entry := printf "model=~%q" (join "|" .root.Values.entryModels) -}}
+{{- $entrySel := ternary (printf "{%s}" $entry) (printf "{%s, %s}" (trimSuffix "}" (trimPrefix "{" .sel)) $entry) (eq .sel "") -}}
+{{- $requests := printf "sum by (%s) (rate(nv_inference_request_success%s[%s]))" .by $entrySel .window -}}
+sum by ({{ .by }}) (rate(nv_inference_queue_duration_us{{ .sel }}[{{ .window }}])) / {{ if .clamp }}clamp_min({{ $requests }}, 0.001){{ else }}{{ $requests }}{{ end }}
+{{- end -}}
+
+{{/* The PromQL of the autoscaling metric for a selector `sel` (`{...}`) and a grouping `by`. */}}
 {{- define "triton.autoscalingQuery" -}}
-{{- $sel := .sel -}}{{- $by := .by -}}{{- $a := .root.Values.autoscaling -}}
-{{- if eq $a.metric "queueTime" -}}
-{{- $entrySel := printf "{%s, model=%q}" (trimSuffix "}" (trimPrefix "{" $sel)) $a.entryModel -}}
-sum by ({{ $by }}) (rate(nv_inference_queue_duration_us{{ $sel }}[{{ $a.window }}])) / clamp_min(sum by ({{ $by }}) (rate(nv_inference_request_success{{ $entrySel }}[{{ $a.window }}])), 0.001)
+{{- if eq .root.Values.autoscaling.metric "queueTime" -}}
+{{- include "triton.queueTimeQuery" (dict "root" .root "sel" .sel "by" .by "window" .root.Values.autoscaling.window "clamp" true) -}}
 {{- else -}}
-sum by ({{ $by }}) (nv_inference_pending_request_count{{ $sel }})
+sum by ({{ .by }}) (nv_inference_pending_request_count{{ .sel }})
+{{- end -}}
+{{- end -}}
+
+{{/* Values an older chart had, refused with what replaces them (the schema lets them through to get here). */}}
+{{- define "triton.checkRemovedValues" -}}
+{{- if hasKey .Values.autoscaling "entryModel" -}}
+{{- fail "autoscaling.entryModel was replaced by entryModels (a list of the models clients call, top level)" -}}
+{{- end -}}
+{{- if hasKey .Values.probes.stubCheck "inferModel" -}}
+{{- fail "probes.stubCheck.inferModel was removed: readiness checks that every one of entryModels is ready" -}}
 {{- end -}}
 {{- end -}}
 
@@ -97,7 +114,8 @@ capabilities:
 {{/*
 Readiness or liveness probe. With probes.stubCheck on: an exec probe running the image's probe.py, which checks the
 health endpoint and that every instance of every Python-backend model still has its stub process (Triton 2.51 does
-not restart a dead stub and keeps answering 200 on /v2/health/*); readiness also sends one inference. The probe's own
+not restart a dead stub and keeps answering 200 on /v2/health/*); readiness also checks that every entry model is
+ready (after an explicit unload the server itself is ready again). The probe's own
 deadline is one second under timeoutSeconds, so it reports what is wrong before the kubelet gives up on it.
 Otherwise: httpGet on the health path. Arguments: Values, probe (readiness|liveness), path.
 */}}
@@ -114,8 +132,8 @@ exec:
     - --timeout={{ max 1 (sub (int $probe.timeoutSeconds) 1) }}
     {{- if eq .probe "readiness" }}
     - --ready
-    {{- with $check.inferModel }}
-    - --infer={{ . }}
+    {{- range .Values.entryModels }}
+    - --model={{ . }}
     {{- end }}
     {{- end }}
 {{- else }}
