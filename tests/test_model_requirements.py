@@ -176,6 +176,24 @@ def test_each_deferred_model_loads_right_after_its_own_install_and_an_ensemble_a
     assert by_model["both"].error == "steps into bad, which did not load"
 
 
+def test_install_requirements_installs_up_front_once_and_fails_in_one_line(tmp_path, venv, local_index):
+    repository = tmp_path / "repository"
+    spec = base_spec("")
+    spec.files["double/requirements.txt"] = f"{STANDIN}==1.0\n"
+    spec.write(repository)
+    command = [venv / "bin" / "python", "-m", "tools", "serve", repository, "--install-requirements"]
+    first = processes.run("install", command, timeout=180, cwd=paths.PROJECT_ROOT)
+    assert first.returncode == 0 and f"double: installed {STANDIN}==1.0" in first.stderr, first.stderr
+    assert requirements.probe(venv / "bin" / "python3", [STANDIN_MODULE]).missing_modules == set()
+    again = processes.run("install", command, timeout=180, cwd=paths.PROJECT_ROOT)
+    assert again.returncode == 0 and "double: installed" not in again.stderr, "nothing left to install"
+    (repository / "add" / "requirements.txt").write_text("absent-pkg==1.0\n")
+    failed = processes.run("install", command, timeout=180, cwd=paths.PROJECT_ROOT)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    (line,) = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert "absent-pkg==1.0" in line and "log: " in line
+
+
 def _stand_in_repository(root: Path) -> Path:
     """add loads at start; double needs the stand-in package (and pipe steps into double); lost needs a package
     that exists nowhere."""
