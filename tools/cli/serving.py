@@ -73,6 +73,8 @@ def serve(
     interpreter = requirements.stub_interpreter()
     plan = requirements.plan(load_repository(repository), interpreter)
     if install_requirements:
+        if not repository.is_dir():
+            raise UsageError(f"{repository} is not a directory (expected a Triton model repository)")
         for pending in plan.pending:
             _install(pending, interpreter)
         console.print(f"every model's requirements are installed in {interpreter}", highlight=False)
