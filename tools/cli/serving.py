@@ -166,6 +166,7 @@ def _install(pending: Pending, interpreter: Path) -> None:
 
     log = _install_log()
     started = time.monotonic()
+    console.print(f"{pending.model}: installing {pending.summary()} (log: {log})", highlight=False, soft_wrap=True)
     with _progress_view() as view:
         task = view.add_task(pending.model, total=None, steps="", last="")
         requirements.install(interpreter, pending.requirements, log,
