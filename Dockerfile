@@ -8,7 +8,8 @@
 # Stage 1: wheels of every model's own requirements (model_repository/<model>/requirements.txt, fully pinned).
 # llama-cpp-python (the generation runtime) is a source distribution: it needs a C/C++ toolchain, which NVIDIA's
 # runtime image does not ship, so the build happens here and only the wheels reach the final image.
-# GGML_NATIVE=OFF: a build for any x86-64 CPU with AVX2 rather than for the build machine's own (-march=native).
+# GGML_NATIVE=OFF: a build for any x86-64 CPU with AVX2, FMA, F16C and BMI2 (ggml's baseline then: Haswell or newer)
+# rather than for the build machine's own (-march=native).
 FROM nvcr.io/nvidia/tritonserver:24.10-py3 AS model-wheels
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake ninja-build \
