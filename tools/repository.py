@@ -142,6 +142,11 @@ class Repository:
             return []
         return list(dict.fromkeys(step.model_name for step in model.config.ensemble_scheduling.step))
 
+    def entry_models(self) -> list[str]:
+        """The models clients call: every model no ensemble of the repository calls as a step."""
+        steps = {step for name in self.models for step in self.composing_models(name)}
+        return sorted(set(self.models) - steps)
+
     def load_order(self) -> list[str]:
         """Every model, each after the models its ensemble steps call (cycles are broken arbitrarily)."""
         order: list[str] = []

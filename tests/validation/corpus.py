@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib import metadata
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -440,6 +441,22 @@ def _(spec):
 def _(spec):
     spec.files[spec.config_path("double")] += (
         'parameters { key: "EXECUTION_ENV_PATH" value: { string_value: "$$TRITON_MODEL_DIRECTORY/env.tar.gz" } }\n')
+
+
+@case("requirements_met", "", Triton.LOADS)
+def _(spec):
+    pin = f"numpy=={metadata.version('numpy')}"
+    spec.files[f"{spec.name('double')}/requirements.txt"] = f"# the stub's own numpy\n{pin}\n"
+
+
+@case("requirements_not_pinned", "W227", Triton.LOADS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/requirements.txt"] = "numpy>=1.26\n"
+
+
+@case("requirements_not_installed", "W228", Triton.LOADS)
+def _(spec):
+    spec.files[f"{spec.name('double')}/requirements.txt"] = "no-such-package-anywhere==1.0\n"
 
 
 @case("execution_env_without_activate", "E220 W202", Triton.REJECTS)

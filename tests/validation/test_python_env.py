@@ -17,9 +17,8 @@ from tests.validation.corpus import base_spec
 from tools import processes
 from tools.cli import app
 from tools.repository import load_repository
-from tools.serving import runtime
+from tools.serving import requirements, runtime
 from tools.validation import Options, validate
-from tools.validation import python_env as python_env_module
 from tools.validation.run import EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE
 
 runner = CliRunner()
@@ -58,7 +57,7 @@ def test_imports_are_judged_in_the_environment_the_stub_runs_in(bare_venv):
 
 def test_default_interpreter_is_the_one_tools_serve_gives_its_stubs():
     stub_path = runtime.stub_environment()["PATH"]
-    assert python_env_module.stub_interpreter() == Path(shutil.which("python3", path=stub_path))
+    assert requirements.stub_interpreter() == Path(shutil.which("python3", path=stub_path))
 
 
 def test_python_env_that_is_not_an_interpreter_is_a_usage_error(tmp_path):
@@ -74,7 +73,7 @@ def test_all_imports_are_resolved_in_one_call(tmp_path, monkeypatch):
         calls.append(args)
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(python_env_module.processes, "run", counting_run)
+    monkeypatch.setattr(requirements.processes, "run", counting_run)
     spec = base_spec("")
     spec.files["double/1/model.py"] = "import not_installed_one\n" + spec.files["double/1/model.py"]
     spec.files["add/1/model.py"] = "import not_installed_two\n" + spec.files["add/1/model.py"]

@@ -219,7 +219,7 @@ class ServerOptions:
 
 def build_command(binary: Path, opts: ServerOptions, backend_dir: Path | None, control_key: str,
                   shm_prefix: str) -> list[str]:
-    """The tritonserver argv: explicit control, strict readiness, metrics with latency summaries."""
+    """The tritonserver argv: explicit control, strict readiness, metrics with latency summaries and histograms."""
     restricted = f"model-repository:{settings.CONTROL_KEY_HEADER}={control_key}"
     cmd = [
         str(binary),
@@ -233,6 +233,8 @@ def build_command(binary: Path, opts: ServerOptions, backend_dir: Path | None, c
         f"--metrics-address={opts.host}", f"--metrics-port={opts.metrics_port}",
         "--allow-metrics=true", "--allow-cpu-metrics=true", f"--allow-gpu-metrics={str(opts.gpu).lower()}",
         "--metrics-config=summary_latencies=true",
+        # Time to first response of decoupled (streaming) models: 2.51 reports it only as a histogram.
+        "--metrics-config=histogram_latencies=true",
         # The model-control API is never open: it needs the secret header on both protocols.
         f"--http-restricted-api={restricted}",
         f"--grpc-restricted-protocol={restricted}",

@@ -1,43 +1,27 @@
-"""2xx for Python-backend models: the execution environment they name, and the modules their code imports.
+"""2xx for Python-backend models: the execution environment they name, the modules their code imports, and the
+pinned requirements the model folder ships (`requirements.txt`, which `tools serve` installs before loading the model).
 
 The stub imports model.py with its version folder on sys.path, in the interpreter of the model's environment:
 EXECUTION_ENV_PATH's when the config names a folder, else the stub's own (`--python-env`, by default the
-interpreter `tools serve` gives its stubs). Every import is resolved by that interpreter in one batch, without
-importing anything (`importlib.util.find_spec` of top-level names).
+interpreter `tools serve` gives its stubs). Every import and every pin is resolved by that interpreter in one batch,
+without importing anything (`importlib.util.find_spec` of top-level names, `importlib.metadata` versions).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools import processes
-from tools.errors import UsageError, ValidationError
+from tools.errors import UsageError
 from tools.repository import Model, ModelConfig
+from tools.serving import requirements
 from tools.validation.context import Context
 
 ENV_PARAMETER = "EXECUTION_ENV_PATH"
 MODEL_DIR_VARIABLE = "$$TRITON_MODEL_DIRECTORY"
 PROVIDED_BY_STUB = frozenset({"triton_python_backend_utils"})
-RESOLVE_TIMEOUT_S = 60.0
-# Run by the target interpreter: module names in (JSON on stdin), the ones it cannot find out.
-_RESOLVER = """\
-import importlib.util, json, sys
-missing = []
-for name in json.load(sys.stdin):
-    try:
-        found = importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        missing.append(name)
-json.dump(missing, sys.stdout)
-"""
 
 
 @dataclass
@@ -59,13 +43,6 @@ def interpreter_of(path: Path) -> Path:
     if not path.is_file():
         raise UsageError(f"--python-env {path}: no such interpreter or folder")
     return path
-
-
-def stub_interpreter() -> Path:
-    """The interpreter `tools serve`'s stubs run with: the python3 beside this interpreter, which
-    `tools.serving.runtime.stub_environment` puts first on their PATH (a test holds the two together; importing
-    runtime here would cost half a second of pytriton import on every validation)."""
-    return Path(shutil.which("python3", path=str(Path(sys.executable).parent)) or sys.executable)
 
 
 def execution_env(model: Model, config: ModelConfig) -> Path | None:
@@ -126,23 +103,21 @@ def _needed(ctx: Context, path: Path) -> set[str]:
     return needed - PROVIDED_BY_STUB
 
 
-def missing_modules(interpreter: Path, names: set[str]) -> set[str]:
-    """The names `interpreter` cannot import: one child process for all of them."""
-    if not names:
-        return set()
-    result = processes.run("python-env", [interpreter, "-c", _RESOLVER], timeout=RESOLVE_TIMEOUT_S,
-                           input=json.dumps(sorted(names)), cwd=Path("/"))
-    try:
-        return set(json.loads(result.stdout))
-    except ValueError:
-        raise ValidationError(f"{interpreter} could not resolve imports (exit {result.returncode}): "
-                              f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}") from None
+def _report_requirement_problems(ctx: Context, model: Model, reqs: requirements.Requirements) -> None:
+    for problem in reqs.problems:
+        ctx.report("W227", f"{reqs.path.name} line {problem.line} \"{problem.text}\" {problem.reason}; "
+                           f"`pip install --no-deps -r` installs the file as it is.", model, file=reqs.path,
+                   line=problem.line or None)
 
 
 def check(ctx: Context, models: list[PythonModel]) -> None:
     wanted: dict[Path, dict[Path, tuple[Model, set[str]]]] = {}  # interpreter -> model file -> (model, names)
+    pinned: dict[Path, list[tuple[Model, requirements.Requirements]]] = {}  # interpreter -> models with pins
     default = ctx.options.python_env
     for item in models:
+        reqs = requirements.of_model(item.model.path)
+        if reqs is not None:
+            _report_requirement_problems(ctx, item.model, reqs)
         env = execution_env(item.model, item.config)
         if env is not None:
             problem = _env_problem(env)
@@ -156,16 +131,26 @@ def check(ctx: Context, models: list[PythonModel]) -> None:
                 continue  # an archive: its interpreter is only known once Triton unpacks it
         else:
             interpreter = default if default is not None else None
-        for path in item.files:
-            names = _needed(ctx, path)
-            if names:
-                if interpreter is None:
-                    interpreter = default = stub_interpreter()
-                wanted.setdefault(interpreter, {})[path] = (item.model, names)
-    for interpreter, files in wanted.items():
-        missing = missing_modules(interpreter, set().union(*(names for _, names in files.values())))
+        needs = {path: names for path in item.files if (names := _needed(ctx, path))}
+        if (needs or (reqs is not None and reqs.pins)) and interpreter is None:
+            interpreter = default = requirements.stub_interpreter()
+        for path, names in needs.items():
+            wanted.setdefault(interpreter, {})[path] = (item.model, names)
+        if reqs is not None and reqs.pins:
+            pinned.setdefault(interpreter, []).append((item.model, reqs))
+    for interpreter in sorted(wanted.keys() | pinned.keys()):
+        files, models_with_pins = wanted.get(interpreter, {}), pinned.get(interpreter, [])
+        found = requirements.probe(interpreter, set().union(*(names for _, names in files.values())),
+                                   {pin.name for _, reqs in models_with_pins for pin in reqs.pins})
         for path, (model, names) in files.items():
-            for name in sorted(names & missing):
+            for name in sorted(names & found.missing_modules):
                 ctx.report("E219", f"{path.name} imports \"{name}\", which {interpreter} cannot import, so the stub "
                                    "fails to load the model; install it there (or pass --python-env) or drop the "
                                    "import.", model, file=path)
+        for model, reqs in models_with_pins:
+            missing = requirements.unmet(reqs, found.versions)
+            if missing:
+                ctx.report("W228", f"{reqs.path.name} pins {', '.join(map(str, missing))}, which {interpreter} "
+                                   "lacks, so the model loads only once they are installed; `tools serve` installs "
+                                   f"them before loading it (or run pip install --no-deps -r {reqs.path}).", model,
+                           file=reqs.path)
