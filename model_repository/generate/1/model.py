@@ -34,6 +34,10 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        wrong = [key for key in ("n_threads", "n_ctx")
+                 if not parameters.get(key, "").isdigit() or int(parameters[key]) < 1]
+        if wrong:
+            raise pb_utils.TritonModelException(f"config parameters {', '.join(wrong)} must be positive integers")
         self.generator = TextGenerator(load_model(int(parameters["n_threads"]), int(parameters["n_ctx"])))
         labels = {"model": args["model_name"], "version": args["model_version"]}
         # A family must outlive its metrics: keep both.
