@@ -46,6 +46,9 @@ TOKEN_IDS = "input_ids"
 TOKEN_MASK = "attention_mask"
 TOKEN_EMBEDDINGS = "last_hidden_state"
 SENTENCE_EMBEDDING = "sentence_embedding"
+GENERATE_MODEL = "generate"
+GENERATE_INPUT = "text_input"
+GENERATE_OUTPUT = "text_output"
 
 # Load testing: the environment variable that tells the locustfile which load shape to export, and the port of
 # Locust's web UI (Locust's own default).
