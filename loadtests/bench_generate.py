@@ -1,8 +1,9 @@
 """Streaming generation served three ways on this machine, side by side in one run:
 
-1. the ceiling: llama-cpp-python in this process (`Llama.create_completion(stream=True)`), as many `Llama` objects
-   and threads each as the `generate` model's instances use, a stream waiting for a free one as a request waits for
-   an instance;
+1. the ceiling: llama-cpp-python in process (`Llama.create_completion(stream=True)`), as many `Llama` objects and
+   threads each as the `generate` model's instances use, a stream waiting for a free one as a request waits for an
+   instance; measured in a child process of its own session, as each server runs (the kernel's autogroup scheduling
+   gives every session its own share of a busy machine);
 2. `llama_cpp.server`, the OpenAI-compatible server llama-cpp-python ships (what a user would pick instead), with
    the same thread budget, streaming `/v1/completions` over HTTP (server-sent events). It runs from a venv of its own
    under the toolkit's cache folder (`llama-cpp-python[server]`, created when missing: its FastAPI stack stays out of
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import itertools
@@ -39,6 +41,7 @@ import json
 import os
 import queue
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -101,6 +104,7 @@ class Completion:
 
 Stream = Callable[[str, int], Completion]  # (prompt, max_tokens) -> the completion, streamed
 StreamFactory = Callable[[], contextlib.AbstractContextManager[Stream]]  # one per client thread
+Measurer = Callable[[int, int, int], dict[str, float]]  # (streams, requests per stream, max_tokens) -> figures
 
 
 def figures(completions: list[Completion], wall_s: float) -> dict[str, float]:
@@ -234,6 +238,35 @@ def in_process(gguf: Path, instances: int, threads: int) -> Iterator[StreamFacto
             worker.join()
 
 
+@contextlib.contextmanager
+def ceiling_process(instances: int, threads: int) -> Iterator[Measurer]:
+    """The ceiling measured in a child process of its own session, as every server runs: with the kernel's autogroup
+    scheduling each session gets its own share of a busy machine (as tools.bench.runner's ceiling process)."""
+    argv = [sys.executable, __file__, "--serve-ceiling", "--instances", str(instances), "--threads", str(threads)]
+    child = processes.spawn("the in-process ceiling", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def measure_there(concurrency: int, requests: int, max_tokens: int) -> dict[str, float]:
+        child.process.stdin.write(json.dumps([concurrency, requests, max_tokens]) + "\n")
+        child.process.stdin.flush()
+        answer = child.process.stdout.readline()
+        if not answer:
+            raise SystemExit(f"the in-process ceiling exited with code {child.wait()}")
+        return json.loads(answer)
+
+    try:
+        yield measure_there
+    finally:
+        child.process.stdin.close()
+        child.stop()
+
+
+def serve_ceiling(instances: int, threads: int) -> None:
+    """The child's side: one [streams, requests, max_tokens] per stdin line, the figures per stdout line."""
+    with in_process(gguf_path(), instances, threads) as open_stream:
+        for line in sys.stdin:
+            print(json.dumps(measure(open_stream, *json.loads(line))), flush=True)
+
+
 # -- 2. llama_cpp.server -----------------------------------------------------------------------------------------------
 def server_python() -> Path:
     """The interpreter of llama_cpp.server's own venv under the toolkit's cache folder, created when missing."""
@@ -282,7 +315,7 @@ def server_stream(base_url: str) -> StreamFactory:
 
 
 @contextlib.contextmanager
-def llama_server(gguf: Path, threads: int) -> Iterator[StreamFactory]:
+def llama_server(gguf: Path, threads: int) -> Iterator[Measurer]:
     port = processes.free_port()
     base = f"http://{settings.DEFAULT_HOST}:{port}"
     log = Path(tempfile.gettempdir()) / f"bench-llama-cpp-server-{os.getpid()}.log"
@@ -292,7 +325,7 @@ def llama_server(gguf: Path, threads: int) -> Iterator[StreamFactory]:
             "--host", settings.DEFAULT_HOST, "--port", str(port)]
     with processes.running("llama_cpp.server", argv, log=log, ready=lambda: processes.http_ok(f"{base}/v1/models"),
                            timeout=READY_TIMEOUT_S, waiting_for=f"an answer at {base}/v1/models"):
-        yield server_stream(base)
+        yield functools.partial(measure, server_stream(base))
 
 
 # -- 3. Triton ---------------------------------------------------------------------------------------------------------
@@ -339,9 +372,9 @@ def triton_stream(url: str) -> StreamFactory:
 
 
 @contextlib.contextmanager
-def triton() -> Iterator[StreamFactory]:
+def triton() -> Iterator[Measurer]:
     with runtime.running_server(runtime.ServerOptions.on_free_ports(models=[MODEL])) as server:
-        yield triton_stream(server.grpc_url)
+        yield functools.partial(measure, triton_stream(server.grpc_url))
 
 
 def model_threads(repository: Path = settings.MODEL_REPOSITORY) -> tuple[int, int]:
@@ -412,7 +445,11 @@ def main() -> None:
     parser.add_argument("--instances", type=int, help="Llama objects in process (default: the model's instances)")
     parser.add_argument("--threads", type=int, help="threads per Llama (default: the model's n_threads)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--serve-ceiling", action="store_true", help=argparse.SUPPRESS)  # the ceiling's child
     args = parser.parse_args()
+    if args.serve_ceiling:
+        serve_ceiling(args.instances, args.threads)
+        return
     if min(args.rounds, args.max_tokens, args.requests, args.streams) < 1:
         parser.error("--rounds, --max-tokens, --requests and --streams must be at least 1")
     started_load = os.getloadavg()
@@ -424,20 +461,20 @@ def main() -> None:
     gguf = gguf_path()
     instances, threads = (args.instances, args.threads) if args.instances and args.threads else model_threads()
     concurrencies = (1, args.streams)
-    starters = {IN_PROCESS: lambda: in_process(gguf, instances, threads),
+    starters = {IN_PROCESS: lambda: ceiling_process(instances, threads),
                 LLAMA_SERVER: lambda: llama_server(gguf, instances * threads), TRITON: triton}
     results: dict[str, dict[int, list[dict]]] = {s: {c: [] for c in concurrencies} for s in args.systems}
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
-        streams = {}
+        measurers = {}
         for system in args.systems:
             print(f"starting {TITLES[system]}", flush=True)
-            streams[system] = stack.enter_context(starters[system]())
-            measure(streams[system], 1, 1, args.max_tokens)  # warm-up: first prompt, thread pools, connections
+            measurers[system] = stack.enter_context(starters[system]())
+            measurers[system](1, 1, args.max_tokens)  # warm-up: first prompt, thread pools, connections
         for number in range(1, args.rounds + 1):
             for concurrency in concurrencies:
-                for system, open_stream in streams.items():
-                    row = measure(open_stream, concurrency, args.requests, args.max_tokens)
+                for system, measure_system in measurers.items():
+                    row = measure_system(concurrency, args.requests, args.max_tokens)
                     results[system][concurrency].append(row)
                     print(f"  round {number}/{args.rounds} {TITLES[system]:<27} {concurrency} stream(s): "
                           f"{row['total_tokens_per_s']:6.1f} tokens/s, TTFT p50 {row['ttft_p50_ms']:6.1f} ms "
