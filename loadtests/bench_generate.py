@@ -24,8 +24,8 @@ send to last token, median) and total tokens/s (all tokens over the measurement'
 systems (A, B, C, A, B, C, ...); every figure is the median of the rounds. Targets: Triton's single-stream tokens/s
 >= 0.9 x the in-process ceiling; at 4 streams more total tokens/s than llama_cpp.server at equal or better p99 TTFT.
 
-Run: .venv/bin/python loadtests/bench_generate.py [--rounds 5] [--max-tokens 128] [--requests 5]
-     smoke run: --rounds 1 --max-tokens 16 --requests 1
+Run: .venv/bin/python loadtests/bench_generate.py [--rounds 3] [--max-tokens 128] [--requests 5] [--streams 4]
+     (about 100 s per round on a quiet 2-core machine); a smoke run: --rounds 1 --max-tokens 16 --requests 1
 Writes loadtests/results/generate_bench.json, generate_bench.md and generate_bench.png.
 """
 
@@ -450,8 +450,8 @@ def main() -> None:
     if args.serve_ceiling:
         serve_ceiling(args.instances, args.threads)
         return
-    if min(args.rounds, args.max_tokens, args.requests, args.streams) < 1:
-        parser.error("--rounds, --max-tokens, --requests and --streams must be at least 1")
+    if min(args.rounds, args.max_tokens, args.requests) < 1 or args.streams < 2:
+        parser.error("--rounds, --max-tokens and --requests must be at least 1, --streams at least 2")
     started_load = os.getloadavg()
     print(f"load average at start: {' '.join(f'{load:.2f}' for load in started_load)} "
           f"on {os.cpu_count()} cores", flush=True)
