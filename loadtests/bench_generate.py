@@ -157,13 +157,15 @@ def measure(open_stream: StreamFactory, concurrency: int, requests: int, max_tok
     completions: list[Completion] = []
     failures: list[BaseException] = []
     start = threading.Barrier(concurrency)
+    # A stream's next prompt is `step` further in the (prime-sized) list: never the one it just sent.
+    step = concurrency if concurrency % len(PROMPTS) else concurrency + 1
 
     def client(number: int) -> None:
         try:
             with open_stream() as stream:
                 start.wait()
                 for index in range(requests):
-                    completions.append(stream(PROMPTS[(index * concurrency + number) % len(PROMPTS)], max_tokens))
+                    completions.append(stream(PROMPTS[(index * step + number) % len(PROMPTS)], max_tokens))
         except BaseException as exc:  # reported by the measuring thread
             failures.append(exc)
             start.abort()

@@ -217,7 +217,8 @@ def test_generate_bench_figures_and_targets(generate_bench):
     assert bench.verdicts({bench.TRITON: {1: {"stream_tokens_per_s": 1.0}}}, streams=4) == []
 
 
-def test_generate_bench_streams_run_at_once_and_vary_their_prompts(generate_bench):
+@pytest.mark.parametrize("streams", [4, 5])  # 5: as many streams as prompts
+def test_generate_bench_streams_run_at_once_and_vary_their_prompts(generate_bench, streams):
     bench = generate_bench
     sent: dict[int, list[str]] = {}
     lock = threading.Lock()
@@ -242,11 +243,11 @@ def test_generate_bench_streams_run_at_once_and_vary_their_prompts(generate_benc
 
         yield stream
 
-    row = bench.measure(open_stream, 4, 5, max_tokens=3)
-    assert row["requests"] == 20 and row["tokens_per_request"] == 3 and in_flight["most"] > 1
+    row = bench.measure(open_stream, streams, 5, max_tokens=3)
+    assert row["requests"] == streams * 5 and row["tokens_per_request"] == 3 and in_flight["most"] > 1
     assert all(len(prompts) == 5 and all(a != b for a, b in itertools.pairwise(prompts))
                for prompts in sent.values())
-    assert sorted(collections.Counter(p for prompts in sent.values() for p in prompts).values()) == [4] * 5
+    assert sorted(collections.Counter(p for prompts in sent.values() for p in prompts).values()) == [streams] * 5
 
     @contextlib.contextmanager
     def broken():
