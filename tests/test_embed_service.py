@@ -29,7 +29,8 @@ PROTOCOLS = list(client.Protocol)
 
 @pytest.fixture(scope="module")
 def server():
-    with runtime.running_server(runtime.ServerOptions.on_free_ports()) as started:
+    # Only the ensemble (Triton loads the models it composes), not the generate model.
+    with runtime.running_server(runtime.ServerOptions.on_free_ports(models=[settings.EMBED_MODEL])) as started:
         yield started
 
 
@@ -153,7 +154,8 @@ def batching_server(tmp_path):
     config = repository.models[settings.TOKENIZER_MODEL].config
     config.dynamic_batching.max_queue_delay_microseconds = 100
     replace_config(repository, settings.TOKENIZER_MODEL, config, accept=lambda candidate: None)
-    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=repository.root)) as started:
+    options = runtime.ServerOptions.on_free_ports(repository=repository.root, models=[settings.EMBED_MODEL])
+    with runtime.running_server(options) as started:
         yield started
 
 

@@ -234,7 +234,8 @@ BAD_BODIES = [
     ({"text_input": PROMPT, "parameters": {"top_k": -3}}, "top_k must be an integer >= 0, got -3"),
     ({"text_input": PROMPT, "parameters": {"seed": -5}}, "seed must be an integer from 0 to 4294967294, got -5"),
     ({"text_input": PROMPT, "parameters": {"stop": "[3]"}}, "stop must be a non-empty string or a list of them"),
-    ({"text_input": PROMPT, "parameters": {"stream": "yes"}}, "stream must be true or false, got 'yes'"),
+    # (Triton's generate endpoint itself reads a `stream` parameter and answers a non-boolean one with a 500.)
+    ({"text_input": PROMPT, "sampling_parameters": '{"stream": "yes"}'}, "stream must be true or false, got 'yes'"),
     ({"text_input": PROMPT, "parameters": {"max_new_tokens": 4}}, "unknown parameter 'max_new_tokens'"),
 ]
 

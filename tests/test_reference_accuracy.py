@@ -16,6 +16,7 @@ import pytest
 
 from tests.support import paths
 from tests.support import reference_minilm as reference_model
+from tools import settings
 from tools.bench import pipeline
 from tools.serving import client, runtime
 
@@ -117,7 +118,8 @@ def test_in_process_pipeline_matches_the_reference(expected):
 
 @pytest.fixture(scope="module")
 def server():
-    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=paths.REPOSITORY)) as started:
+    options = runtime.ServerOptions.on_free_ports(repository=paths.REPOSITORY, models=[settings.EMBED_MODEL])
+    with runtime.running_server(options) as started:
         yield started
 
 

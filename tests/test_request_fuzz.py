@@ -20,6 +20,7 @@ import pytest
 
 from tests.support import paths
 from tests.support import request_fuzz as fuzz
+from tools import settings
 from tools.monitoring import scrape
 from tools.serving import client, healing, runtime
 from tools.settings import Protocol
@@ -34,7 +35,8 @@ SILENT_KINDS = {"http/Content-Length lies"}
 
 @pytest.fixture(scope="module")
 def server():
-    with runtime.running_server(runtime.ServerOptions.on_free_ports(repository=Path(paths.REPOSITORY))) as server:
+    options = runtime.ServerOptions.on_free_ports(repository=Path(paths.REPOSITORY), models=[settings.EMBED_MODEL])
+    with runtime.running_server(options) as server:
         yield server
 
 
