@@ -1,9 +1,10 @@
-"""Streaming generation served three ways on this machine, side by side in one run:
+"""Streaming generation served in process, by llama_cpp.server and by Triton on this machine, side by side in one run:
 
 1. the ceiling: llama-cpp-python in process (`Llama.create_completion(stream=True)`), as many `Llama` objects and
    threads each as the `generate` model's instances use, a stream waiting for a free one as a request waits for an
    instance; measured in a child process of its own session, as each server runs (the kernel's autogroup scheduling
-   gives every session its own share of a busy machine);
+   gives every session its own share of a busy machine); when the model has several instances, also one context with
+   all their threads (information: on a quiet machine its single stream is faster, but it serves one at a time);
 2. `llama_cpp.server`, the OpenAI-compatible server llama-cpp-python ships (what a user would pick instead), with
    the same thread budget, streaming `/v1/completions` over HTTP (server-sent events). It runs from a venv of its own
    under the toolkit's cache folder (`llama-cpp-python[server]`, created when missing: its FastAPI stack stays out of
@@ -66,8 +67,9 @@ READY_TIMEOUT_S = 120.0
 ANSWER_TIMEOUT_S = 300.0  # the longest wait for a system's next piece of text
 SINGLE_STREAM_TARGET = 0.9
 
-IN_PROCESS, LLAMA_SERVER, TRITON = "in-process", "llama_cpp.server", "triton"
-TITLES = {IN_PROCESS: "in-process llama-cpp-python", LLAMA_SERVER: "llama_cpp.server", TRITON: "Triton generate"}
+IN_PROCESS, ONE_CONTEXT, LLAMA_SERVER, TRITON = "in-process", "in-process-one", "llama_cpp.server", "triton"
+TITLES = {IN_PROCESS: "in-process llama-cpp-python", ONE_CONTEXT: "in-process, one context",
+          LLAMA_SERVER: "llama_cpp.server", TRITON: "Triton generate"}
 
 # Story openings of about 4, 12, 16, 21 and 39 tokens that SmolLM2 continues past 128 tokens at temperature 0.
 PROMPTS = (
@@ -131,7 +133,8 @@ def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 
 def verdicts(table: dict[str, dict[int, dict[str, float]]], streams: int) -> list[str]:
-    """The two targets, each with the figures that decide it."""
+    """The two targets, each with the figures that decide it (and Triton against one context with all the threads,
+    when that was measured)."""
     lines = []
     triton, ceiling = table.get(TRITON, {}).get(1), table.get(IN_PROCESS, {}).get(1)
     if triton and ceiling:
@@ -139,6 +142,10 @@ def verdicts(table: dict[str, dict[int, dict[str, float]]], streams: int) -> lis
         lines.append(f"1 stream: Triton {triton['stream_tokens_per_s']:.1f} tokens/s = {ratio:.2f} x the in-process "
                      f"ceiling ({ceiling['stream_tokens_per_s']:.1f}); target >= {SINGLE_STREAM_TARGET}: "
                      + ("met" if ratio >= SINGLE_STREAM_TARGET else "NOT met"))
+    if triton and (single := table.get(ONE_CONTEXT, {}).get(1)):
+        lines.append(f"1 stream: Triton = {triton['stream_tokens_per_s'] / single['stream_tokens_per_s']:.2f} x one "
+                     f"in-process context with all the threads ({single['stream_tokens_per_s']:.1f} tokens/s; for "
+                     "information: that layout serves one stream at a time)")
     triton, rival = table.get(TRITON, {}).get(streams), table.get(LLAMA_SERVER, {}).get(streams)
     if triton and rival:
         ratio = triton["total_tokens_per_s"] / rival["total_tokens_per_s"]
@@ -391,14 +398,15 @@ def model_threads(repository: Path = settings.MODEL_REPOSITORY) -> tuple[int, in
 def markdown(report: dict) -> str:
     info, config = report["machine"], report["config"]
     lines = [f"{info['cpu_model']}, {info['logical_cores']} cores; load average {info['load_average_1m_at_start']} at "
-             f"start, {info['load_average_1m_at_end']} at end; {config['instances']} x {config['threads']} threads "
-             f"for each system; max_tokens {config['max_tokens']}, temperature 0, {len(PROMPTS)} story prompts; "
+             f"start, {info['load_average_1m_at_end']} at end; {config['instances'] * config['threads']} threads for "
+             f"each system; max_tokens {config['max_tokens']}, temperature 0, {len(PROMPTS)} story prompts; "
              f"{config['requests']} request(s) per stream; medians of {config['rounds']} round(s).", "",
-             "| system | streams | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | tokens/s per stream | tokens/s total | "
-             "tokens/request |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
+             "| system | contexts x threads | streams | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | tokens/s per stream | "
+             "tokens/s total | tokens/request |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for system, by_streams in report["medians"].items():
         for streams, row in by_streams.items():
-            lines.append(f"| {TITLES[system]} | {streams} | {row['ttft_p50_ms']:.1f} | {row['ttft_p99_ms']:.1f} | "
+            lines.append(f"| {TITLES[system]} | {report['layouts'][system]} | {streams} | "
+                         f"{row['ttft_p50_ms']:.1f} | {row['ttft_p99_ms']:.1f} | "
                          f"{row['itl_p50_ms']:.2f} | {row['stream_tokens_per_s']:.1f} | "
                          f"{row['total_tokens_per_s']:.1f} | {row['tokens_per_request']:.0f} |")
     return "\n".join([*lines, "", *(f"- {line}" for line in report["verdicts"])]) + "\n"
@@ -431,7 +439,7 @@ def plot(report: dict, path: Path) -> None:
         axis.legend(fontsize=8)
     info = report["machine"]
     figure.suptitle(f"{info['cpu_model']}, {info['logical_cores']} cores: SmolLM2-135M Q4_1, max_tokens "
-                    f"{report['config']['max_tokens']}, three ways")
+                    f"{report['config']['max_tokens']}, side by side")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -463,14 +471,20 @@ def main() -> None:
     gguf = gguf_path()
     instances, threads = (args.instances, args.threads) if args.instances and args.threads else model_threads()
     concurrencies = (1, args.streams)
+    budget = instances * threads
     starters = {IN_PROCESS: lambda: ceiling_process(instances, threads),
-                LLAMA_SERVER: lambda: llama_server(gguf, instances * threads), TRITON: triton}
-    results: dict[str, dict[int, list[dict]]] = {s: {c: [] for c in concurrencies} for s in args.systems}
+                ONE_CONTEXT: lambda: ceiling_process(1, budget), LLAMA_SERVER: lambda: llama_server(gguf, budget),
+                TRITON: triton}
+    layouts = {IN_PROCESS: f"{instances} x {threads}", ONE_CONTEXT: f"1 x {budget}", LLAMA_SERVER: f"1 x {budget}",
+               TRITON: f"{instances} x {threads}"}
+    # With one instance, one context is the in-process ceiling itself.
+    systems = [s for s in args.systems if not (s == ONE_CONTEXT and layouts[s] == layouts[IN_PROCESS])]
+    results: dict[str, dict[int, list[dict]]] = {s: {c: [] for c in concurrencies} for s in systems}
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         measurers = {}
-        for system in args.systems:
-            print(f"starting {TITLES[system]}", flush=True)
+        for system in systems:
+            print(f"starting {TITLES[system]} ({layouts[system]} threads)", flush=True)
             measurers[system] = stack.enter_context(starters[system]())
             measurers[system](1, 1, args.max_tokens)  # warm-up: first prompt, thread pools, connections
         for number in range(1, args.rounds + 1):
@@ -490,7 +504,8 @@ def main() -> None:
               "config": {**vars(args), "out": str(args.out), "concurrencies": list(concurrencies),
                          "instances": instances, "threads": threads, "gguf": gguf.name, "prompts": list(PROMPTS),
                          "seconds": round(time.monotonic() - began, 1)},
-              "medians": table, "verdicts": verdicts(table, args.streams), "rounds": results}
+              "layouts": {s: layouts[s] for s in systems}, "medians": table,
+              "verdicts": verdicts(table, args.streams), "rounds": results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "generate_bench.json").write_text(json.dumps(report, indent=2))
     text = markdown(report)

@@ -215,6 +215,8 @@ def test_generate_bench_figures_and_targets(generate_bench):
     assert single.endswith("NOT met") and four.endswith("NOT met")
     assert bench.verdicts(table(90.0, 90.0, 100.0), streams=4)[1].endswith("NOT met")  # not more tokens/s
     assert bench.verdicts({bench.TRITON: {1: {"stream_tokens_per_s": 1.0}}}, streams=4) == []
+    informed = {**table(90.0, 95.0, 400.0), bench.ONE_CONTEXT: {1: {"stream_tokens_per_s": 120.0}}}
+    assert "Triton = 0.75 x one in-process context" in bench.verdicts(informed, streams=4)[1]
 
 
 @pytest.mark.parametrize("streams", [4, 5])  # 5: as many streams as prompts
