@@ -26,7 +26,7 @@ systems (A, B, C, A, B, C, ...); every figure is the median of the rounds. Targe
 >= 0.9 x the in-process ceiling; at 4 streams more total tokens/s than llama_cpp.server at equal or better p99 TTFT.
 
 Run: .venv/bin/python loadtests/bench_generate.py [--rounds 3] [--max-tokens 128] [--requests 5] [--streams 4]
-     (about 100 s per round on a quiet 2-core machine); a smoke run: --rounds 1 --max-tokens 16 --requests 1
+     (about 140 s per round on a quiet 2-core machine, estimated); a smoke run: --rounds 1 --max-tokens 16 --requests 1
 Writes loadtests/results/generate_bench.json, generate_bench.md and generate_bench.png.
 """
 
