@@ -427,10 +427,11 @@ def plot(report: dict, path: Path) -> None:
         rows = [report["medians"][system].get(c) for c in concurrencies]
         xs = [index + offset * width for index, row in enumerate(rows) if row]
         rows = [row for row in rows if row]
-        left.bar(xs, [row["total_tokens_per_s"] for row in rows], width, label=TITLES[system])
-        bars = right.bar(xs, [row["ttft_p50_ms"] for row in rows], width, label=f"{TITLES[system]} p50")
+        named = f"{TITLES[system]} ({report['layouts'][system]})"
+        left.bar(xs, [row["total_tokens_per_s"] for row in rows], width, label=named)
+        bars = right.bar(xs, [row["ttft_p50_ms"] for row in rows], width, label=f"{named} p50")
         right.scatter(xs, [row["ttft_p99_ms"] for row in rows], color=bars.patches[0].get_facecolor(),
-                      edgecolor="black", marker="v", zorder=3, label=f"{TITLES[system]} p99")
+                      edgecolor="black", marker="v", zorder=3, label=f"{named} p99")
     right.set_yscale("log")  # queueing at 4 streams makes TTFT orders of magnitude longer than at 1
     for axis, label in ((left, "tokens/s, all streams"), (right, "time to first token (ms, log scale)")):
         axis.set_xticks([index + width * (len(systems) - 1) / 2 for index in range(len(concurrencies))],
