@@ -3,9 +3,14 @@ run of all four cases."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
+import itertools
 import json
 import sys
+import threading
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -60,6 +65,8 @@ def test_each_workload_is_judged_against_its_own_ceiling():
 
 SERVICE_STARTER = """
 import sys
+import threading
+import time
 import time
 
 from tests.support.starters import report_children
@@ -167,3 +174,87 @@ def test_the_bench_serves_a_copy_without_the_shipped_queue_limit(tmp_path):
     assert not any(m.config_file.config.dynamic_batching.HasField("default_queue_policy") for m in copy.models.values())
     assert load_repository(paths.REPOSITORY).models[limited[0]].config_file.config.dynamic_batching.HasField(
         "default_queue_policy")
+
+
+# -- loadtests/bench_generate.py: its arithmetic and its clients' schedule, without a model ------------------------
+@pytest.fixture
+def generate_bench(monkeypatch):
+    """The script as a module (loadtests/ is no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_generate", paths.PROJECT_ROOT / "loadtests/bench_generate.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generate_bench_figures_and_targets(generate_bench):
+    bench = generate_bench
+    # Sent at 0 s, first token at 0.1 s, then one every 0.02 s: 11 tokens in 0.3 s.
+    one = bench.Completion(0.0, [0.1 + 0.02 * n for n in range(11)], 11)
+    late = bench.Completion(0.0, [0.5, 0.54], 2)
+    assert round(one.ttft_s, 3) == 0.1 and [round(i, 3) for i in one.itls_s] == [0.02] * 10
+    assert round(one.tokens_per_s, 1) == round(11 / 0.3, 1)
+    row = bench.figures([one, late, bench.Completion(0.2)], wall_s=1.0)  # a request without text is left out
+    assert row["requests"] == 2 and row["total_tokens_per_s"] == 13.0 and row["tokens_per_request"] == 6.5
+    assert row["ttft_p50_ms"] == 300.0 and 490 < row["ttft_p99_ms"] <= 500 and row["itl_p50_ms"] == 20.0
+    assert bench.medians([{**row, "total_tokens_per_s": rate} for rate in (10, 30, 20)])["total_tokens_per_s"] == 20
+    assert bench.medians([row, row])["requests"] == 4
+
+    def table(triton_1: float, triton_4: float, triton_p99: float) -> dict:
+        return {bench.IN_PROCESS: {1: {"stream_tokens_per_s": 100.0}},
+                bench.LLAMA_SERVER: {4: {"total_tokens_per_s": 90.0, "ttft_p99_ms": 400.0}},
+                bench.TRITON: {1: {"stream_tokens_per_s": triton_1},
+                               4: {"total_tokens_per_s": triton_4, "ttft_p99_ms": triton_p99}}}
+
+    single, four = bench.verdicts(table(90.0, 95.0, 400.0), streams=4)
+    assert "0.90 x the in-process ceiling" in single and single.endswith(": met")
+    assert "1.06 x llama_cpp.server" in four and four.endswith(": met")  # equal p99 TTFT is enough
+    single, four = bench.verdicts(table(89.0, 95.0, 401.0), streams=4)
+    assert single.endswith("NOT met") and four.endswith("NOT met")
+    assert bench.verdicts(table(90.0, 90.0, 100.0), streams=4)[1].endswith("NOT met")  # not more tokens/s
+    assert bench.verdicts({bench.TRITON: {1: {"stream_tokens_per_s": 1.0}}}, streams=4) == []
+    informed = {**table(90.0, 95.0, 400.0), bench.ONE_CONTEXT: {1: {"stream_tokens_per_s": 120.0}}}
+    assert "Triton = 0.75 x one in-process context" in bench.verdicts(informed, streams=4)[1]
+
+
+@pytest.mark.parametrize("streams", [4, 5])  # 5: as many streams as prompts
+def test_generate_bench_streams_run_at_once_and_vary_their_prompts(generate_bench, streams):
+    bench = generate_bench
+    sent: dict[int, list[str]] = {}
+    lock = threading.Lock()
+    in_flight = {"now": 0, "most": 0}
+
+    @contextlib.contextmanager
+    def open_stream():
+        mine: list[str] = []
+        with lock:
+            sent[len(sent)] = mine
+
+        def stream(prompt: str, max_tokens: int):
+            with lock:
+                in_flight["now"] += 1
+                in_flight["most"] = max(in_flight["most"], in_flight["now"])
+            time.sleep(0.01)
+            mine.append(prompt)
+            with lock:
+                in_flight["now"] -= 1
+            now = time.perf_counter()
+            return bench.Completion(now - 0.01, [now], max_tokens)
+
+        yield stream
+
+    row = bench.measure(open_stream, streams, 5, max_tokens=3)
+    assert row["requests"] == streams * 5 and row["tokens_per_request"] == 3 and in_flight["most"] > 1
+    assert all(len(prompts) == 5 and all(a != b for a, b in itertools.pairwise(prompts))
+               for prompts in sent.values())
+    assert sorted(collections.Counter(p for prompts in sent.values() for p in prompts).values()) == [streams] * 5
+
+    @contextlib.contextmanager
+    def broken():
+        raise ConnectionError("refused")
+        yield
+
+    with pytest.raises(SystemExit, match="a stream failed: refused"):
+        bench.measure(broken, 2, 1, max_tokens=3)
