@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from tests.support.traffic import LONG, SHORT, Traffic
-from tools import processes
+from tools import processes, settings
 from tools.serving import runtime
 from tools.settings import Protocol
 
@@ -60,7 +60,8 @@ def kill_cycle(opts: runtime.ServerOptions) -> dict:
             killed = time.monotonic()
             os.kill(first.child.pid, signal.SIGKILL)
             first.child.wait(10)
-            infer = processes.run("tools infer", [TOOLS, "infer", "--url", first.http_url, "hello"], timeout=60)
+            infer = processes.run("tools infer", [TOOLS, "infer", settings.EMBED_MODEL, "--url", first.http_url,
+                                                  "hello"], timeout=60)
             first.stop()
             with runtime.TritonServer(opts) as second:
                 back = time.monotonic()

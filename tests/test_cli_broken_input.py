@@ -68,8 +68,8 @@ CASES = [
     ("bad flag", ["deploy", "upgrade", "--set", "novalue"], {}),
     ("bad flag", ["deploy", "status", "-o", "xml"], {}),
     # unreachable URLs
-    ("unreachable URL", ["infer", "--url", DEAD, "hello"], {}),
-    ("unreachable URL", ["infer", "--url", f"grpc://{DEAD}", "hello"], {}),
+    ("unreachable URL", ["infer", "embed", "--url", DEAD, "hello"], {}),
+    ("unreachable URL", ["infer", "embed", "--url", f"grpc://{DEAD}", "hello"], {}),
     ("unreachable URL", ["infer", "--url", "no-such-host.invalid:8000", "hello"], {}),
     ("unreachable URL", ["infer", "--url", "http://127.0.0.1:0", "hello"], {}),
     ("unreachable URL", ["loadtest", "--url", DEAD, "-t", "1s"], {}),

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.support.generate import generation
+from tools.monitoring import metrics
 
 gen = generation()
 CONTEXT = 256
@@ -29,6 +30,11 @@ def _run(generator, cancelled=lambda: False, **request) -> tuple[list, str, str]
 def test_the_weights_are_found_without_importing_their_package():
     assert gen.weights_path().name == gen.WEIGHTS_FILE and gen.weights_path().stat().st_size > 50_000_000
     assert gen.WEIGHTS_PACKAGE not in sys.modules  # importing it would need the unrelated `llm` CLI
+
+
+def test_the_model_exports_the_metric_names_the_dashboards_and_rules_read():
+    assert (gen.PROMPT_TOKENS_METRIC, gen.OUTPUT_TOKENS_METRIC, gen.FIRST_TOKEN_METRIC) == (
+        metrics.GENERATION_PROMPT_TOKENS, metrics.GENERATION_OUTPUT_TOKENS, metrics.GENERATION_FIRST_TOKEN_SECONDS)
 
 
 def test_settings_default_to_greedy_64_tokens_without_streaming():

