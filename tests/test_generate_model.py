@@ -78,6 +78,9 @@ BAD_REQUESTS = [
     (_hello(sampling_parameters='{"temperature": NaN}'), "temperature must be a number >= 0, got nan"),
     (_hello(sampling_parameters='{"max_tokns": 3}'), "unknown sampling parameter 'max_tokns'"),
     (_hello(parameters={"max_tokens": 0}), "max_tokens must be an integer >= 1, got 0"),
+    (_hello(parameters={"max_tokens": 4, "min_tokens": 5}), r"min_tokens \(5\) must not exceed max_tokens \(4\)"),
+    (_hello(parameters={"min_tokens": -1}), "min_tokens must be an integer >= 0, got -1"),
+    (_hello(parameters={"ignore_eos": 1}), "ignore_eos must be true or false, got 1"),
     (_hello(parameters={"max_tokens": "8"}), "max_tokens must be an integer >= 1, got '8'"),
     (_hello(parameters={"max_tokens": 2.5}), "max_tokens must be an integer >= 1, got 2.5"),
     (_hello(parameters={"max_tokens": True}), "max_tokens must be an integer >= 1, got True"),
@@ -137,6 +140,15 @@ def test_a_chat_answer_ends_at_the_models_end_of_turn(generator):
                                 parameters={"max_tokens": 48})
     produced = sum(piece.tokens for piece in pieces)
     assert reason == gen.STOP and 0 < produced < 48 and "4" in text and "<|im_end|>" not in text
+
+
+@pytest.mark.parametrize("fixing", [{"ignore_eos": True}, {"min_tokens": 40}])
+def test_ignore_eos_and_min_tokens_carry_a_generation_past_the_end_of_turn(generator, fixing):
+    """What benchmarks send to fix the output length: the same chat that ends early above runs on."""
+    pieces, _, reason = _run(generator, messages=json.dumps([{"role": "user", "content": "What is 2+2?"}]),
+                             parameters={"max_tokens": 48, **fixing})
+    produced = sum(piece.tokens for piece in pieces)
+    assert produced >= 40 and (reason == gen.LENGTH) == (produced == 48)
 
 
 def test_max_tokens_ends_a_generation_with_length_after_exactly_that_many_tokens(generator):

@@ -38,7 +38,8 @@ CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 # Why a generation ended (the `finish_reason` output).
 STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"
 
-KNOWN_SETTINGS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream")
+# vLLM's names; ignore_eos and min_tokens are what benchmarks (GenAI-Perf) send to fix the output length.
+KNOWN_SETTINGS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream", "ignore_eos", "min_tokens")
 MAX_SEED = 2**32 - 2  # llama.cpp reads 2**32 - 1 as "pick a random seed"
 
 
@@ -73,6 +74,8 @@ class Settings:
     seed: int | None = None  # None: a fresh random seed per request (matters only when temperature > 0)
     stop: tuple[str, ...] = ()
     stream: bool = False
+    ignore_eos: bool = False  # generate max_tokens tokens whatever the model says
+    min_tokens: int = 0  # the end of generation counts only after this many tokens
 
 
 def _integer(name: str, value: object, low: int, high: int | None = None) -> int:
@@ -114,7 +117,7 @@ def _checked(key: str, value: object) -> object:
             return _number(key, value, lambda v: v >= 0, "a number >= 0")
         case "top_p":
             return _number(key, value, lambda v: 0 < v <= 1, "a number in (0, 1]")
-        case "top_k":
+        case "top_k" | "min_tokens":
             return _integer(key, value, 0)
         case "seed":
             return _integer(key, value, 0, MAX_SEED)
@@ -150,7 +153,10 @@ def parse_settings(parameters: str | Mapping[str, object] | None = None, samplin
     if stream is not None:
         merged["stream"] = _bool("stream", stream)
     merged.update(_known("parameter", parameters or {}))
-    return Settings(**merged)
+    settings = Settings(**merged)
+    if settings.min_tokens > settings.max_tokens:
+        raise RequestError(f"min_tokens ({settings.min_tokens}) must not exceed max_tokens ({settings.max_tokens})")
+    return settings
 
 
 def _text(name: str, value: bytes | str) -> str:
@@ -265,7 +271,8 @@ class TextGenerator:
                     reason = CANCELLED
                     break
                 token = next(tokens)
-                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                if llama_cpp.llama_vocab_is_eog(self.vocab, token) and not settings.ignore_eos \
+                        and produced >= settings.min_tokens:
                     reason = STOP
                     break
                 produced += 1
