@@ -40,6 +40,9 @@ if _shape_name:
 # whether the model streams at all: the summary then carries the rows, even none.
 _streamed: list[streaming.StreamRecord] = []
 _model_streams: list[bool] = []
+# Requests sent again because their connection closed before an answer (`client.never_answered`): each is counted
+# once, by its final outcome; how often it happened goes in the summary.
+_resent: list[str] = []
 
 
 @events.init_command_line_parser.add_listener
@@ -93,6 +96,7 @@ def _write_summary(environment, **_) -> None:
         said[kind][error.to_name()] = said[kind].get(error.to_name(), 0) + error.occurrences
     summary = {"total": _entry_summary(environment.stats.total), "outcomes": _outcome_summaries(environment.stats),
                "entries": [_entry_summary(entry) for entry in environment.stats.entries.values()], **said}
+    summary["resent"] = len(_resent)
     if any(_model_streams):
         summary["streaming"] = [record.as_row() for record in _streamed]
     partial = f"{path}.partial"
@@ -184,7 +188,7 @@ class TritonUser(User):
                 size = len(streamed.text.encode())
             else:
                 outputs = client.call(self.client, self.options.model_name, arrays, self.options.model_version,
-                                      self.parameters)
+                                      self.parameters, on_resend=lambda exc: _resent.append(str(exc)))
                 if problem := payloads.answer_problem(self.spec, arrays, outputs):
                     raise ValueError(problem)  # a wrong answer is a failure too
                 size = sum(array.nbytes for array in outputs.values())

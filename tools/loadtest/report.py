@@ -102,6 +102,9 @@ def render(result: LoadTestResult, console: Console) -> None:
     console.print(table)
     if client.streaming is not None:
         render_streaming(result, console)
+    if client.resent:
+        console.print(f"  {client.resent} x sent again on a new connection: the first closed before an answer "
+                      "(a server stopping)", highlight=False)
     for message, count in client.refusals.items():
         console.print(f"  [yellow]{count} x refused:[/] {message}", highlight=False)
     for message, count in client.errors.items():

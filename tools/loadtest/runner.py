@@ -21,7 +21,9 @@ import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -313,6 +315,7 @@ class ClientSummary:
     refusal_latency_ms: dict[str, float] = field(default_factory=dict)  # how fast refusals came back
     offered_rps: float = 0.0  # all requests per second, refused and failed ones too
     streaming: StreamingSummary | None = None  # a streaming model's figures (accepted requests)
+    resent: int = 0  # requests sent again because their connection closed before an answer
 
     @property
     def accepted(self) -> int:
@@ -353,7 +356,7 @@ def read_summary(path: Path) -> ClientSummary:
                          throughput_rps=accepted["total_rps"] if accepted else 0.0,
                          latency_ms=_latencies(accepted, LATENCY_KEYS), errors=summary["errors"],
                          refusals=summary["refusals"], refusal_latency_ms=_latencies(refused, REFUSAL_LATENCY_KEYS),
-                         offered_rps=total["total_rps"],
+                         offered_rps=total["total_rps"], resent=summary.get("resent", 0),
                          streaming=None if "streaming" not in summary else
                          StreamingSummary.from_rows(summary["streaming"], total["elapsed_s"]))
 
@@ -473,8 +476,9 @@ class LoadTestResult:
 
 
 def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = None,
-        on_progress: Callable[[Progress], None] | None = None) -> LoadTestResult:
-    """Run Locust headless for the configured duration and collect both views; Locust's own files go to `out_dir`."""
+        on_progress: Callable[[Progress], None] | None = None, until: threading.Event | None = None) -> LoadTestResult:
+    """Run Locust headless for the configured duration, or until `until` is set (traffic for as long as an operation
+    under load takes), and collect both views; Locust's own files go to `out_dir`."""
     config.check()
     out_dir = out_dir.resolve()  # Locust gets absolute paths: its working folder is not ours to assume
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -486,7 +490,7 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
     locust = spawn("Locust", locust_command(config, prefix), log=log_path, env=locust_environment(config))
     deadline = time.monotonic() + config.duration_s + LOCUST_STOP_GRACE_S
     summary_file, history_file = summary_path(prefix), Path(f"{prefix}_stats_history.csv")
-    summary_seen_at = None
+    summary_seen_at, stopping = None, False
     try:
         while locust.running():
             now = time.monotonic()
@@ -499,6 +503,9 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
             if now > deadline:
                 raise LoadTestError(f"Locust did not stop {LOCUST_STOP_GRACE_S:.0f} s after the run; "
                                     f"log: {log_path}")
+            if until is not None and until.is_set() and not stopping:
+                locust.process.send_signal(signal.SIGTERM)  # Locust quits as at the end of its time: a summary
+                stopping = True
             if on_progress and (progress := progress_of(read_history(history_file))):
                 on_progress(progress)
             time.sleep(PROGRESS_INTERVAL_S)

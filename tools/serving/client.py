@@ -14,7 +14,7 @@ import json
 import queue
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
 
@@ -156,14 +156,32 @@ def _output_names(result) -> list[str]:
     return [output["name"] if isinstance(output, dict) else output.name for output in outputs]
 
 
+def never_answered(exc: Exception) -> bool:
+    """Whether a request met a connection that was refused or closed with no answer (gRPC: UNAVAILABLE in other
+    words than a queue refusal). A stopping Triton finishes the requests it took, keeps serving its open connections
+    until --exit-timeout-secs, then closes them: a request sent at that moment never ran, and behind a Kubernetes
+    Service a new connection reaches a pod that is still serving."""
+    if isinstance(exc, InferenceServerException):
+        return str(exc.status()) == "StatusCode.UNAVAILABLE" and not any(words in exc.message()
+                                                                          for words in QUEUE_REFUSALS)
+    return isinstance(exc, HTTPConnectionClosed | ConnectionError)
+
+
 def call(connection, model: str, arrays: payloads.Arrays, version: str = "",
-         parameters: payloads.Parameters | None = None) -> payloads.Arrays:
-    """Every output of one request to a (not decoupled) model, by name."""
-    try:
-        result = connection.infer(model, infer_inputs(connection, arrays), model_version=version,
-                                  parameters=parameters or None)
-    except CALL_ERRORS as exc:
-        raise _error(exc) from None
+         parameters: payloads.Parameters | None = None,
+         on_resend: Callable[[Exception], None] | None = None) -> payloads.Arrays:
+    """Every output of one request to a (not decoupled) model, by name. A request that was `never_answered` is sent
+    once more on a new connection (inference has no side effects), and `on_resend` is told."""
+    inputs = infer_inputs(connection, arrays)
+    for attempt in range(2):
+        try:
+            result = connection.infer(model, inputs, model_version=version, parameters=parameters or None)
+            break
+        except CALL_ERRORS as exc:
+            if attempt or not never_answered(exc):
+                raise _error(exc) from None
+            if on_resend is not None:
+                on_resend(exc)
     return {name: result.as_numpy(name) for name in _output_names(result)}
 
 
