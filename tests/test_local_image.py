@@ -56,7 +56,7 @@ def test_the_archive_has_the_docker_archive_layout_and_the_servers_config(tmp_pa
     entry, config, layers = _read_archive(built.archive)
 
     assert entry["RepoTags"] == [built.reference]
-    assert built.reference.startswith(f"{image.IMAGE_NAME}:")
+    assert (built.repository, built.tag) == (image.IMAGE_NAME, image.image_tag(config))
     assert built.containerd_name == f"docker.io/library/{built.reference}"
     assert config["rootfs"] == {"type": "layers", "diff_ids": [
         "sha256:" + hashlib.sha256(layers[name]).hexdigest() for name in entry["Layers"]]}
@@ -141,3 +141,9 @@ def test_the_pause_image_is_a_static_program_that_exits_0_on_sigterm(tmp_path):
         assert child.wait(10) == 0
     finally:
         child.stop()
+
+
+def test_a_failed_build_step_names_the_step_and_the_tail_of_its_log(tmp_path):
+    log = tmp_path / "build.log"
+    with pytest.raises(ProcessError, match=r"image build step 'fetch' failed with exit code 3: .*no such suite"):
+        image._run_step("fetch", ["sh", "-c", "echo starting; echo no such suite >&2; exit 3"], log, timeout=30)

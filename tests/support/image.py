@@ -1,14 +1,15 @@
 """The project's local container image, for real pods on a test node: Triton 2.51 from the nvidia-pytriton wheel on
 Debian bookworm, the models' runtime and this repository's models, as docker-archive tarballs for
-`ctr images import` (pods run them with `imagePullPolicy: Never`).
+`ctr images import` (pods run them with `imagePullPolicy: Never`), plus the pod sandbox's pause image.
 
 Built without Docker and without a registry, because neither exists here: `mmdebstrap` (root, no daemon) writes the
 runtime's root filesystem as a tar, and a small writer of our own packs layers into the docker-archive format
 (manifest.json, the image config with `rootfs.diff_ids`, one uncompressed tar per layer). Owning the layers is the
-point: the runtime (**base**, minutes to build) is cached under the toolkit's cache and keyed by its inputs, while the
-**repository** layer (model_repository/ at /models, the chart's probe) is a deterministic tar rebuilt on every call, so
-a repository change costs seconds and gives a new tag (a rolling upgrade deploys a new tag) and the same repository
-gives the same tag. The chart's default image stays NVIDIA's (Dockerfile); this one stands in for it on the test node.
+point: the runtime (**base**, a minute and a half to build) is cached under the toolkit's cache, keyed by its inputs,
+while the **repository** layer (model_repository/ at /models, the chart's probe) is a deterministic tar rebuilt on
+every call. A repository change costs a second and gives a new tag (a rolling upgrade deploys a new tag); the same
+repository gives the same bytes and tag (the image ID's first 12 hex digits). The chart's default image stays
+NVIDIA's (Dockerfile); this one stands in for it on the test node.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class LocalImage:
 
     @property
     def repository(self) -> str:
+        """The chart's image.repository (and image.tag below) for this image."""
         return self.reference.rpartition(":")[0]
 
     @property
@@ -161,19 +163,24 @@ def _digest(path: Path) -> str:
         return "sha256:" + hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def _short(digests: list[str]) -> str:
-    """The tag of an image: 12 hex digits of a digest over its layers' diff_ids."""
-    return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:12]
+def _canonical(config: dict) -> bytes:
+    return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+
+
+def image_tag(config: dict) -> str:
+    """12 hex digits of the image's ID (the digest of its config, which lists its layers' diff_ids): a changed layer
+    or a changed runtime setting gives a new tag, so containerd is never left holding a stale image under a tag."""
+    return hashlib.sha256(_canonical(config)).hexdigest()[:12]
 
 
 # --- the docker-archive writer ------------------------------------------------------------------------------------
 
 
-def _normalised(info: tarfile.TarInfo, mtime: int = 0) -> tarfile.TarInfo:
+def _normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
     """Ownership root, a fixed mtime, and a+rX,go-w: the same files give the same bytes, read-only for the server."""
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    info.mtime = mtime
+    info.mtime = 0
     executable = info.isdir() or info.mode & 0o111
     info.mode = (info.mode | 0o444 | (0o111 if executable else 0)) & ~0o022 & 0o7777
     return info
@@ -240,7 +247,7 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_archive(path: Path, reference: str, layers: list[Layer], config: dict) -> None:
     """A docker-archive (what `docker save` writes and `ctr images import` reads) at `path`, written under a
     temporary name and renamed: a reader never sees half an archive."""
-    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    config_bytes = _canonical(config)
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
     layer_names = [f"{layer.diff_id.removeprefix('sha256:')}/layer.tar" for layer in layers]
     manifest = [{"Config": config_name, "RepoTags": [reference], "Layers": layer_names}]
@@ -301,11 +308,12 @@ def _mmdebstrap_argv(build: Path, output: Path) -> list[str | os.PathLike]:
 def base_key(repository: Path = paths.REPOSITORY) -> str:
     """What the base is made of: the recipe (packages, script, pins, the lock) and the models' own requirements.
     A change to any of them builds a new base; a change to the models' code does not."""
+    pins = _lock_pins()
     recipe = {
         "packages": DEBIAN_PACKAGES, "sources": DEBIAN_SOURCES, "dpkg": DPKG_OPTIONS,
         "argv": [str(arg) for arg in _mmdebstrap_argv(Path("/build"), Path("/out"))],
         "script": IN_ROOT_SCRIPT, "runtime": RUNTIME,
-        "runtime_no_deps": [_pin(name, _lock_pins()) for name in RUNTIME_NO_DEPS],
+        "runtime_no_deps": [_pin(name, pins) for name in RUNTIME_NO_DEPS],
         "lock": LOCK_FILE.read_text(),
         "models": {p.parent.name: p.read_text() for p in _model_requirements(repository)},
     }
@@ -333,6 +341,8 @@ def base_layer(repository: Path = paths.REPOSITORY, progress: Callable[[str], No
     entry = CACHE_ROOT / f"base-{key}"
     if (entry / "layer.sha256").is_file():
         return Layer(entry / "layer.tar", (entry / "layer.sha256").read_text().strip())
+    if shutil.which("mmdebstrap") is None:
+        raise ProcessError("building the local image's base needs mmdebstrap: apt-get install mmdebstrap")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".base-{key}-", dir=CACHE_ROOT))
     try:
@@ -375,25 +385,18 @@ def build_image(into: Path, repository: Path = paths.REPOSITORY, base: Layer | N
     written as `into/<name>-<tag>.tar` (kept when it exists: the tag names its content)."""
     base = base or base_layer(repository, progress)
     into.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=into, prefix=".repository-", suffix=".tar", delete=False) as scratch:
-        staged = Path(scratch.name)
-    probe = paths.PROJECT_ROOT / "probe" / "probe.py"
-    try:
-        staged_layer = write_layer(staged, {MODELS_IN_IMAGE: repository, _probe_path_in_image().lstrip("/"): probe})
-        repository_layer = Layer(into / f"repository-{staged_layer.diff_id.removeprefix('sha256:')[:12]}.tar",
-                                 staged_layer.diff_id)
-        staged.replace(repository_layer.path)
-    finally:
-        staged.unlink(missing_ok=True)
-    layers = [base, repository_layer]
-    image = LocalImage(f"{IMAGE_NAME}:{_short([layer.diff_id for layer in layers])}",
-                       into / f"{IMAGE_NAME}-{_short([layer.diff_id for layer in layers])}.tar")
-    if not image.archive.is_file():
-        with _step(f"archive {image.reference}", progress):
-            config = image_config(layers, server_config(), [f"Debian {DEBIAN_SUITE}, Python {PYTHON}, /opt/venv, "
-                                                            "tritonserver 2.51 (tests/support/image.py)",
-                                                            "model_repository at /models, the chart's probe"])
-            write_archive(image.archive, image.reference, layers, config)
+    with tempfile.NamedTemporaryFile(dir=into, prefix=".repository-", suffix=".tar") as scratch:
+        probe = paths.PROJECT_ROOT / "probe" / "probe.py"
+        layers = [base, write_layer(Path(scratch.name), {MODELS_IN_IMAGE: repository,
+                                                         _probe_path_in_image().lstrip("/"): probe})]
+        history = [f"Debian {DEBIAN_SUITE}, Python {PYTHON}, {VENV}, tritonserver (tests/support/image.py)",
+                   f"model_repository at /{MODELS_IN_IMAGE}, the chart's probe"]
+        config = image_config(layers, server_config(), history)
+        tag = image_tag(config)
+        image = LocalImage(f"{IMAGE_NAME}:{tag}", into / f"{IMAGE_NAME}-{tag}.tar")
+        if not image.archive.is_file():
+            with _step(f"archive {image.reference}", progress):
+                write_archive(image.archive, image.reference, layers, config)
     return image
 
 
@@ -411,10 +414,10 @@ def pause_image(cache: Path = CACHE_ROOT, progress: Callable[[str], None] = prin
                 _run_step("gcc pause", [*PAUSE_COMPILE, "-o", build / "root" / "pause", PAUSE_SOURCE],
                           build / "build.log", CTR_TIMEOUT_S)
                 layer = write_layer(build / "layer.tar", {"pause": build / "root" / "pause"})
-                reference = f"{PAUSE_NAME}:{_short([layer.diff_id])}"
-                config = {"User": PAUSE_USER, "Entrypoint": ["/pause"], "WorkingDir": "/"}
-                write_archive(build / "image.tar", reference, [layer],
-                              image_config([layer], config, ["pause (tests/support/pause/pause.c)"]))
+                config = image_config([layer], {"User": PAUSE_USER, "Entrypoint": ["/pause"], "WorkingDir": "/"},
+                                      ["pause (tests/support/pause/pause.c)"])
+                reference = f"{PAUSE_NAME}:{image_tag(config)}"
+                write_archive(build / "image.tar", reference, [layer], config)
                 (build / "reference").write_text(reference)
                 (build / "layer.tar").unlink()
                 shutil.rmtree(build / "root")
