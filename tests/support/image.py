@@ -402,8 +402,8 @@ def build_image(into: Path, repository: Path = paths.REPOSITORY, base: Layer | N
 
 def pause_image(cache: Path = CACHE_ROOT, progress: Callable[[str], None] = print_progress) -> LocalImage:
     """The pod sandbox image (containerd's sandbox_image) of the static program in pause/pause.c, cached per
-    source and compiler flags: containerd never pulls k8s.gcr.io/pause."""
-    key = hashlib.sha256(PAUSE_SOURCE.read_bytes() + " ".join(PAUSE_COMPILE).encode()).hexdigest()[:16]
+    source, compiler flags and user: containerd never pulls k8s.gcr.io/pause."""
+    key = hashlib.sha256(PAUSE_SOURCE.read_bytes() + " ".join([*PAUSE_COMPILE, PAUSE_USER]).encode()).hexdigest()[:16]
     entry = cache / f"pause-{key}"
     if not entry.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
