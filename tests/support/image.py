@@ -10,6 +10,10 @@ while the **repository** layer (model_repository/ at /models, the chart's probe)
 every call. A repository change costs a second and gives a new tag (a rolling upgrade deploys a new tag); the same
 repository gives the same bytes and tag (the image ID's first 12 hex digits). The chart's default image stays
 NVIDIA's (Dockerfile); this one stands in for it on the test node.
+
+Use: `build_image(into)` and `pause_image()` give `LocalImage`s; `import_images(socket, images)` puts them into
+containerd's k8s.io namespace; the chart gets `image.repository`/`image.tag` from the image and
+`image.pullPolicy=Never`; containerd's CRI `sandbox_image` is `pause_image().reference`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import yaml
 from packaging.utils import canonicalize_name
 
@@ -171,6 +176,16 @@ def image_tag(config: dict) -> str:
     """12 hex digits of the image's ID (the digest of its config, which lists its layers' diff_ids): a changed layer
     or a changed runtime setting gives a new tag, so containerd is never left holding a stale image under a tag."""
     return hashlib.sha256(_canonical(config)).hexdigest()[:12]
+
+
+def _build_folder(cache: Path, entry: str) -> Path:
+    """A private folder for building `entry`, beside it (renamed into place at the end). Its name holds the
+    builder's pid: folders of builders that died without cleaning up (SIGKILL, SIGTERM) are removed here."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for folder in cache.glob(".building-*"):
+        if not psutil.pid_exists(int(folder.name.split("-")[1])):
+            shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".building-{os.getpid()}-{entry}-", dir=cache))
 
 
 # --- the docker-archive writer ------------------------------------------------------------------------------------
@@ -343,8 +358,7 @@ def base_layer(repository: Path = paths.REPOSITORY, progress: Callable[[str], No
         return Layer(entry / "layer.tar", (entry / "layer.sha256").read_text().strip())
     if shutil.which("mmdebstrap") is None:
         raise ProcessError("building the local image's base needs mmdebstrap: apt-get install mmdebstrap")
-    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".base-{key}-", dir=CACHE_ROOT))
+    build = _build_folder(CACHE_ROOT, f"base-{key}")
     try:
         log = build / "build.log"
         (build / "wheels").mkdir()
@@ -402,12 +416,11 @@ def build_image(into: Path, repository: Path = paths.REPOSITORY, base: Layer | N
 
 def pause_image(cache: Path = CACHE_ROOT, progress: Callable[[str], None] = print_progress) -> LocalImage:
     """The pod sandbox image (containerd's sandbox_image) of the static program in pause/pause.c, cached per
-    source and compiler flags: containerd never pulls k8s.gcr.io/pause."""
-    key = hashlib.sha256(PAUSE_SOURCE.read_bytes() + " ".join(PAUSE_COMPILE).encode()).hexdigest()[:16]
+    source, compiler flags and user: containerd never pulls k8s.gcr.io/pause."""
+    key = hashlib.sha256(PAUSE_SOURCE.read_bytes() + " ".join([*PAUSE_COMPILE, PAUSE_USER]).encode()).hexdigest()[:16]
     entry = cache / f"pause-{key}"
     if not entry.is_dir():
-        cache.mkdir(parents=True, exist_ok=True)
-        build = Path(tempfile.mkdtemp(prefix=f".pause-{key}-", dir=cache))
+        build = _build_folder(cache, f"pause-{key}")
         try:
             with _step("pause image (gcc -static)", progress):
                 (build / "root").mkdir()
