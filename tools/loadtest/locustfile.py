@@ -20,6 +20,7 @@ import os
 import random
 import time
 
+import gevent
 from grpc.experimental import gevent as grpc_gevent
 from locust import User, events, stats, task
 
@@ -59,6 +60,20 @@ def _add_options(parser) -> None:
     group.add_argument("--shapes", default="{}", help="Dims of variable inputs, a JSON object of name -> list.")
     group.add_argument("--input-data", default="", help="perf_analyzer's input-data JSON file.")
     group.add_argument("--summary-file", default="", help="Where to write Locust's totals and percentiles as JSON.")
+    group.add_argument("--stop-file", default="", help="End the run, as its run time would, once this file exists.")
+
+
+@events.test_start.add_listener
+def _watch_stop_file(environment, **_) -> None:
+    if path := environment.parsed_options.stop_file:
+        gevent.spawn(_quit_when_exists, environment, path)
+
+
+def _quit_when_exists(environment, path: str) -> None:
+    """What Locust does when the run time is up (runner.quit): users stop, `quitting` fires, the summary is written."""
+    while not os.path.exists(path):
+        gevent.sleep(0.2)
+    environment.runner.quit()
 
 
 def _entry_summary(entry: stats.StatsEntry) -> dict:

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -215,7 +214,13 @@ def locust_command(config: LoadTestConfig, prefix: Path | None, web_port: int | 
         return [*cmd, "--web-host", settings.DEFAULT_HOST, "--web-port", str(web_port), USER_CLASSES[config.protocol]]
     return [*cmd, "--headless", "--stop-timeout", "5",
             "--csv", str(prefix), "--csv-full-history", "--json-file", str(prefix), "--exit-code-on-error", "0",
-            "--only-summary", "--summary-file", str(summary_path(prefix)), USER_CLASSES[config.protocol]]
+            "--only-summary", "--summary-file", str(summary_path(prefix)), "--stop-file", str(stop_path(prefix)),
+            USER_CLASSES[config.protocol]]
+
+
+def stop_path(prefix: Path) -> Path:
+    """The file whose appearance ends a run early (`run(until=...)`)."""
+    return Path(f"{prefix}_stop")
 
 
 def summary_path(prefix: Path) -> Path:
@@ -490,7 +495,7 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
     locust = spawn("Locust", locust_command(config, prefix), log=log_path, env=locust_environment(config))
     deadline = time.monotonic() + config.duration_s + LOCUST_STOP_GRACE_S
     summary_file, history_file = summary_path(prefix), Path(f"{prefix}_stats_history.csv")
-    summary_seen_at, stopping = None, False
+    summary_seen_at = None
     try:
         while locust.running():
             now = time.monotonic()
@@ -503,9 +508,8 @@ def run(config: LoadTestConfig, out_dir: Path, slo: list[SloTarget] | None = Non
             if now > deadline:
                 raise LoadTestError(f"Locust did not stop {LOCUST_STOP_GRACE_S:.0f} s after the run; "
                                     f"log: {log_path}")
-            if until is not None and until.is_set() and not stopping:
-                locust.process.send_signal(signal.SIGTERM)  # Locust quits as at the end of its time: a summary
-                stopping = True
+            if until is not None and until.is_set():
+                stop_path(prefix).touch()  # the locustfile ends the run as its run time would
             if on_progress and (progress := progress_of(read_history(history_file))):
                 on_progress(progress)
             time.sleep(PROGRESS_INTERVAL_S)
