@@ -72,6 +72,7 @@ VALUE_SETS: dict[str, dict] = {
     "example-gpu": example("gpu"),
     "example-spot": example("spot"),
     "example-gpu-on-spot": example("gpu", "spot"),
+    "example-single-node": {**example("single-node"), "image": {**example("single-node")["image"], "tag": "0123abcd"}},
 }
 
 
