@@ -41,7 +41,8 @@ UPGRADE_TIMEOUT = "240s"
 # Requests/s each protocol's Locust users send through the Service during an operation: steady traffic that leaves
 # the node's two cores room to start pods.
 RATE = 30.0
-ARTIFACTS = Path(os.environ.get("TRITON_TOOLKIT_ARTIFACTS", "")) if os.environ.get("TRITON_TOOLKIT_ARTIFACTS") else None
+# A folder for the timelines (PNG + JSON; the README's figure comes from such a run); unset: the test's own tmp folder.
+ARTIFACTS_ENV = "TRITON_TOOLKIT_ARTIFACTS"
 
 
 @dataclass
@@ -53,9 +54,8 @@ class RealCluster:
 
     def deploy(self, built: image.LocalImage, repository: Path, timeout: str = UPGRADE_TIMEOUT):
         """`tools deploy upgrade` (install or upgrade; helm waits, and rolls back what never gets ready)."""
-        repo, tag = built.reference.rsplit(":", 1)
-        return tools_deploy(self.cluster, "upgrade", "--create-namespace", "--timeout", timeout,
-                            "-f", str(VALUES), "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
+        return tools_deploy(self.cluster, "upgrade", "--create-namespace", "--timeout", timeout, "-f", str(VALUES),
+                            "--set", f"image.repository={built.repository}", "--set", f"image.tag={built.tag}",
                             "--repository", str(repository), namespace=NAMESPACE)
 
     def service_ip(self) -> str:
@@ -68,11 +68,12 @@ class RealCluster:
     def live_pods(self) -> list[dict]:
         return [p for p in self.cluster.api.pods(NAMESPACE) if not p["metadata"].get("deletionTimestamp")]
 
-    def build(self, repository: Path) -> image.LocalImage:
-        return image.build_image(self.workdir / "images", repository)
-
-    def import_image(self, built: image.LocalImage) -> None:
+    def add_image(self, repository: Path) -> image.LocalImage:
+        """The image of `repository`, built and imported into the node (its 850 MB archive then deleted)."""
+        built = image.build_image(self.workdir / "images", repository)
         image.import_images(self.node.containerd, [built])
+        built.archive.unlink()
+        return built
 
 
 def repository_copy(tmp: Path, name: str) -> Path:
@@ -88,6 +89,7 @@ def real(kube_binaries: None, helm_binary: Path, tmp_path_factory: pytest.TempPa
     built, pause = image.build_image(workdir / "images", paths.REPOSITORY), image.pause_image()
     with running_cluster(workdir, real_node=True) as cluster, \
             running_node(cluster, pause.reference, lambda socket: image.import_images(socket, [pause, built])) as node:
+        built.archive.unlink()
         started = time.monotonic()
         real = RealCluster(cluster, node, built, workdir)
         ok(real.deploy(built, paths.REPOSITORY))
@@ -163,7 +165,7 @@ def report(what: str, results: dict[Protocol, runner.LoadTestResult]) -> None:
 
 
 def record(timeline: Timeline, name: str, title: str, tmp: Path) -> Path:
-    target = (ARTIFACTS or tmp) / f"{name}.png"
+    target = Path(os.environ.get(ARTIFACTS_ENV) or tmp) / f"{name}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     timeline.save(target.with_suffix(".json"))
     return timeline.plot(target, title)
@@ -188,9 +190,8 @@ def test_rolling_upgrade_under_load_loses_no_request(real: RealCluster, tmp_path
         config.write_text(config.read_text().replace("versions: [ 1, 2 ]", "versions: [ 1, 2, 3 ]"))
     else:
         config.write_text(config.read_text().replace("count: 2", "count: 1"))
-    built = real.build(repository)
+    built = real.add_image(repository)
     assert built.reference != real.image.reference
-    real.import_image(built)
     old = {p["metadata"]["name"] for p in real.live_pods()}
     with Timeline(real.cluster.api, NAMESPACE) as timeline, traffic(real, tmp_path / "load") as results:
         timeline.mark("upgrade")
@@ -233,8 +234,7 @@ def test_an_upgrade_that_never_gets_ready_is_rolled_back_without_losing_a_reques
     # A model whose code fails as Triton loads it: with --exit-on-error the server exits, the pod never gets ready.
     model = repository / "tokenizer" / "1" / "model.py"
     model.write_text(model.read_text() + "\nraise RuntimeError('broken on purpose')\n")
-    built = real.build(repository)
-    real.import_image(built)
+    built = real.add_image(repository)
     old = {p["metadata"]["name"]: p["metadata"]["uid"] for p in real.live_pods()}
     with Timeline(real.cluster.api, NAMESPACE) as timeline, traffic(real, tmp_path / "load") as results:
         timeline.mark("upgrade")
