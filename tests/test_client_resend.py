@@ -19,22 +19,26 @@ from tools.settings import Protocol
 ARRAYS = {"X": np.array([[1.0, 2.0]], dtype=np.float32)}
 
 
-@pytest.mark.parametrize("protocol", list(Protocol))
-def test_a_request_on_a_connection_the_server_closed_is_sent_again(echo_repository, protocol: Protocol):
+def test_requests_on_connections_the_server_closed_are_sent_again(echo_repository):
     opts = runtime.ServerOptions.on_free_ports(repository=echo_repository)
-    resent: list[Exception] = []
+    resent: dict[Protocol, list[Exception]] = {protocol: [] for protocol in Protocol}
     with runtime.running_server(opts) as first:
-        url = first.grpc_url if protocol == Protocol.GRPC else first.http_url
-        connection = client.connect(protocol, url)
-        assert client.call(connection, "echo", ARRAYS, on_resend=resent.append)["Y"].tolist() == [[1.0, 2.0]]
+        connections = {Protocol.HTTP: client.connect(Protocol.HTTP, first.http_url),
+                       Protocol.GRPC: client.connect(Protocol.GRPC, first.grpc_url)}
+        for protocol, connection in connections.items():
+            assert client.call(connection, "echo", ARRAYS, on_resend=resent[protocol].append)["Y"].tolist() == [[1.0, 2.0]]
     try:
-        with runtime.running_server(opts):  # the same ports: the client's kept connection is the old server's
-            for _ in range(3):
-                assert client.call(connection, "echo", ARRAYS, on_resend=resent.append)["Y"].tolist() == [[1.0, 2.0]]
+        with runtime.running_server(opts):  # the same ports: the clients' kept connections are the old server's
+            for protocol, connection in connections.items():
+                for _ in range(3):
+                    answer = client.call(connection, "echo", ARRAYS, on_resend=resent[protocol].append)
+                    assert answer["Y"].tolist() == [[1.0, 2.0]]
     finally:
-        connection.close()
-    # The client may notice the closed connection before sending (then nothing is resent); at most one resend.
-    assert len(resent) <= 1 and all(client.never_answered(exc) for exc in resent), resent
+        for connection in connections.values():
+            connection.close()
+    # A client may notice the closed connection before sending (then nothing is resent); at most one resend each.
+    for errors in resent.values():
+        assert len(errors) <= 1 and all(client.never_answered(exc) for exc in errors), errors
 
 
 def test_a_server_that_closes_without_an_answer_gets_the_request_once_more_then_an_error():

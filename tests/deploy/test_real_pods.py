@@ -40,7 +40,7 @@ VALUES = paths.CHART / "examples" / "single-node.yaml"
 UPGRADE_TIMEOUT = "240s"
 # Requests/s each protocol's Locust users send through the Service during an operation: steady traffic that leaves
 # the node's two cores room to start pods.
-RATE = 30.0
+RATE = 20.0
 # A folder for the timelines (PNG + JSON; the README's figure comes from such a run); unset: the test's own tmp folder.
 ARTIFACTS_ENV = "TRITON_TOOLKIT_ARTIFACTS"
 
@@ -145,7 +145,7 @@ def traffic(real: RealCluster, out: Path) -> Iterator[dict[Protocol, runner.Load
     try:
         wait_for(lambda: all((out / p.value / "locust_stats_history.csv").exists() for p in Protocol) or errors,
                  "Locust to start", 60)
-        time.sleep(3)  # traffic flowing before the operation starts
+        time.sleep(1)  # traffic flowing before the operation starts
         yield results
     finally:
         done.set()
@@ -238,7 +238,7 @@ def test_an_upgrade_that_never_gets_ready_is_rolled_back_without_losing_a_reques
     old = {p["metadata"]["name"]: p["metadata"]["uid"] for p in real.live_pods()}
     with Timeline(real.cluster.api, NAMESPACE) as timeline, traffic(real, tmp_path / "load") as results:
         timeline.mark("upgrade")
-        result = real.deploy(built, repository, timeout="45s")
+        result = real.deploy(built, repository, timeout="30s")
         timeline.mark("rolled back")
         wait_for(lambda: len(real.live_pods()) == 2, "the failed pod to go", 90)
     record(timeline, "failed-upgrade-rollback", "an upgrade that never gets ready, rolled back by helm", tmp_path)

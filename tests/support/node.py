@@ -304,6 +304,7 @@ def running_node(cluster: Cluster, sandbox_image: str, import_images: Callable[[
     state.mkdir(parents=True)
     socket_path = state / "containerd.sock"
     children: list[Child] = []
+    scheduler: Child | None = None
     started = time.monotonic()
     try:
         config = state / "containerd.toml"
@@ -350,6 +351,8 @@ def running_node(cluster: Cluster, sandbox_image: str, import_images: Callable[[
         yield Node(name=NODE_NAME, containerd=socket_path, kubelet_log=kubelet_log)
     finally:
         teardown = time.monotonic()
+        if scheduler is not None:
+            scheduler.stop()  # the pods' controllers recreate what is deleted: the new ones must stay unscheduled
         if children and children[0].running():
             _drain_pods(cluster, socket_path)
         for child in reversed(children):
