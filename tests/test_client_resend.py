@@ -26,7 +26,8 @@ def test_requests_on_connections_the_server_closed_are_sent_again(echo_repositor
         connections = {Protocol.HTTP: client.connect(Protocol.HTTP, first.http_url),
                        Protocol.GRPC: client.connect(Protocol.GRPC, first.grpc_url)}
         for protocol, connection in connections.items():
-            assert client.call(connection, "echo", ARRAYS, on_resend=resent[protocol].append)["Y"].tolist() == [[1.0, 2.0]]
+            answer = client.call(connection, "echo", ARRAYS, on_resend=resent[protocol].append)
+            assert answer["Y"].tolist() == [[1.0, 2.0]]
     try:
         with runtime.running_server(opts):  # the same ports: the clients' kept connections are the old server's
             for protocol, connection in connections.items():
