@@ -24,7 +24,7 @@ import pytest
 
 from tests.support import image, paths
 from tests.support.cluster import BUILD_TIMEOUT_S, Cluster, ok, running_cluster, tools_deploy, wait_for
-from tests.support.node import Node, running_node
+from tests.support.node import HostState, Node, running_node
 from tests.support.timeline import Timeline, served
 from tools import settings
 from tools.loadtest import runner
@@ -87,6 +87,7 @@ def real(kube_binaries: None, helm_binary: Path, tmp_path_factory: pytest.TempPa
     """A node with the project's image imported, and the chart installed on it from the shipped repository."""
     workdir = Path(tmp_path_factory.mktemp("real-node"))
     built, pause = image.build_image(workdir / "images", paths.REPOSITORY), image.pause_image()
+    host = HostState.record()
     with running_cluster(workdir, real_node=True) as cluster, \
             running_node(cluster, pause.reference, lambda socket: image.import_images(socket, [pause, built])) as node:
         built.archive.unlink()
@@ -95,6 +96,8 @@ def real(kube_binaries: None, helm_binary: Path, tmp_path_factory: pytest.TempPa
         ok(real.deploy(built, paths.REPOSITORY))
         print(f"installed and Ready in {time.monotonic() - started:.1f} s")
         yield real
+    # The node's teardown left the host as it found it.
+    assert host.differences(HostState.record()) == []
 
 
 def test_install_runs_ready_pods_that_answer_through_the_service(real: RealCluster):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -77,6 +78,18 @@ class HostState:
             paths={path for path in HOST_PATHS if path.exists() or path.is_symlink()},
             mounts=set(_mount_points()),
             cgroups=set(_our_cgroups()))
+
+    def differences(self, other: HostState) -> list[str]:
+        """What differs between two records, in words (iptables compared without counters and empty tables)."""
+        found = [f"sysctl {name}: {value} then {other.sysctls.get(name)}" for name, value in self.sysctls.items()
+                 if other.sysctls.get(name) != value]
+        found += [f"{tool} rules differ" for tool in IPTABLES
+                  if _rules(self.iptables.get(tool, "")) != _rules(other.iptables.get(tool, ""))]
+        for kind in ("paths", "mounts", "cgroups"):
+            mine, theirs = getattr(self, kind), getattr(other, kind)
+            found += [f"{kind} added: {sorted(map(str, theirs - mine))}"] if theirs - mine else []
+            found += [f"{kind} removed: {sorted(map(str, mine - theirs))}"] if mine - theirs else []
+        return found
 
     def restore(self) -> list[str]:
         """Undo the node's changes; a step that fails is reported and the others still run."""
@@ -143,6 +156,23 @@ def _iptables_save(tool: str) -> str:
     saved = run(f"{tool}-save", [f"{tool}-save"], timeout=30)
     # Comment lines carry the time of the dump; restoring does not need them.
     return "".join(line + "\n" for line in saved.stdout.splitlines() if not line.startswith("#"))
+
+
+BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
+
+
+def _rules(dump: str) -> dict[str, list[str]]:
+    """Table -> its chains and rules, without counters; a table holding only built-in chains that accept is left out
+    (an empty table is no change)."""
+    tables: dict[str, list[str]] = {}
+    for line in dump.splitlines():
+        if line.startswith("*"):
+            table = tables.setdefault(line[1:].strip(), [])
+        elif line.startswith((":", "-")):
+            table.append(re.sub(r" \[\d+:\d+\]$", "", line))
+    return {name: lines for name, lines in tables.items()
+            if any(not (line.startswith(":") and line[1:].split()[0] in BUILTIN_CHAINS and line.endswith(" ACCEPT"))
+                   for line in lines)}
 
 
 def _tables(dump: str) -> set[str]:
