@@ -15,12 +15,14 @@ import shutil
 import signal
 import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.support import image, paths
 from tests.support.cluster import BUILD_TIMEOUT_S, Cluster, ok, running_cluster, tools_deploy, wait_for
@@ -41,6 +43,9 @@ UPGRADE_TIMEOUT = "240s"
 # Requests/s each protocol's Locust users send through the Service during an operation: steady traffic that leaves
 # the node's two cores room to start pods.
 RATE = 20.0
+# Tokens of the generation in flight during the eviction: 4-10 s here under the tier's load, longer than the preStop
+# delay (3 s) and shorter than the drain (3 + maxRequestSeconds 15 s), after which Triton cuts what is still running.
+GENERATED_TOKENS = 300
 # A folder for the timelines (PNG + JSON; the README's figure comes from such a run); unset: the test's own tmp folder.
 ARTIFACTS_ENV = "TRITON_TOOLKIT_ARTIFACTS"
 
@@ -256,20 +261,27 @@ def test_an_upgrade_that_never_gets_ready_is_rolled_back_without_losing_a_reques
 def test_an_eviction_drains_in_flight_requests_and_the_budget_holds(real: RealCluster, tmp_path: Path):
     pods = real.live_pods()
     victim, other = pods
-    # A long generation straight to the victim pod, in flight when the eviction starts.
+    # A long generation straight to the victim pod: the eviction comes at its first token, and it must still be
+    # running when SIGTERM follows the preStop delay, yet end within the drain (maxRequestSeconds).
     stream_url = f"{victim['status']['podIP']}:{settings.DEFAULT_GRPC_PORT}"
     generated: dict[str, object] = {}
+    first_token = threading.Event()
 
     def generate() -> None:
         connection = client.connect(Protocol.GRPC, stream_url)
         stream = client.GrpcStream(connection)
         try:
             arrays = {"text_input": np.array([b"Write a long story about a lighthouse keeper."], dtype=np.object_)}
-            generated["pieces"] = list(stream.request("generate", arrays, parameters={
-                "max_tokens": 200, "ignore_eos": True, "temperature": 0.0}))
+            pieces = []
+            for piece in stream.request("generate", arrays, parameters={
+                    "stream": True, "max_tokens": GENERATED_TOKENS, "ignore_eos": True, "temperature": 0.0}):
+                pieces.append(piece)
+                first_token.set()
+            generated["pieces"], generated["ended"] = pieces, time.monotonic()
         except Exception as exc:
             generated["error"] = exc
         finally:
+            first_token.set()
             stream.close()
             connection.close()
 
@@ -277,13 +289,14 @@ def test_an_eviction_drains_in_flight_requests_and_the_budget_holds(real: RealCl
     with Timeline(real.cluster.api, NAMESPACE) as timeline, traffic(real, tmp_path / "load") as results:
         streamer = threading.Thread(target=generate)
         streamer.start()
-        time.sleep(1.0)
+        assert first_token.wait(60), "no token from the victim pod"
+        evicted = time.monotonic()
         timeline.mark("evict")
         body = {"apiVersion": "policy/v1beta1", "kind": "Eviction"}
         real.cluster.api.request("POST", evict.format(victim["metadata"]["name"]),
                                  {**body, "metadata": {"name": victim["metadata"]["name"], "namespace": NAMESPACE}})
         # The budget (maxUnavailable 1) refuses a second eviction while the first pod is gone.
-        with pytest.raises(Exception) as refused:
+        with pytest.raises(urllib.error.HTTPError) as refused:
             real.cluster.api.request("POST", evict.format(other["metadata"]["name"]),
                                      {**body, "metadata": {"name": other["metadata"]["name"], "namespace": NAMESPACE}})
         streamer.join(120)
@@ -294,10 +307,15 @@ def test_an_eviction_drains_in_flight_requests_and_the_budget_holds(real: RealCl
     record(timeline, "eviction-drain", "an eviction under load: preStop, SIGTERM, in-flight requests drained",
            tmp_path)
     report("eviction", results)
-    assert getattr(refused.value, "code", None) == 429, refused.value
+    assert refused.value.code == 429, refused.value
     assert "error" not in generated, generated.get("error")
     pieces = generated["pieces"]
     assert pieces[-1].final and pieces[-1].outputs.get("finish_reason") in ("length", b"length"), pieces[-1]
+    assert pieces[-1].outputs["completion_tokens"] == GENERATED_TOKENS
+    prestop = yaml.safe_load(VALUES.read_text())["deployment"]["preStopDelaySeconds"]
+    print(f"eviction: the generation ended {generated['ended'] - evicted:.1f} s after the eviction "
+          f"(SIGTERM at {prestop} s)")
+    assert generated["ended"] - evicted > prestop, "the generation ended before SIGTERM: it proved no drain"
     assert lost(results) == {"http": 0, "grpc": 0}, {p: r.client.errors for p, r in results.items()}
 
 
